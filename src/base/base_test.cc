@@ -1,0 +1,55 @@
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "base/clock.h"
+#include "base/crypto.h"
+#include "shoal/status.h"
+
+using namespace shoal;
+
+TEST_CASE("status carries code and message") {
+  Status ok;
+  CHECK(ok.ok());
+  Status s = Status::unavailable("peer 127.0.0.1:7400 gone");
+  CHECK(!s.ok());
+  CHECK(s.to_string() == "unavailable: peer 127.0.0.1:7400 gone");
+  Result<int> r = 5;
+  CHECK(r.ok());
+  CHECK(*r == 5);
+  Result<int> e = Status::not_found("x");
+  CHECK(!e.ok());
+  CHECK(e.status().code() == Status::Code::kNotFound);
+}
+
+TEST_CASE("hmac-sha256 matches RFC 4231 test case 2") {
+  Mac mac = hmac_sha256(as_bytes("Jefe"), as_bytes("what do ya want for nothing?"));
+  CHECK(to_hex(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  Mac parts = hmac_sha256_parts(as_bytes("Jefe"), {as_bytes("what do ya "), as_bytes("want for nothing?")});
+  CHECK(constant_time_equal(mac, parts));
+}
+
+TEST_CASE("hex round trip and bad hex") {
+  auto r = from_hex("00ff10");
+  REQUIRE(r.ok());
+  CHECK(to_hex(as_bytes(*r)) == "00ff10");
+  CHECK(!from_hex("abc").ok());
+  CHECK(!from_hex("zz").ok());
+}
+
+TEST_CASE("seeded rng is reproducible and uniform is bounded") {
+  SeededRng a(42), b(42), c(43);
+  uint64_t x = a.next_u64();
+  CHECK(x == b.next_u64());
+  CHECK(x != c.next_u64());
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 1000; i++) {
+    uint64_t v = a.uniform(10);
+    CHECK(v < 10);
+    seen.insert(v);
+  }
+  CHECK(seen.size() == 10);
+  double d = a.uniform_double();
+  CHECK(d >= 0.0);
+  CHECK(d < 1.0);
+}
