@@ -1,0 +1,240 @@
+#include "cli/commands.h"
+
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "base/crypto.h"
+#include "base/log.h"
+#include "gossip/service.h"
+#include "loop/loop.h"
+#include "loop/tcp.h"
+#include "node/data_dir.h"
+#include "node/machine.h"
+#include "node/node.h"
+#include "rpc/client.h"
+#include "rpc/errors.h"
+
+namespace shoal::cli {
+namespace {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "shoal: %s\n", message.c_str());
+  return kExitRuntimeError;
+}
+
+std::string json_string(kj::StringPtr s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "0";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.15g", v);
+  return buf;
+}
+
+std::string json_resources(rpc::ResourceSet::Reader r) {
+  std::string out = "{\"cpus\":" + json_number(r.getCpus()) +
+                    ",\"memory_bytes\":" + std::to_string(r.getMemoryBytes()) +
+                    ",\"gpus\":" + json_number(r.getGpus()) + ",\"custom\":{";
+  bool first = true;
+  for (auto q : r.getCustom()) {
+    if (!first) out += ",";
+    first = false;
+    out += json_string(q.getName()) + ":" + json_number(q.getAmount());
+  }
+  return out + "}}";
+}
+
+std::string human_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+void print_status_json(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members) {
+  std::string out = "{\"self_id\":" + json_string(self_id) + ",\"members\":[";
+  bool first = true;
+  for (auto m : members) {
+    if (!first) out += ",";
+    first = false;
+    out += "{\"id\":" + json_string(m.getId()) + ",\"address\":" + json_string(m.getAddress()) +
+           ",\"state\":" + json_string(m.getState()) +
+           ",\"incarnation\":" + std::to_string(m.getIncarnation()) +
+           ",\"last_contact_s\":" + json_number(m.getLastContactMsAgo() / 1000.0) +
+           ",\"resources\":" + json_resources(m.getTotal()) +
+           ",\"available\":" + json_resources(m.getAvailable()) +
+           ",\"running_tasks\":" + std::to_string(m.getRunningTasks()) +
+           ",\"load_age_s\":" + json_number(m.getLoadAgeMs() / 1000.0) + ",\"labels\":{";
+    bool first_label = true;
+    for (auto l : m.getLabels()) {
+      if (!first_label) out += ",";
+      first_label = false;
+      out += json_string(l.getKey()) + ":" + json_string(l.getValue());
+    }
+    out += "}}";
+  }
+  out += "]}";
+  std::printf("%s\n", out.c_str());
+}
+
+void print_status_table(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members) {
+  std::printf("%-10s %-22s %-8s %-11s %-22s %-6s %-10s %s\n", "ID", "ADDRESS", "STATE", "CPUS",
+              "MEMORY", "GPUS", "LAST SEEN", "LABELS");
+  size_t counts[4] = {0, 0, 0, 0};
+  for (auto m : members) {
+    std::string state = m.getState().cStr();
+    if (state == "alive") counts[0]++;
+    if (state == "suspect") counts[1]++;
+    if (state == "dead") counts[2]++;
+    if (state == "left") counts[3]++;
+    auto total = m.getTotal();
+    auto available = m.getAvailable();
+    char cpus[32], gpus[16], seen[32];
+    std::snprintf(cpus, sizeof(cpus), "%g/%g", available.getCpus(), total.getCpus());
+    std::snprintf(gpus, sizeof(gpus), "%g", total.getGpus());
+    bool is_self = m.getId() == self_id;
+    if (is_self) {
+      std::snprintf(seen, sizeof(seen), "(self)");
+    } else {
+      std::snprintf(seen, sizeof(seen), "%.1f s", m.getLastContactMsAgo() / 1000.0);
+    }
+    std::string memory = human_bytes(available.getMemoryBytes()) + "/" + human_bytes(total.getMemoryBytes());
+    std::string labels;
+    for (auto l : m.getLabels()) {
+      if (!labels.empty()) labels += ",";
+      labels += std::string(l.getKey().cStr()) + "=" + l.getValue().cStr();
+    }
+    std::string id = std::string(m.getId().cStr()).substr(0, 8);
+    std::printf("%-10s %-22s %-8s %-11s %-22s %-6s %-10s %s\n", id.c_str(), m.getAddress().cStr(),
+                state.c_str(), cpus, memory.c_str(), gpus, seen, labels.c_str());
+  }
+  std::printf("\n%zu alive, %zu suspect, %zu dead, %zu left\n", counts[0], counts[1], counts[2], counts[3]);
+}
+
+// Finds the address and secret shoalctl should use.
+Result<std::pair<std::string, std::string>> resolve_target(const CtlOptions& options) {
+  std::string address = options.address;
+  std::string token_file = options.token_file;
+  if (address.empty() || token_file.empty()) {
+    auto local = node::find_local_nodes();
+    const node::LocalNode* match = nullptr;
+    for (const auto& n : local) {
+      if (address.empty() || n.address == address) {
+        match = &n;
+        break;
+      }
+    }
+    if (address.empty()) {
+      if (match == nullptr) {
+        return Status::not_found("no shoal node is running on this machine; pass --address HOST:PORT");
+      }
+      address = match->address;
+    }
+    if (token_file.empty()) {
+      token_file = match ? match->token_file : node::default_data_dir() + "/token";
+    }
+  }
+  auto secret = node::read_token_file(token_file);
+  if (!secret.ok()) return Status(secret.status().code(), secret.status().message() + " (pass --token-file)");
+  return std::make_pair(address, *secret);
+}
+
+}  // namespace
+
+int run_start(const node::NodeOptions& options) {
+  node::Node node(options);
+  Status status = node.run();
+  if (!status.ok()) {
+    SHOAL_LOG_ERROR("{}", status.to_string());
+    return fail(status.to_string());
+  }
+  return kExitOk;
+}
+
+int run_status(const CtlOptions& options, bool json) {
+  auto target = resolve_target(options);
+  if (!target.ok()) return fail(target.status().message());
+  const auto& [address, secret] = *target;
+  auto hp = node::parse_host_port(address, node::kDefaultPort);
+  if (!hp.ok()) return fail("--address: " + hp.status().message());
+  (void)set_log_level("warn");
+
+  loop::Loop loop;
+  std::unique_ptr<rpc::ClientConnection> connection;
+  auto work = loop::connect_tcp(loop, hp->first, hp->second)
+                  .then([&](kj::Own<kj::AsyncIoStream> stream) {
+                    rpc::ClientOptions client_options;
+                    client_options.client_name = "shoalctl";
+                    return rpc::connect_authenticated(kj::mv(stream), secret, client_options);
+                  })
+                  .then([&](std::unique_ptr<rpc::ClientConnection> c) {
+                    connection = std::move(c);
+                    return connection->node().membersRequest().send();
+                  })
+                  .then([&](capnp::Response<rpc::Node::MembersResults> response) -> Status {
+                    if (json) {
+                      print_status_json(response.getSelfId(), response.getMembers());
+                    } else {
+                      print_status_table(response.getSelfId(), response.getMembers());
+                    }
+                    return {};
+                  });
+  auto timeout = loop.timer()
+                     .afterDelay(options.timeout_ms * kj::MILLISECONDS)
+                     .then([&]() -> Status {
+                       return Status::deadline_exceeded("no answer from " + address + " within " +
+                                                        std::to_string(options.timeout_ms) + " ms");
+                     });
+  Status result = work.catch_([&](kj::Exception&& e) -> Status {
+                        Status s = rpc::status_from_exception(e);
+                        return Status(s.code(), address + ": " + s.message());
+                      })
+                      .exclusiveJoin(kj::mv(timeout))
+                      .wait(loop.wait_scope());
+  connection.reset();
+  if (!result.ok()) return fail(result.message());
+  return kExitOk;
+}
+
+int run_gossip_probe(const std::string& address, const std::string& token_file, int timeout_ms) {
+  auto secret = node::read_token_file(token_file);
+  if (!secret.ok()) return fail(secret.status().message());
+  auto acked = gossip::probe_once(address, as_bytes(*secret), static_cast<uint64_t>(timeout_ms));
+  if (!acked.ok()) return fail(acked.status().to_string());
+  if (!*acked) {
+    std::printf("no authenticated ack from %s within %d ms\n", address.c_str(), timeout_ms);
+    return kExitRuntimeError;
+  }
+  std::printf("authenticated ack from %s\n", address.c_str());
+  return kExitOk;
+}
+
+}  // namespace shoal::cli

@@ -1,0 +1,14 @@
+#include "cli/cli.h"
+
+#ifdef SHOAL_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
+
+int main(int argc, char** argv) {
+#ifdef SHOAL_WITH_MIMALLOC
+  // Referencing mimalloc keeps the linker from dropping it (--as-needed);
+  // being linked is what makes it replace malloc process-wide.
+  (void)mi_version();
+#endif
+  return shoal::cli::main(argc, argv);
+}

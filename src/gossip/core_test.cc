@@ -1,0 +1,220 @@
+#include "gossip/core.h"
+
+#include <doctest/doctest.h>
+
+#include <cstdio>
+
+using namespace shoal;
+using namespace shoal::gossip;
+
+namespace {
+
+std::string id_of(int i) {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%032x", i + 1);
+  return buf;
+}
+
+MemberInfo info_of(int i) {
+  MemberInfo info;
+  info.id = id_of(i);
+  info.address = "10.0.0." + std::to_string(i + 1) + ":7946";
+  info.total.cpus = 8;
+  return info;
+}
+
+size_t payload_bound(const Outgoing& out) {
+  size_t n = kPacketOverheadBytes;
+  for (const auto& m : out.messages) n += message_size_bound(m);
+  return n;
+}
+
+template <typename T>
+size_t count_of(const std::vector<Outgoing>& outs) {
+  size_t n = 0;
+  for (const auto& o : outs) {
+    for (const auto& m : o.messages) n += std::holds_alternative<T>(m) ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a node told it is suspect or dead refutes with a higher incarnation") {
+  SeededRng rng(1);
+  Core core(Config{}, info_of(0), 100, rng);
+  core.join({}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Alive{info_of(1), 5}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Suspect{id_of(0), 100, id_of(1)}, 1);
+  CHECK(core.incarnation() == 101);
+  core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 101, id_of(1)}, 2);
+  CHECK(core.incarnation() == 102);
+  core.receive("10.0.0.2:7946", id_of(1), Suspect{id_of(0), 50, id_of(1)}, 3);  // stale: ignored
+  CHECK(core.incarnation() == 102);
+  core.tick(100);
+  auto out = core.take_outgoing();
+  bool alive_sent = false;
+  for (const auto& o : out) {
+    for (const auto& m : o.messages) {
+      if (auto* a = std::get_if<Alive>(&m); a && a->info.id == id_of(0)) alive_sent |= a->incarnation == 102;
+    }
+  }
+  CHECK(alive_sent);
+}
+
+TEST_CASE("suspect becomes dead after the suspicion timeout; a higher incarnation revives") {
+  SeededRng rng(2);
+  Config config;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 1}, 0);
+  core.take_events();
+  core.receive("x:1", id_of(2), Suspect{id_of(1), 1, id_of(2)}, 10);
+  REQUIRE(core.find(id_of(1))->state == MemberState::kSuspect);
+  // Two live members and no one else to confirm: the timeout is the minimum.
+  core.tick(10 + config.suspicion_min_ms - 1);
+  CHECK(core.find(id_of(1))->state == MemberState::kSuspect);
+  core.tick(10 + config.suspicion_min_ms);
+  CHECK(core.find(id_of(1))->state == MemberState::kDead);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 1}, 2000);  // same incarnation: still dead
+  CHECK(core.find(id_of(1))->state == MemberState::kDead);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 2}, 2001);
+  CHECK(core.find(id_of(1))->state == MemberState::kAlive);
+  auto events = core.take_events();
+  REQUIRE(events.size() == 3);
+  CHECK(events[0].kind == MemberEvent::Kind::kSuspect);
+  CHECK(events[1].kind == MemberEvent::Kind::kDead);
+  CHECK(events[2].kind == MemberEvent::Kind::kAliveAgain);
+}
+
+TEST_CASE("left is final for its incarnation and is reaped later") {
+  SeededRng rng(3);
+  Config config;
+  config.left_reap_ms = 5'000;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 3}, 0);
+  core.receive("x:1", id_of(1), Left{id_of(1), 3}, 1);
+  CHECK(core.find(id_of(1))->state == MemberState::kLeft);
+  core.receive("x:1", id_of(2), Dead{id_of(1), 3, id_of(2)}, 2);
+  core.receive("x:1", id_of(2), Suspect{id_of(1), 3, id_of(2)}, 2);
+  CHECK(core.find(id_of(1))->state == MemberState::kLeft);
+  core.tick(4'000);
+  CHECK(core.find(id_of(1)) != nullptr);
+  core.tick(7'000);
+  CHECK(core.find(id_of(1)) == nullptr);
+}
+
+TEST_CASE("join state is split into packets that fit, and the member limit holds") {
+  SeededRng rng(4);
+  Config config;
+  config.members_max = 300;
+  Core seed(config, info_of(0), 1, rng);
+  seed.join({}, 0);
+  for (int i = 1; i < 400; ++i) {
+    MemberInfo info = info_of(i);
+    info.address = "host-" + std::to_string(i) + ".example.org:7946";
+    info.labels["zone"] = "zone-" + std::to_string(i % 7);
+    seed.receive(info.address, info.id, Alive{info, 1}, 1);
+  }
+  CHECK(seed.members().size() == 300);
+  seed.take_outgoing();
+  seed.receive("10.9.9.9:7946", id_of(999), PushPull{true, true, {{info_of(999), MemberState::kAlive, 1}}}, 2);
+  auto out = seed.take_outgoing();
+  size_t states = 0;
+  size_t to_joiner = 0;
+  for (const auto& o : out) {
+    CHECK(payload_bound(o) <= kPacketBytesMax);
+    CHECK(o.messages.size() <= kMessagesPerPacketMax);
+    if (o.to_address != "10.9.9.9:7946") continue;
+    ++to_joiner;
+    for (const auto& m : o.messages) {
+      if (auto* pp = std::get_if<PushPull>(&m)) {
+        states += pp->states.size();
+        CHECK(!pp->want_reply);
+      }
+    }
+  }
+  CHECK(to_joiner > 5);   // several packets
+  CHECK(states == 300);   // the full list (the joiner did not fit: limit reached)
+}
+
+TEST_CASE("probe: ack clears it, silence leads to ping-req then suspicion") {
+  SeededRng rng(5);
+  Config config;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  for (int i = 1; i <= 4; ++i) core.receive("x:1", id_of(i), Alive{info_of(i), 1}, 0);
+  core.take_outgoing();
+  uint64_t now = 0;
+  std::string target;
+  uint32_t seq = 0;
+  for (; now < 2 * config.probe_interval_ms && target.empty(); now += 10) {
+    core.tick(now);
+    for (const auto& o : core.take_outgoing()) {
+      if (auto* p = std::get_if<Ping>(&o.messages[0])) {
+        target = p->target_id;
+        seq = p->seq;
+      }
+    }
+  }
+  REQUIRE(!target.empty());
+  uint64_t start = now - 10;
+  core.tick(start + config.probe_timeout_ms);
+  CHECK(count_of<PingReq>(core.take_outgoing()) == config.indirect_checks);
+  core.tick(start + config.probe_interval_ms);
+  CHECK(core.find(target)->state == MemberState::kSuspect);
+  (void)seq;
+}
+
+TEST_CASE("load updates are ordered by (incarnation, version) and carry the receive time") {
+  SeededRng rng(6);
+  Core core(Config{}, info_of(0), 1, rng);
+  core.join({}, 0);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 7}, 0);
+  LoadUpdate u{id_of(1), 7, 5, {}, 2};
+  u.available.cpus = 3;
+  core.receive("x:1", id_of(1), u, 100);
+  CHECK(core.find(id_of(1))->load.available.cpus == 3);
+  CHECK(core.find(id_of(1))->load.updated_ms == 100);
+  LoadUpdate older = u;
+  older.version = 4;
+  older.available.cpus = 1;
+  core.receive("x:1", id_of(1), older, 200);
+  CHECK(core.find(id_of(1))->load.available.cpus == 3);
+  LoadUpdate restarted{id_of(1), 8, 1, {}, 0};  // a new incarnation restarts versions
+  restarted.available.cpus = 6;
+  core.receive("x:1", id_of(1), restarted, 300);
+  CHECK(core.find(id_of(1))->load.available.cpus == 6);
+}
+
+// Regression: a node that was chosen as a seed by a newcomer while its own
+// join was still in flight stopped joining, and the cluster split in two.
+TEST_CASE("a join request arriving mid-join does not end our own join") {
+  SeededRng rng(7);
+  Core core(Config{}, info_of(1), 100, rng);
+  core.join({info_of(0).address}, 0);
+  PushPull request;
+  request.join = true;
+  request.want_reply = true;
+  request.states.push_back(StateEntry{info_of(2), MemberState::kAlive, 9});
+  core.receive(info_of(2).address, id_of(2), request, 0);
+  CHECK(!core.joined());
+  // The join to the seed is still sent, and resent until a reply arrives.
+  core.tick(0);
+  core.tick(Config{}.join_retry_ms + 1);
+  size_t to_seed = 0;
+  for (const auto& o : core.take_outgoing()) {
+    if (o.to_address != info_of(0).address) continue;
+    for (const auto& m : o.messages) {
+      if (auto* p = std::get_if<PushPull>(&m); p && p->join) to_seed++;
+    }
+  }
+  CHECK(to_seed >= 2);
+  PushPull reply;
+  reply.states.push_back(StateEntry{info_of(0), MemberState::kAlive, 3});
+  core.receive(info_of(0).address, id_of(0), reply, Config{}.join_retry_ms + 2);
+  CHECK(core.joined());
+  CHECK(core.find(id_of(0)) != nullptr);
+  CHECK(core.find(id_of(2)) != nullptr);
+}

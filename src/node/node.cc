@@ -1,0 +1,346 @@
+#include "node/node.h"
+
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <optional>
+
+#include <fmt/ranges.h>
+
+#include "base/assert.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "gossip/service.h"
+#include "loop/loop.h"
+#include "loop/tcp.h"
+#include "node/data_dir.h"
+#include "node/machine.h"
+#include "node/node_service.h"
+#include "rpc/errors.h"
+#include "rpc/peer_pool.h"
+#include "rpc/server.h"
+
+namespace shoal::node {
+namespace {
+
+inline constexpr uint64_t kJoinTimeoutMs = 30'000;    // give up when no seed answers
+inline constexpr uint64_t kJoinRetryMs = 1'000;
+inline constexpr uint64_t kLoadRefreshMs = 1'000;     // own load pushed to gossip
+inline constexpr uint64_t kLeaveTimeoutMs = 3'000;    // stop even if leave never completes
+
+std::string short_id(const std::string& id) { return id.substr(0, 8); }
+
+size_t alive_count(const std::vector<gossip::Member>& members) {
+  size_t n = 0;
+  for (const auto& m : members) n += m.state == gossip::MemberState::kAlive;
+  return n;
+}
+
+// Seeds as numeric "ip:port" (gossip never resolves names per packet); the
+// node's own address is skipped.
+Result<std::vector<std::string>> resolve_seeds(const std::vector<std::string>& join,
+                                               const std::string& self_address) {
+  std::vector<std::string> out;
+  for (const auto& seed : join) {
+    auto hp = parse_host_port(seed, kDefaultPort);
+    if (!hp.ok()) return Status::invalid_argument("--join " + seed + ": " + hp.status().message());
+    auto numeric = resolve_numeric(hp->first);
+    if (!numeric.ok()) return Status::invalid_argument("--join " + seed + ": " + numeric.status().message());
+    bool v6 = numeric->find(':') != std::string::npos;
+    std::string address = (v6 ? "[" + *numeric + "]" : *numeric) + ":" + std::to_string(hp->second);
+    if (address != self_address) out.push_back(address);
+  }
+  if (out.empty()) return Status::invalid_argument("--join names only this node itself");
+  return out;
+}
+
+}  // namespace
+
+struct Node::State {
+  SystemClock clock;
+  SeededRng rng{random_seed()};
+  std::string data_dir;
+  std::string token_path;
+  std::string secret;
+  gossip::MemberInfo self;
+  uint16_t port = 0;
+
+  std::unique_ptr<loop::Loop> loop;
+  kj::Own<loop::TcpListener> listener;
+  std::optional<kj::Promise<void>> listen_task;
+  std::unique_ptr<gossip::GossipService> gossip;
+  std::unique_ptr<rpc::RpcServer> rpc_server;
+  std::unique_ptr<rpc::PeerPool> peers;
+
+  uv_signal_t sigterm{};
+  uv_signal_t sigint{};
+  uv_timer_t load_timer{};
+  uv_timer_t leave_timer{};
+  bool leaving = false;
+  bool handles_started = false;
+  bool discovery_written = false;
+};
+
+Node::Node(NodeOptions options) : options_(std::move(options)) {}
+
+Node::~Node() {
+  if (state_ && state_->discovery_written) remove_discovery_file(state_->port);
+}
+
+namespace {
+
+Status prepare_identity(const NodeOptions& options, std::string& data_dir,
+                        std::string& token_path, std::string& secret, gossip::MemberInfo& self) {
+  data_dir = options.data_dir.empty() ? default_data_dir() : options.data_dir;
+  SHOAL_RETURN_IF_ERROR(prepare_data_dir(data_dir));
+  auto id = load_or_create_node_id(data_dir);
+  if (!id.ok()) return id.status();
+  self.id = *id;
+
+  token_path = options.token_file.empty() ? data_dir + "/token" : options.token_file;
+  if (options.join.empty()) {
+    auto token = load_or_create_token(token_path);
+    if (!token.ok()) return token.status();
+    secret = *token;
+  } else {
+    auto token = read_token_file(token_path);
+    if (!token.ok()) {
+      if (token.status().code() == Status::Code::kNotFound) {
+        return Status::invalid_argument(
+            "joining a cluster needs its token: copy <data-dir>/token from a running node and pass "
+            "--token-file (looked for " + token_path + ")");
+      }
+      return token.status();
+    }
+    secret = *token;
+  }
+
+  std::string advertise = options.advertise;
+  if (advertise.empty()) {
+    if (options.bind == "0.0.0.0" || options.bind == "::") {
+      return Status::invalid_argument("--bind " + options.bind +
+                                      " listens on every interface: pass --advertise HOST:PORT, the "
+                                      "address other nodes should use");
+    }
+    bool v6 = options.bind.find(':') != std::string::npos;
+    advertise = (v6 ? "[" + options.bind + "]" : options.bind) + ":" + std::to_string(options.port);
+  }
+  auto parsed = parse_host_port(advertise, options.port);
+  if (!parsed.ok()) return Status::invalid_argument("--advertise: " + parsed.status().message());
+  auto numeric = resolve_numeric(parsed->first);
+  if (!numeric.ok()) return Status::invalid_argument("--advertise: " + numeric.status().message());
+  bool numeric_v6 = numeric->find(':') != std::string::npos;
+  self.address = (numeric_v6 ? "[" + *numeric + "]" : *numeric) + ":" + std::to_string(parsed->second);
+
+  self.total.cpus = options.cpus.value_or(detect_cpus());
+  self.total.memory_bytes = options.memory_bytes.value_or(detect_memory_bytes());
+  self.total.gpus = options.gpus.value_or(detect_gpus());
+  self.total.custom = options.resources;
+  self.labels = options.labels;
+  return gossip::validate_member_info(self);
+}
+
+}  // namespace
+
+Status Node::run() {
+  SHOAL_ASSERT(!state_, "Node::run called twice");
+  state_ = std::make_unique<State>();
+  Status result = serve();
+  shutdown();
+  return result;
+}
+
+Status Node::serve() {
+  State& s = *state_;
+  SHOAL_RETURN_IF_ERROR(set_log_level(options_.log_level));
+  SHOAL_RETURN_IF_ERROR(prepare_identity(options_, s.data_dir, s.token_path, s.secret, s.self));
+  set_log_node_name(short_id(s.self.id));
+  s.port = options_.port;
+
+  s.loop = std::make_unique<loop::Loop>();
+  auto listener = loop::TcpListener::listen(*s.loop, options_.bind, options_.port);
+  if (!listener.ok()) {
+    return Status(listener.status().code(),
+                  "cannot listen for RPC on " + options_.bind + ":" + std::to_string(options_.port) +
+                      ": " + listener.status().message());
+  }
+  s.listener = kj::mv(*listener);
+
+  // A restart must beat every incarnation this id used before: start time in ms.
+  uint64_t incarnation = s.clock.wall_now_ms();
+  s.gossip = std::make_unique<gossip::GossipService>(s.loop->uv(), gossip::Config{}, s.self, incarnation,
+                                                     s.secret, s.clock, s.rng);
+  Status gossip_started = s.gossip->start(options_.bind, options_.port);
+  if (!gossip_started.ok()) {
+    return Status(gossip_started.code(), "cannot listen for gossip on " + options_.bind + ":" +
+                                             std::to_string(options_.port) + ": " + gossip_started.message());
+  }
+  s.gossip->on_event([&s](const gossip::MemberEvent& event) {
+    if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
+    SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),
+                   event.member.info.address, gossip::member_state_name(event.member.state),
+                   gossip::event_kind_name(event.kind), alive_count(s.gossip->members()));
+  });
+
+  s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
+    return kj::heap<NodeService>(*s.gossip, s.clock, s.self.id);
+  });
+  s.listen_task = s.rpc_server->listen(*s.listener).eagerlyEvaluate([](kj::Exception&& e) {
+    SHOAL_LOG_ERROR("RPC listener stopped: {}", e.getDescription().cStr());
+  });
+  s.peers = std::make_unique<rpc::PeerPool>(
+      s.loop->timer(),
+      [&s](const std::string& address) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+        auto hp = parse_host_port(address, kDefaultPort);
+        if (!hp.ok()) return KJ_EXCEPTION(FAILED, "bad peer address", address, hp.status().message());
+        return loop::connect_tcp(*s.loop, hp->first, hp->second);
+      },
+      s.secret, s.rng);
+
+  SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
+  if (options_.join.empty()) {
+    std::printf("shoal: bootstrapped a new cluster; node %s listens on %s\n"
+                "To add a node, copy %s to it and run:\n"
+                "  shoal start --join %s --token-file TOKEN_FILE\n",
+                s.self.id.c_str(), s.self.address.c_str(), s.token_path.c_str(), s.self.address.c_str());
+    std::fflush(stdout);
+  } else {
+    auto seeds = resolve_seeds(options_.join, s.self.address);
+    if (!seeds.ok()) return seeds.status();
+    SHOAL_RETURN_IF_ERROR(check_seeds(*seeds));
+    SHOAL_LOG_INFO("joining via {}", fmt::join(*seeds, ", "));
+    s.gossip->join(*seeds);
+  }
+  SHOAL_LOG_INFO("members: {} alive", alive_count(s.gossip->members()));
+
+  Status written = write_discovery_file(s.port, {s.self.address, s.token_path, s.data_dir, ::getpid()});
+  if (!written.ok()) {
+    SHOAL_LOG_WARN("shoalctl will not find this node by itself: {}", written.to_string());
+  } else {
+    s.discovery_written = true;
+  }
+
+  start_timers_and_signals();
+  s.loop->run();
+  return {};
+}
+
+}  // namespace shoal::node
+
+namespace shoal::node {
+
+Status Node::check_seeds(const std::vector<std::string>& seeds) {
+  State& s = *state_;
+  uint64_t deadline_ms = s.clock.now_ms() + kJoinTimeoutMs;
+  std::string last_error;
+  for (;;) {
+    for (const auto& seed : seeds) {
+      Status result = s.peers
+                          ->call<uint64_t>(seed,
+                                           [](rpc::Node::Client& node) {
+                                             auto request = node.pingRequest();
+                                             request.setValue(0);
+                                             return request.send().then(
+                                                 [](auto response) { return response.getValue(); });
+                                           })
+                          .then([](uint64_t) { return Status(); },
+                                [](kj::Exception&& e) { return rpc::status_from_exception(e); })
+                          .wait(s.loop->wait_scope());
+      if (result.ok()) return {};
+      if (result.code() == Status::Code::kUnauthenticated) {
+        return Status::unauthenticated("seed " + seed + " refused this node: " + result.message());
+      }
+      last_error = seed + ": " + result.message();
+      s.peers->drop(seed);  // try afresh next round instead of failing fast in the backoff window
+    }
+    if (s.clock.now_ms() >= deadline_ms) {
+      return Status::unavailable("no seed answered within " + std::to_string(kJoinTimeoutMs / 1000) +
+                                 " s (last error: " + last_error + ")");
+    }
+    SHOAL_LOG_WARN("cannot reach a seed yet ({}); retrying", last_error);
+    s.loop->timer().afterDelay(kJoinRetryMs * kj::MILLISECONDS).wait(s.loop->wait_scope());
+  }
+}
+
+void Node::start_timers_and_signals() {
+  State& s = *state_;
+  uv_loop_t* uv = s.loop->uv();
+  for (uv_signal_t* sig : {&s.sigterm, &s.sigint}) {
+    uv_signal_init(uv, sig);
+    sig->data = this;
+  }
+  auto on_signal = [](uv_signal_t* handle, int signum) {
+    static_cast<Node*>(handle->data)->begin_leave(signum);
+  };
+  uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&s.sigint, on_signal, SIGINT);
+
+  uv_timer_init(uv, &s.load_timer);
+  s.load_timer.data = this;
+  uv_timer_start(&s.load_timer, [](uv_timer_t* t) { static_cast<Node*>(t->data)->refresh_load(); }, 0,
+                 kLoadRefreshMs);
+  uv_timer_init(uv, &s.leave_timer);
+  s.leave_timer.data = this;
+  s.handles_started = true;
+}
+
+void Node::refresh_load() {
+  State& s = *state_;
+  // Nothing runs on a node yet (tasks and jobs come with later modules), so
+  // everything it has is available.
+  gossip::Load load;
+  load.available = s.self.total;
+  load.running_tasks = 0;
+  load.updated_ms = s.clock.now_ms();
+  s.gossip->set_local_load(load);
+}
+
+void Node::begin_leave(int signum) {
+  State& s = *state_;
+  if (s.leaving) {
+    SHOAL_LOG_WARN("received {} again: stopping without waiting for the leave to spread", strsignal(signum));
+    s.loop->stop();
+    return;
+  }
+  s.leaving = true;
+  SHOAL_LOG_INFO("received {}: leaving the cluster", strsignal(signum));
+  s.gossip->leave([this]() { state_->loop->stop(); });
+  uv_timer_start(
+      &s.leave_timer,
+      [](uv_timer_t* t) {
+        SHOAL_LOG_WARN("leave did not finish within {} ms; stopping", kLeaveTimeoutMs);
+        static_cast<Node*>(t->data)->state_->loop->stop();
+      },
+      kLeaveTimeoutMs, 0);
+}
+
+void Node::shutdown() {
+  State& s = *state_;
+  if (s.handles_started) {
+    for (uv_signal_t* sig : {&s.sigterm, &s.sigint}) {
+      uv_signal_stop(sig);
+      uv_close(reinterpret_cast<uv_handle_t*>(sig), nullptr);
+    }
+    for (uv_timer_t* timer : {&s.load_timer, &s.leave_timer}) {
+      uv_timer_stop(timer);
+      uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
+    }
+  }
+  s.listen_task.reset();
+  s.peers.reset();
+  s.rpc_server.reset();
+  s.listener = nullptr;
+  if (s.gossip) s.gossip->stop();
+  s.gossip.reset();
+  s.loop.reset();  // closes what is left and runs libuv until every handle is closed
+  if (s.discovery_written) {
+    remove_discovery_file(s.port);
+    s.discovery_written = false;
+  }
+  SHOAL_LOG_INFO("stopped");
+}
+
+}  // namespace shoal::node

@@ -1,0 +1,29 @@
+// Everything `shoal start` can be told, from flags or the config file.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shoal::node {
+
+inline constexpr uint16_t kDefaultPort = 7400;
+
+struct NodeOptions {
+  std::string bind = "127.0.0.1";  // TCP (RPC) and UDP (gossip) share one port
+  uint16_t port = kDefaultPort;
+  std::string advertise;           // address peers use; default bind:port
+  std::vector<std::string> join;   // seeds, HOST[:PORT]
+  std::string data_dir;            // default: default_data_dir()
+  std::string token_file;          // default: <data-dir>/token
+  std::optional<double> cpus;      // default: detected
+  std::optional<uint64_t> memory_bytes;
+  std::optional<uint32_t> gpus;
+  std::map<std::string, double> resources;
+  std::map<std::string, std::string> labels;
+  std::string log_level = "info";
+};
+
+}  // namespace shoal::node
