@@ -161,6 +161,7 @@ Status Node::serve() {
   s.port = options_.port;
 
   s.loop = std::make_unique<loop::Loop>();
+  start_timers_and_signals();
   auto listener = loop::TcpListener::listen(*s.loop, options_.bind, options_.port);
   if (!listener.ok()) {
     return Status(listener.status().code(),
@@ -211,6 +212,7 @@ Status Node::serve() {
     auto seeds = resolve_seeds(options_.join, s.self.address);
     if (!seeds.ok()) return seeds.status();
     SHOAL_RETURN_IF_ERROR(check_seeds(*seeds));
+    if (s.leaving) return {};
     SHOAL_LOG_INFO("joining via {}", fmt::join(*seeds, ", "));
     s.gossip->join(*seeds);
   }
@@ -223,7 +225,7 @@ Status Node::serve() {
     s.discovery_written = true;
   }
 
-  start_timers_and_signals();
+  if (s.leaving) return {};  // SIGTERM arrived while joining
   s.loop->run();
   return {};
 }
@@ -238,6 +240,7 @@ Status Node::check_seeds(const std::vector<std::string>& seeds) {
   std::string last_error;
   for (;;) {
     for (const auto& seed : seeds) {
+      if (s.leaving) return {};  // a signal arrived while we were waiting
       Status result = s.peers
                           ->call<uint64_t>(seed,
                                            [](rpc::Node::Client& node) {
@@ -260,6 +263,7 @@ Status Node::check_seeds(const std::vector<std::string>& seeds) {
       return Status::unavailable("no seed answered within " + std::to_string(kJoinTimeoutMs / 1000) +
                                  " s (last error: " + last_error + ")");
     }
+    if (s.leaving) return {};
     SHOAL_LOG_WARN("cannot reach a seed yet ({}); retrying", last_error);
     s.loop->timer().afterDelay(kJoinRetryMs * kj::MILLISECONDS).wait(s.loop->wait_scope());
   }
@@ -289,6 +293,7 @@ void Node::start_timers_and_signals() {
 
 void Node::refresh_load() {
   State& s = *state_;
+  if (!s.gossip) return;
   // Nothing runs on a node yet (tasks and jobs come with later modules), so
   // everything it has is available.
   gossip::Load load;
@@ -307,6 +312,10 @@ void Node::begin_leave(int signum) {
   }
   s.leaving = true;
   SHOAL_LOG_INFO("received {}: leaving the cluster", strsignal(signum));
+  if (!s.gossip) {
+    s.loop->stop();
+    return;
+  }
   s.gossip->leave([this]() { state_->loop->stop(); });
   uv_timer_start(
       &s.leave_timer,

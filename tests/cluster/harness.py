@@ -130,10 +130,28 @@ class Cluster:
                               env=self.env, timeout=timeout)
 
     def close(self):
-        for n in self.nodes:
-            if n.alive():
+        """Stops every node still running with SIGTERM and returns a list of
+        problems: a node that did not exit 0, or any sanitizer report in a log."""
+        problems = []
+        running = [n for n in self.nodes if n.alive()]
+        for n in running:
+            n.proc.send_signal(signal.SIGTERM)
+        for n in running:
+            try:
+                rc = n.proc.wait(15)
+                if rc != 0:
+                    problems.append("%s exited %d after SIGTERM" % (n.name, rc))
+            except subprocess.TimeoutExpired:
+                problems.append("%s did not exit within 15 s of SIGTERM" % n.name)
                 n.proc.send_signal(signal.SIGKILL)
                 n.proc.wait(10)
+        for n in self.nodes:
+            log = n.log()
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                           "assertion failed"):
+                if marker in log:
+                    problems.append("%s's log has '%s'" % (n.name, marker))
+        return problems
 
     def dump_logs(self):
         for n in self.nodes:
@@ -166,15 +184,20 @@ def run_tests(tests):
             continue
         cluster = Cluster(test.__name__)
         start = time.monotonic()
+        error = None
         try:
             test(cluster)
+        except Exception as e:  # a failed check or an unexpected error both fail the test
+            error = e
+        problems = cluster.close()
+        if error is None and problems:
+            error = TestFailure("; ".join(problems))
+        if error is None:
             passed += 1
             print("PASS %s (%.1f s)" % (test.__name__, time.monotonic() - start), flush=True)
-        except Exception as e:  # a failed check or an unexpected error both fail the test
+        else:
             failed += 1
-            print("FAIL %s: %s" % (test.__name__, e), flush=True)
+            print("FAIL %s: %s" % (test.__name__, error), flush=True)
             cluster.dump_logs()
-        finally:
-            cluster.close()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
