@@ -94,6 +94,47 @@ bool apply_key_values(const std::string& prog, node::NodeOptions& options,
   return true;
 }
 
+// `shoal start --config FILE ...`: the file's keys become flags placed before
+// the command line's own, so flags given on the command line win (single
+// values take the last occurrence; lists such as --join accumulate).
+bool expand_config(int argc, char** argv, std::vector<std::string>& out, std::string& error) {
+  out.assign(argv, argv + argc);
+  if (argc < 2 || std::string(argv[1]) != "start") return true;
+  std::string path;
+  for (int i = 2; i < argc; i++) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--config" && i + 1 < argc) path = argv[i + 1];
+    if (arg.rfind("--config=", 0) == 0) path = arg.substr(9);
+  }
+  if (path.empty()) return true;
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::Error& e) {
+    error = e.what();
+    return false;
+  }
+  std::vector<std::string> flags;
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "start")) {
+      error = path + ": unknown section '" + item.parents[0] + "' (options go at the top or under [start])";
+      return false;
+    }
+    if (item.name == "config") {
+      error = path + ": a config file cannot name another config file";
+      return false;
+    }
+    for (const auto& value : item.inputs) {
+      flags.push_back("--" + item.name);
+      flags.push_back(value);
+    }
+  }
+  out.insert(out.begin() + 2, flags.begin(), flags.end());
+  return true;
+}
+
 int shoal_main(const std::string& prog, int argc, char** argv) {
   CLI::App app{"shoal: a peer-to-peer distributed computing node", prog};
   app.require_subcommand(1);
@@ -105,7 +146,11 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   double cpus = -1;
   int64_t gpus = -1;
   auto* start = app.add_subcommand("start", "Run a node in the foreground (bootstraps a cluster unless --join)");
-  start->set_config("--config", "", "Read options from a TOML file (keys are the long flag names)");
+  // The config file is expanded into flags before parsing (expand_config);
+  // this option only documents it and takes its value.
+  std::string config_file;
+  start->add_option("--config", config_file, "Read options from a TOML file (keys are the long flag names)");
+  start->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   start->add_option("--port", options.port, "TCP (RPC) and UDP (gossip) port")
       ->check(CLI::Range(1, 65535))->capture_default_str();
   start->add_option("--bind", options.bind, "Address to listen on")->capture_default_str();
@@ -133,7 +178,15 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   probe->add_option("--token-file", probe_token, "Key to sign with")->required();
   probe->add_option("--timeout-ms", probe_timeout_ms, "How long to wait")->check(CLI::Range(1, 60000));
 
-  return parse_and_run(app, prog, argc, argv, [&]() -> int {
+  std::vector<std::string> expanded;
+  std::string config_error;
+  if (!expand_config(argc, argv, expanded, config_error)) {
+    std::fprintf(stderr, "%s: --config: %s\n", prog.c_str(), config_error.c_str());
+    return kExitUsage;
+  }
+  std::vector<char*> expanded_argv;
+  for (auto& a : expanded) expanded_argv.push_back(a.data());
+  return parse_and_run(app, prog, static_cast<int>(expanded_argv.size()), expanded_argv.data(), [&]() -> int {
     if (ctl->parsed()) {
       std::vector<std::string> rest = ctl->remaining();
       std::vector<char*> args;

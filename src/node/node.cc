@@ -204,9 +204,10 @@ Status Node::serve() {
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
     std::printf("shoal: bootstrapped a new cluster; node %s listens on %s\n"
-                "To add a node, copy %s to it and run:\n"
-                "  shoal start --join %s --token-file TOKEN_FILE\n",
-                s.self.id.c_str(), s.self.address.c_str(), s.token_path.c_str(), s.self.address.c_str());
+                "To add a node, copy the token file %s to it and run there:\n"
+                "  shoal start --join %s --token-file %s\n",
+                s.self.id.c_str(), s.self.address.c_str(), s.token_path.c_str(), s.self.address.c_str(),
+                s.token_path.c_str());
     std::fflush(stdout);
   } else {
     auto seeds = resolve_seeds(options_.join, s.self.address);

@@ -7,6 +7,9 @@
 namespace shoal::rpc {
 
 kj::Promise<size_t> ReadBudgetStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
+  // No budget (the usual case once authenticated): no continuation, which
+  // would cost a promise node per read.
+  if (read_budget_ == nullptr) return inner_.tryRead(buffer, min_bytes, max_bytes);
   return inner_.tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) -> size_t {
     bytes_read_ += n;
     KJ_IF_MAYBE (budget, read_budget_) {

@@ -22,6 +22,7 @@ class ReadBudgetStream final : public kj::AsyncIoStream {
 
   // nullptr: unlimited from now on.
   void set_read_budget(kj::Maybe<uint64_t> bytes_max) { read_budget_ = bytes_max; }
+  // Bytes received while a budget was set (reads without one are not counted).
   uint64_t bytes_read() const { return bytes_read_; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;

@@ -2,10 +2,14 @@
 """Membership with real processes: join, kill -9, graceful leave, restart,
 wrong token, wrong gossip key."""
 
+import json
 import os
 import random
 import signal
 import socket
+import subprocess
+
+from harness import SHOAL
 
 from harness import check, run_tests, wait_until, TestFailure
 
@@ -149,6 +153,48 @@ def test_garbage_on_ports_is_survived(cluster):
     wait_until(lambda: all_see(nodes, expected), 10, "membership to be intact after garbage")
 
 
+def test_config_file_labels_and_local_discovery(cluster):
+    """Options from a TOML file; shoalctl (the link) finds the local node by itself."""
+    node = cluster.add()
+    config = os.path.join(cluster.root, "shoal.toml")
+    with open(config, "w") as f:
+        f.write('port = %d\n' % node.port)
+        f.write('data-dir = "%s"\n' % node.data_dir)
+        f.write('token-file = "%s"\n' % cluster.token_file)
+        f.write('cpus = 3\n')
+        f.write('memory = "2GiB"\n')
+        f.write('resource = ["tpu=4"]\n')
+        f.write('label = ["zone=eu-1", "rack=r7"]\n')
+    log = open(node.log_path, "ab")
+    node.proc = subprocess.Popen([SHOAL, "start", "--config", config], stdout=log,
+                                 stderr=subprocess.STDOUT, env=cluster.env, stdin=subprocess.DEVNULL)
+    log.close()
+    shoalctl = os.path.join(os.path.dirname(SHOAL), "shoalctl")
+    check(os.path.islink(shoalctl), "the build has no shoalctl link next to shoal")
+
+    def local_status():
+        r = subprocess.run([shoalctl, "status", "--json"], capture_output=True, text=True,
+                           env=cluster.env, timeout=30)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+    doc = wait_until(local_status, 10, "shoalctl to find the local node without flags")
+    members = doc["members"]
+    check(len(members) == 1, "expected one member, got %s" % members)
+    m = members[0]
+    check(m["address"] == node.address, "found %s, expected %s" % (m["address"], node.address))
+    check(m["resources"]["cpus"] == 3, "cpus from the config file: %s" % m["resources"])
+    check(m["resources"]["memory_bytes"] == 2 << 30, "memory from the config file: %s" % m["resources"])
+    check(m["resources"]["custom"] == {"tpu": 4}, "custom resource: %s" % m["resources"])
+    check(m["labels"] == {"zone": "eu-1", "rack": "r7"}, "labels: %s" % m["labels"])
+    table = subprocess.run([shoalctl, "status"], capture_output=True, text=True, env=cluster.env, timeout=30)
+    check(table.returncode == 0 and node.address in table.stdout and "alive" in table.stdout,
+          "table output: %r" % table.stdout)
+    node.proc.send_signal(signal.SIGINT)
+    check(node.proc.wait(15) == 0, "SIGINT did not stop the node cleanly")
+    r = subprocess.run([shoalctl, "status"], capture_output=True, text=True, env=cluster.env, timeout=30)
+    check(r.returncode == 1 and "no shoal node is running" in r.stderr,
+          "after stop, shoalctl said: rc %d %r" % (r.returncode, r.stderr))
+
+
 def test_bad_flags_and_data_dir(cluster):
     r = cluster.shoal(["start", "--port", "notaport"])
     check(r.returncode == 2, "bad --port exited %d" % r.returncode)
@@ -169,5 +215,6 @@ if __name__ == "__main__":
         test_wrong_token_is_refused,
         test_gossip_under_wrong_key_is_ignored,
         test_garbage_on_ports_is_survived,
+        test_config_file_labels_and_local_discovery,
         test_bad_flags_and_data_dir,
     ])
