@@ -6,7 +6,6 @@
 #include <csignal>
 #include <exception>
 #include <limits>
-#include <sched.h>
 #include <utility>
 
 #include "base/assert.h"
@@ -45,20 +44,8 @@ class UvEventPort final : public kj::EventPort {
 
   kj::TimerImpl& timer() { return timer_; }
 
-  // KJ drives: called by Promise::wait() when the KJ queue is empty. Right
-  // after I/O it polls without blocking for up to kBusyPollWindowNs.
-  bool wait() override {
-    if (loop_.busy_poll_window_open()) {
-      uint64_t start_ns = uv_hrtime();
-      do {
-        if (run_uv(UV_RUN_NOWAIT)) return true;
-        if (kj_loop_ != nullptr && kj_loop_->isRunnable()) return false;
-        // Lets a peer process sharing this CPU run (and answer) meanwhile.
-        sched_yield();
-      } while (uv_hrtime() - start_ns < kBusyPollWindowNs);
-    }
-    return run_uv(UV_RUN_ONCE);
-  }
+  // KJ drives: called by Promise::wait() when the KJ queue is empty.
+  bool wait() override { return run_uv(UV_RUN_ONCE); }
   bool poll() override {
     if (in_uv_callback_) {
       // WaitScope::poll() from our own callback (cross-thread wake): uv_run
@@ -238,32 +225,11 @@ kj::Timer& Loop::timer() { return port_->timer(); }
 void Loop::run() {
   SHOAL_ASSERT(!port_->uv_running_, "Loop::run() inside a libuv callback or Promise::wait()");
   port_->uv_running_ = true;
-  // UV_RUN_DEFAULT, one iteration at a time: right after I/O, iterations do
-  // not block (busy-polling) until kBusyPollWindowNs passed without I/O.
-  for (;;) {
-    bool spin = busy_poll_window_open();
-    int alive = uv_run(&uv_loop_, spin ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-    if (stop_requested_ || alive == 0) break;
-    if (spin) sched_yield();  // lets a peer process sharing this CPU run
-  }
-  stop_requested_ = false;
+  uv_run(&uv_loop_, UV_RUN_DEFAULT);
   port_->uv_running_ = false;
 }
 
-void Loop::stop() {
-  stop_requested_ = true;
-  uv_stop(&uv_loop_);
-}
-
-bool Loop::busy_poll_window_open() {
-  uint64_t now_ns = uv_hrtime();
-  if (io_seen_) {
-    io_seen_ = false;
-    last_io_ns_ = now_ns;
-    return true;
-  }
-  return now_ns - last_io_ns_ < kBusyPollWindowNs;
-}
+void Loop::stop() { uv_stop(&uv_loop_); }
 
 Status Loop::post(std::function<void()> fn) {
   {

@@ -45,12 +45,6 @@ inline constexpr size_t kPostQueueMax = 65536;
 // KJ turns run per libuv callback before libuv gets to poll I/O again (the
 // rest run on the next iteration, with a zero poll timeout).
 inline constexpr unsigned kKjTurnsPerCallback = 4096;
-// Adaptive busy-polling: for up to this long after the loop last saw socket
-// I/O, it polls without blocking (yielding the CPU between polls) instead of
-// sleeping in epoll_wait, so a reply that arrives within the window does not
-// pay the kernel's sleep/wake-up cost. An idle loop (no I/O for longer than
-// the window) blocks as before and uses no CPU.
-inline constexpr uint64_t kBusyPollWindowNs = 50'000;
 
 namespace detail {
 // Something with bytes buffered during a KJ turn ("corked") that must be
@@ -114,9 +108,6 @@ class Loop {
   void cancel_flush(detail::Flushable* target);
   void flush_all();
   void count_stream_write() { ++stream_write_calls_; }
-  // A stream read or wrote bytes: the loop busy-polls for a short while
-  // (kBusyPollWindowNs) before it blocks again.
-  void note_io() { io_seen_ = true; }
   void add_closeable(detail::Closeable* target) { closeables_.insert(target); }
   void remove_closeable(detail::Closeable* target) { closeables_.erase(target); }
   // Streams and listeners alive on this loop; ~Loop asserts zero.
@@ -149,12 +140,6 @@ class Loop {
   std::unordered_set<detail::Closeable*> closeables_;
   size_t live_objects_ = 0;
   uint64_t stream_write_calls_ = 0;
-  bool io_seen_ = false;          // set by note_io(), folded into last_io_ns_
-  uint64_t last_io_ns_ = 0;       // uv_hrtime() when I/O was last seen
-  bool stop_requested_ = false;   // stop() called; run() returns
-
-  // Folds io_seen_ into last_io_ns_; true while within the busy-poll window.
-  bool busy_poll_window_open();
 
   friend class detail::UvEventPort;
 };

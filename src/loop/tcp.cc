@@ -195,7 +195,6 @@ class TcpConn final : public Flushable, public Closeable {
     flush_scheduled_ = false;
     if (cork_.empty() || closed_) return;
     loop_.count_stream_write();
-    loop_.note_io();
     size_t skip = 0;
     if (writes_in_flight_ == 0) {
       // Write synchronously when nothing is queued: uv_write would cost an
@@ -399,7 +398,6 @@ class TcpConn final : public Flushable, public Closeable {
   void handle_read(ssize_t nread) {
     if (nread == 0) return;  // EAGAIN
     if (nread > 0) {
-      loop_.note_io();
       if (direct_read_) {
         read_->filled += static_cast<size_t>(nread);
       } else {
