@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +93,30 @@ Status prepare_data_dir(const std::string& dir) {
   ::close(fd);
   ::unlink(probe.c_str());
   return {};
+}
+
+Result<int> lock_data_dir(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::io_error("cannot open " + path + ": " + errno_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int saved = errno;
+    char pid[32] = {};
+    ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    if (saved == EWOULDBLOCK) {
+      std::string holder = n > 0 ? " (pid " + trim(std::string(pid, static_cast<size_t>(n))) + ")" : "";
+      return Status::unavailable("data directory " + dir + " is in use by another shoal process" + holder);
+    }
+    return Status::io_error("cannot lock " + path + ": " + std::strerror(saved));
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    int saved = errno;
+    ::close(fd);
+    return Status::io_error("cannot write " + path + ": " + std::strerror(saved));
+  }
+  return fd;
 }
 
 bool is_valid_node_id(const std::string& id) {

@@ -16,6 +16,11 @@ inline constexpr size_t kNodeIdBytes = 16;  // node ids are 32 hex characters
 // Creates the directory (mode 0700) if needed and checks that it is writable.
 Status prepare_data_dir(const std::string& dir);
 
+// Takes an exclusive lock on <dir>/LOCK (flock) so two processes never share
+// a data dir (they would share a node id). Returns the descriptor that holds
+// the lock; it is released when the descriptor is closed or the process exits.
+Result<int> lock_data_dir(const std::string& dir);
+
 // Reads <dir>/node_id, or creates it with a fresh random id.
 Result<std::string> load_or_create_node_id(const std::string& dir);
 

@@ -82,20 +82,25 @@ struct Node::State {
   bool leaving = false;
   bool handles_started = false;
   bool discovery_written = false;
+  int lock_fd = -1;  // holds <data-dir>/LOCK for the node's lifetime
 };
 
 Node::Node(NodeOptions options) : options_(std::move(options)) {}
 
 Node::~Node() {
   if (state_ && state_->discovery_written) remove_discovery_file(state_->port);
+  if (state_ && state_->lock_fd >= 0) ::close(state_->lock_fd);
 }
 
 namespace {
 
-Status prepare_identity(const NodeOptions& options, std::string& data_dir,
+Status prepare_identity(const NodeOptions& options, int& lock_fd, std::string& data_dir,
                         std::string& token_path, std::string& secret, gossip::MemberInfo& self) {
   data_dir = options.data_dir.empty() ? default_data_dir() : options.data_dir;
   SHOAL_RETURN_IF_ERROR(prepare_data_dir(data_dir));
+  auto lock = lock_data_dir(data_dir);
+  if (!lock.ok()) return lock.status();
+  lock_fd = *lock;
   auto id = load_or_create_node_id(data_dir);
   if (!id.ok()) return id.status();
   self.id = *id;
@@ -156,7 +161,7 @@ Status Node::run() {
 Status Node::serve() {
   State& s = *state_;
   SHOAL_RETURN_IF_ERROR(set_log_level(options_.log_level));
-  SHOAL_RETURN_IF_ERROR(prepare_identity(options_, s.data_dir, s.token_path, s.secret, s.self));
+  SHOAL_RETURN_IF_ERROR(prepare_identity(options_, s.lock_fd, s.data_dir, s.token_path, s.secret, s.self));
   set_log_node_name(short_id(s.self.id));
   s.port = options_.port;
 

@@ -110,3 +110,19 @@ TEST_CASE("discovery files list live nodes only") {
   CHECK(find_local_nodes().empty());
   ::unsetenv("SHOAL_RUNTIME_DIR");
 }
+
+TEST_CASE("a data dir is locked by one process at a time") {
+  std::string dir = temp_dir();
+  auto first = lock_data_dir(dir);
+  REQUIRE(first.ok());
+  // flock locks belong to the open file description: a second open in the
+  // same process conflicts just as another process would.
+  auto second = lock_data_dir(dir);
+  CHECK(!second.ok());
+  CHECK(second.status().message().find("in use by another shoal process") != std::string::npos);
+  CHECK(second.status().message().find(std::to_string(::getpid())) != std::string::npos);
+  ::close(*first);
+  auto third = lock_data_dir(dir);
+  CHECK(third.ok());
+  if (third.ok()) ::close(*third);
+}

@@ -195,6 +195,25 @@ def test_config_file_labels_and_local_discovery(cluster):
           "after stop, shoalctl said: rc %d %r" % (r.returncode, r.stderr))
 
 
+def test_data_dir_and_port_in_use_are_refused(cluster):
+    a = cluster.add()
+    a.start()
+    wait_until(lambda: a.status(), 10, "the first node to answer")
+    # Same data dir, another port: the lock refuses it (two processes would share a node id).
+    r = cluster.shoal(["start", "--port", str(a.port + 1 if a.port < 65535 else a.port - 1),
+                       "--data-dir", a.data_dir, "--token-file", cluster.token_file])
+    check(r.returncode == 1, "second process on the same data dir exited %d" % r.returncode)
+    check("in use by another shoal process" in r.stderr and str(a.proc.pid) in r.stderr,
+          "unclear error for a data dir in use: %r" % r.stderr)
+    # Same port, another data dir.
+    r = cluster.shoal(["start", "--port", str(a.port), "--data-dir", os.path.join(cluster.root, "other"),
+                       "--token-file", cluster.token_file])
+    check(r.returncode == 1, "second process on the same port exited %d" % r.returncode)
+    check(("127.0.0.1:%d" % a.port) in r.stderr and "in use" in r.stderr,
+          "unclear error for a port in use: %r" % r.stderr)
+    check(a.alive() and len(a.status()) == 1, "the first node was disturbed")
+
+
 def test_bad_flags_and_data_dir(cluster):
     r = cluster.shoal(["start", "--port", "notaport"])
     check(r.returncode == 2, "bad --port exited %d" % r.returncode)
@@ -216,5 +235,6 @@ if __name__ == "__main__":
         test_gossip_under_wrong_key_is_ignored,
         test_garbage_on_ports_is_survived,
         test_config_file_labels_and_local_discovery,
+        test_data_dir_and_port_in_use_are_refused,
         test_bad_flags_and_data_dir,
     ])
