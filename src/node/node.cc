@@ -33,12 +33,6 @@ inline constexpr uint64_t kLeaveTimeoutMs = 3'000;    // stop even if leave neve
 
 std::string short_id(const std::string& id) { return id.substr(0, 8); }
 
-size_t alive_count(const std::vector<gossip::Member>& members) {
-  size_t n = 0;
-  for (const auto& m : members) n += m.state == gossip::MemberState::kAlive;
-  return n;
-}
-
 // Seeds as numeric "ip:port" (gossip never resolves names per packet); the
 // node's own address is skipped.
 Result<std::vector<std::string>> resolve_seeds(const std::vector<std::string>& join,
@@ -188,7 +182,7 @@ Status Node::serve() {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
     SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),
                    event.member.info.address, gossip::member_state_name(event.member.state),
-                   gossip::event_kind_name(event.kind), alive_count(s.gossip->members()));
+                   gossip::event_kind_name(event.kind), s.gossip->core()->count(gossip::MemberState::kAlive));
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
@@ -222,7 +216,7 @@ Status Node::serve() {
     SHOAL_LOG_INFO("joining via {}", fmt::join(*seeds, ", "));
     s.gossip->join(*seeds);
   }
-  SHOAL_LOG_INFO("members: {} alive", alive_count(s.gossip->members()));
+  SHOAL_LOG_INFO("members: {} alive", s.gossip->core()->count(gossip::MemberState::kAlive));
 
   Status written = write_discovery_file(s.port, {s.self.address, s.token_path, s.data_dir, ::getpid()});
   if (!written.ok()) {
