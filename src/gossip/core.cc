@@ -333,10 +333,25 @@ void Core::leave(uint64_t now_ms) {
   set_state(me, MemberState::kLeft, now_ms);
   Left left{self_id_, me.member.incarnation};
   broadcast(self_id_, left);
-  // Tell a few members directly too, so the news does not wait for a gossip round.
+  // Tell the members directly too (all of them up to leave_notify_direct), so
+  // the news does not hinge on the epidemic reaching everyone; re-sent a few
+  // times by tick_leave in case a datagram is lost.
+  leave_targets_.clear();
   for (const Entry* e : random_members(config_.leave_notify_direct, "", false, now_ms)) {
+    leave_targets_.push_back(e->member.info.address);
     send(e->member.info.address, left, true);
   }
+  leave_resends_left_ = kLeaveNotifyResends;
+  next_leave_resend_ms_ = now_ms + config_.gossip_interval_ms;
+}
+
+void Core::tick_leave(uint64_t now_ms) {
+  if (!leaving_ || leave_resends_left_ == 0 || now_ms < next_leave_resend_ms_) return;
+  --leave_resends_left_;
+  next_leave_resend_ms_ = now_ms + config_.gossip_interval_ms;
+  Left left{self_id_, self().incarnation};
+  for (const std::string& address : leave_targets_) send(address, left, false);
+  if (leave_resends_left_ == 0) leave_targets_.clear();
 }
 
 void Core::set_local_load(const Load& load, uint64_t now_ms) {
@@ -377,6 +392,7 @@ void Core::tick(uint64_t now_ms) {
     broadcast_own_load(now_ms);
   }
   tick_gossip(now_ms);
+  tick_leave(now_ms);
   if (now_ms >= next_push_pull_ms_) {
     double n = static_cast<double>(live_count_);
     double scale = n > 32 ? std::ceil(std::log2(n) - std::log2(32.0)) + 1 : 1;
@@ -591,6 +607,9 @@ void Core::on_push_pull(const std::string& from_address, const PushPull& push_pu
   if (!joined_ && !push_pull.want_reply) {
     joined_ = true;
     next_push_pull_ms_ = std::min(next_push_pull_ms_, now_ms + config_.join_resync_ms);
+    // The reply may come in several chunks, and the resync catches members
+    // that joined concurrently: keep announcing to new members a while.
+    join_announce_until_ms_ = now_ms + config_.join_resync_ms + config_.join_retry_ms;
   }
   for (const StateEntry& s : push_pull.states) {
     const std::string& id = s.info.id;
@@ -622,6 +641,40 @@ void Core::on_push_pull(const std::string& from_address, const PushPull& push_pu
     }
   }
   if (push_pull.want_reply) send_state(from_address, false, false);
+  if (!push_pull.want_reply && now_ms < join_announce_until_ms_ && !leaving_) {
+    announce_join(push_pull);
+  }
+  if (push_pull.join && !leaving_) forward_join(from_address, push_pull, now_ms);
+}
+
+void Core::announce_join(const PushPull& reply) {
+  for (const StateEntry& s : reply.states) {
+    if (join_announced_.size() >= kJoinAnnounceDirectMax) return;
+    if (s.info.id == self_id_) continue;
+    auto it = members_.find(s.info.id);
+    if (it == members_.end()) continue;
+    MemberState state = it->second.member.state;
+    if (state != MemberState::kAlive && state != MemberState::kSuspect) continue;
+    if (!join_announced_.insert(s.info.id).second) continue;
+    send(it->second.member.info.address, self_alive(), true);
+  }
+}
+
+void Core::forward_join(const std::string& from_address, const PushPull& request, uint64_t now_ms) {
+  // The joiner's own entry is the one at the address the request came from.
+  // Only the chunk carrying it forwards, and only a live, current view of it.
+  for (const StateEntry& s : request.states) {
+    if (s.info.address != from_address || s.state != MemberState::kAlive) continue;
+    auto it = members_.find(s.info.id);
+    if (it == members_.end() || s.info.id == self_id_) return;
+    const Member& joiner = it->second.member;
+    if (joiner.state != MemberState::kAlive || joiner.incarnation != s.incarnation) return;
+    Alive alive{joiner.info, joiner.incarnation};
+    for (const Entry* e : random_members(kJoinForwardDirectMax, joiner.info.id, false, now_ms)) {
+      send(e->member.info.address, alive, false);
+    }
+    return;
+  }
 }
 
 // ---- Periodic work ----------------------------------------------------------

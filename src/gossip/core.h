@@ -40,6 +40,16 @@ inline constexpr size_t kMemberInfoBytesMax = 900;
 inline constexpr double kResourceAmountMax = 1e15;
 inline constexpr size_t kRelaysMax = 256;                  // pending indirect probes we forward
 inline constexpr size_t kSuspectNotifiesPerTickMax = 16;   // direct "you are suspect" packets
+// A joiner whose join sync was answered sends its own Alive directly to up to
+// this many of the members it learned from the answer (and from its follow-up
+// resync), so its arrival does not hinge on the epidemic tail alone.
+inline constexpr size_t kJoinAnnounceDirectMax = 32;
+// A seed answering a join pushes the joiner's Alive directly to this many
+// random members too (covers a joiner whose own announcements are lost).
+inline constexpr size_t kJoinForwardDirectMax = 8;
+// A leaver re-sends its Left directly to the members it told, this many more
+// times, one gossip interval apart (datagrams get lost; Left has no ack).
+inline constexpr uint32_t kLeaveNotifyResends = 2;
 
 // ---- Data ------------------------------------------------------------------
 struct Resources {
@@ -176,7 +186,7 @@ struct Config {
   uint64_t join_retry_ms = 1'000;           // resend join until a seed answers
   uint64_t join_resync_ms = 500;            // one more full sync after joining, to catch
                                             // members that joined concurrently
-  uint32_t leave_notify_direct = 32;        // members told of a leave directly
+  uint32_t leave_notify_direct = 128;       // members told of a leave directly
   uint64_t load_refresh_ms = 1'000;         // re-gossip own load at least this often
   uint64_t load_broadcast_min_ms = 250;     // and at most this often
   uint64_t dead_reap_ms = 24ull * 3600 * 1000;
@@ -260,6 +270,9 @@ class Core {
   void on_left(const Left& left, uint64_t now_ms);
   void on_load(const LoadUpdate& update, uint64_t now_ms);
   void on_push_pull(const std::string& from_address, const PushPull& push_pull, uint64_t now_ms);
+  void announce_join(const PushPull& reply);
+  void forward_join(const std::string& from_address, const PushPull& request, uint64_t now_ms);
+  void tick_leave(uint64_t now_ms);
 
   void refute(uint64_t accused_incarnation);
   void set_state(Entry& entry, MemberState state, uint64_t now_ms);
@@ -298,6 +311,14 @@ class Core {
   bool leaving_ = false;
   std::vector<std::string> seeds_;
   uint64_t next_join_ms_ = 0;
+  // Direct join announcements: until join_announce_until_ms_, each member
+  // learned from a sync reply is sent our Alive once (kJoinAnnounceDirectMax in all).
+  uint64_t join_announce_until_ms_ = 0;
+  std::set<std::string> join_announced_;
+  // Direct Left re-sends: addresses told at leave(), resends still due.
+  std::vector<std::string> leave_targets_;
+  uint32_t leave_resends_left_ = 0;
+  uint64_t next_leave_resend_ms_ = 0;
 
   std::vector<std::string> probe_order_;
   size_t probe_index_ = 0;

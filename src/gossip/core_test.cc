@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <map>
 
 using namespace shoal;
 using namespace shoal::gossip;
@@ -217,4 +218,120 @@ TEST_CASE("a join request arriving mid-join does not end our own join") {
   CHECK(core.joined());
   CHECK(core.find(id_of(0)) != nullptr);
   CHECK(core.find(id_of(2)) != nullptr);
+}
+
+namespace {
+
+// Packets whose leading message is `T` and passes `pred`, by destination.
+template <typename T, typename Pred>
+std::map<std::string, size_t> leading(const std::vector<Outgoing>& outs, Pred pred) {
+  std::map<std::string, size_t> by_address;
+  for (const auto& o : outs) {
+    if (const T* m = std::get_if<T>(&o.messages.front()); m && pred(*m)) ++by_address[o.to_address];
+  }
+  return by_address;
+}
+
+}  // namespace
+
+// Regression (gossip_sim join10 seeds 25, 29): with only epidemic gossip a
+// joiner's Alive could miss a member for longer than the 300 ms target.
+TEST_CASE("a joiner announces itself directly to the members it learned, bounded") {
+  SeededRng rng(8);
+  Config config;
+  Core core(config, info_of(0), 100, rng);
+  core.join({info_of(1).address}, 0);
+  core.take_outgoing();
+  const int members = static_cast<int>(kJoinAnnounceDirectMax) + 8;
+  // The reply comes in two chunks; both count toward the announcements.
+  PushPull first, second;
+  for (int i = 1; i <= members; ++i) {
+    (i <= members / 2 ? first : second).states.push_back(StateEntry{info_of(i), MemberState::kAlive, 1});
+  }
+  auto is_self = [](const Alive& a) { return a.info.id == id_of(0) && a.incarnation == 100; };
+  core.receive(info_of(1).address, id_of(1), first, 5);
+  REQUIRE(core.joined());
+  auto after_first = leading<Alive>(core.take_outgoing(), is_self);
+  CHECK(after_first.size() == static_cast<size_t>(members / 2));
+  core.receive(info_of(1).address, id_of(1), second, 6);
+  auto after_second = leading<Alive>(core.take_outgoing(), is_self);
+  CHECK(after_first.size() + after_second.size() == kJoinAnnounceDirectMax);
+  for (const auto& [address, n] : after_second) {
+    CHECK(n == 1);
+    CHECK(after_first.count(address) == 0);  // each member told once
+  }
+  // A later sync (anti-entropy) does not announce again.
+  core.receive(info_of(1).address, id_of(1), first, 7);
+  CHECK(leading<Alive>(core.take_outgoing(), is_self).empty());
+}
+
+TEST_CASE("a seed answering a join pushes the joiner's Alive directly to a few members") {
+  SeededRng rng(9);
+  Core seed(Config{}, info_of(0), 1, rng);
+  seed.join({}, 0);
+  for (int i = 1; i <= 20; ++i) seed.receive(info_of(i).address, id_of(i), Alive{info_of(i), 1}, 0);
+  seed.take_outgoing();
+  PushPull request{true, true, {StateEntry{info_of(50), MemberState::kAlive, 4}}};
+  seed.receive(info_of(50).address, id_of(50), request, 1);
+  auto forwarded = leading<Alive>(seed.take_outgoing(), [](const Alive& a) { return a.info.id == id_of(50); });
+  CHECK(forwarded.size() == kJoinForwardDirectMax);
+  CHECK(forwarded.count(info_of(50).address) == 0);  // not back to the joiner
+  // An anti-entropy sync (not a join) forwards nothing.
+  PushPull sync{false, true, {StateEntry{info_of(51), MemberState::kAlive, 4}}};
+  seed.receive(info_of(51).address, id_of(51), sync, 2);
+  CHECK(leading<Alive>(seed.take_outgoing(), [](const Alive& a) { return a.info.id == id_of(51); }).empty());
+}
+
+// Regression (gossip_sim leave seed 19): a Left reached 99 of 100 nodes by
+// gossip and the last one only by anti-entropy, seconds later.
+TEST_CASE("a leaver tells every member directly and re-sends a bounded number of times") {
+  SeededRng rng(10);
+  Config config;
+  config.retransmit_mult = 0;  // one transmit per update: isolates the direct re-sends
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  const int members = 40;
+  for (int i = 1; i <= members; ++i) core.receive(info_of(i).address, id_of(i), Alive{info_of(i), 1}, 0);
+  core.take_outgoing();
+  auto is_left = [](const Left& l) { return l.id == id_of(0); };
+  core.leave(10);
+  auto told = leading<Left>(core.take_outgoing(), is_left);
+  CHECK(told.size() == static_cast<size_t>(members));
+  std::map<std::string, size_t> resent;
+  for (uint64_t now = 20; now < 20 + 20 * config.gossip_interval_ms; now += 10) {
+    core.tick(now);
+    for (const auto& [address, n] : leading<Left>(core.take_outgoing(), is_left)) resent[address] += n;
+  }
+  REQUIRE(resent.size() == static_cast<size_t>(members));
+  for (const auto& [address, n] : resent) {
+    CHECK(told.count(address) == 1);
+    CHECK(n == kLeaveNotifyResends);
+  }
+  // Bounded: the re-sends stop.
+  size_t late = 0;
+  for (uint64_t now = 10'000; now < 10'500; now += 10) {
+    core.tick(now);
+    late += leading<Left>(core.take_outgoing(), is_left).size();
+  }
+  CHECK(late == 0);
+}
+
+TEST_CASE("leave_notify_direct bounds the direct Left packets") {
+  SeededRng rng(11);
+  Config config;
+  config.leave_notify_direct = 5;
+  config.retransmit_mult = 0;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  for (int i = 1; i <= 30; ++i) core.receive(info_of(i).address, id_of(i), Alive{info_of(i), 1}, 0);
+  core.take_outgoing();
+  core.leave(10);
+  auto is_left = [](const Left& l) { return l.id == id_of(0); };
+  CHECK(leading<Left>(core.take_outgoing(), is_left).size() == 5);
+  core.tick(10 + config.gossip_interval_ms);
+  size_t direct = 0;
+  for (const auto& o : core.take_outgoing()) {
+    if (o.messages.size() == 1 && std::holds_alternative<Left>(o.messages[0])) ++direct;
+  }
+  CHECK(direct == 5);
 }

@@ -5,6 +5,8 @@
 //   gossip_sim --seeds 1-50         a range (CI soak)
 //   gossip_sim --scenario kill10    only the named scenario
 //   gossip_sim --quick              shorter lossy/load phases (the meson test)
+//   GOSSIP_SIM_TRACE=8 gossip_sim ... prints every packet carrying an update
+//                                   about node 8 (who sent what to whom, when)
 //
 // Scenario join10 also encodes and decodes every packet it sends (size and
 // codec round trip checked against the real wire format).
@@ -220,6 +222,7 @@ class Sim {
     }
     for (Outgoing& out : node.core->take_outgoing()) {
       ++packets_sent_;
+      trace_packet(i, out);
       if (net_.check_encoding) check_encoding(i, out);
       auto it = by_address_.find(out.to_address);
       if (it == by_address_.end()) continue;
@@ -229,6 +232,28 @@ class Sim {
       uint64_t delay = net_.delay_min_ms + rng_.uniform(net_.delay_max_ms - net_.delay_min_ms + 1);
       queue_.push(InFlight{now_ms_ + std::max<uint64_t>(delay, 1), order_++, i, to, std::move(out.messages)});
     }
+  }
+
+  // GOSSIP_SIM_TRACE=<node index>: print every sent packet that carries an
+  // update about that node (debugging dissemination).
+  void trace_packet(size_t i, const Outgoing& out) {
+    static const char* env = std::getenv("GOSSIP_SIM_TRACE");
+    if (env == nullptr) return;
+    std::string subject = node_id(std::strtoull(env, nullptr, 10));
+    std::string what;
+    for (const Message& m : out.messages) {
+      if (const auto* a = std::get_if<Alive>(&m); a && a->info.id == subject) what += " alive";
+      if (const auto* l = std::get_if<Left>(&m); l && l->id == subject) what += " left";
+      if (const auto* p = std::get_if<PushPull>(&m)) {
+        for (const auto& s : p->states) {
+          if (s.info.id == subject) what += std::string(" pp:") + member_state_name(s.state);
+        }
+      }
+    }
+    if (what.empty()) return;
+    auto it = by_address_.find(out.to_address);
+    std::fprintf(stderr, "  t=%" PRIu64 " %zu -> %zu:%s (%zu msgs)\n", now_ms_, i,
+                 it == by_address_.end() ? size_t{999} : it->second, what.c_str(), out.messages.size());
   }
 
   void check_encoding(size_t i, const Outgoing& out) {
