@@ -303,8 +303,59 @@ void RpcServer::accept(kj::Own<kj::AsyncIoStream> stream) {
         options_.connections_max, options_.unauthenticated_connections_max);
     return;  // dropping the stream closes it
   }
+  if (upgrade_ != nullptr) {
+    upgrade_then_serve(kj::mv(stream));
+    return;
+  }
+  serve(kj::mv(stream));
+}
+
+void RpcServer::serve(kj::Own<kj::AsyncIoStream> stream) {
   uint64_t id = next_connection_id_++;
   connections_.emplace(id, std::make_unique<Connection>(*this, id, kj::mv(stream)));
+}
+
+// Counts an upgrading stream as an open, unauthenticated connection for as
+// long as the upgrade runs.
+class RpcServer::UpgradeSlot {
+ public:
+  explicit UpgradeSlot(RpcServerStats& stats) : stats_(stats) {
+    ++stats_.connections_open;
+    ++stats_.connections_unauthenticated;
+  }
+  ~UpgradeSlot() {
+    --stats_.connections_open;
+    --stats_.connections_unauthenticated;
+  }
+  UpgradeSlot(const UpgradeSlot&) = delete;
+  UpgradeSlot& operator=(const UpgradeSlot&) = delete;
+
+ private:
+  RpcServerStats& stats_;
+};
+
+void RpcServer::upgrade_then_serve(kj::Own<kj::AsyncIoStream> stream) {
+  std::string peer = describe_peer(*stream);
+  auto slot = kj::heap<UpgradeSlot>(stats_);
+  uint64_t timeout_ms = options_.auth_timeout_ms;
+  auto deadline = timer_.afterDelay(timeout_ms * kj::MILLISECONDS)
+                      .then([timeout_ms]() -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                        return kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                                             kj::str("handshake not finished within ", timeout_ms, " ms"));
+                      });
+  auto& upgrade = KJ_ASSERT_NONNULL(upgrade_);
+  tasks_->add(upgrade(kj::mv(stream), peer)
+                  .exclusiveJoin(kj::mv(deadline))
+                  .then(
+                      [this](kj::Own<kj::AsyncIoStream>&& upgraded) {
+                        if (tasks_.get() != nullptr) serve(kj::mv(upgraded));
+                      },
+                      [this, peer](kj::Exception&& exception) {
+                        ++stats_.upgrade_failures;
+                        SHOAL_LOG_WARN("rpc: refusing connection from {}: {}", peer,
+                                       exception.getDescription().cStr());
+                      })
+                  .attach(kj::mv(slot)));
 }
 
 kj::Promise<void> RpcServer::listen(kj::ConnectionReceiver& receiver) {

@@ -48,11 +48,17 @@ struct RpcServerStats {
   uint64_t auth_failures = 0;    // wrong proof or protocol misuse
   uint64_t auth_timeouts = 0;    // closed for not authenticating in time
   uint64_t protocol_errors = 0;  // unreadable or oversized messages
+  uint64_t upgrade_failures = 0;  // refused by the stream upgrade (e.g. TLS handshake)
 };
 
 class RpcServer {
  public:
   using NodeFactory = kj::Function<Node::Client()>;
+  // Turns a freshly accepted stream into the one RPC runs on (e.g. a TLS
+  // handshake, rpc/tls.h); `peer` is its address for messages. A failure
+  // refuses the connection and is logged with the exception's description.
+  using StreamUpgrade =
+      kj::Function<kj::Promise<kj::Own<kj::AsyncIoStream>>(kj::Own<kj::AsyncIoStream>, std::string peer)>;
 
   // `timer` must outlive the server. `secret` is the cluster secret (the
   // token file's contents); it must not be empty.
@@ -71,13 +77,22 @@ class RpcServer {
   // and retried after kAcceptRetryMs; the promise never resolves.
   kj::Promise<void> listen(kj::ConnectionReceiver& receiver);
 
+  // Runs `upgrade` on every stream accepted from now on, before the
+  // Authenticator is offered. An upgrading connection counts as open and
+  // unauthenticated, and must finish upgrading within auth_timeout_ms.
+  void set_stream_upgrade(StreamUpgrade upgrade) { upgrade_ = kj::mv(upgrade); }
+
   const RpcServerStats& stats() const { return stats_; }
 
  private:
   class Connection;
   class AuthenticatorImpl;
+  class UpgradeSlot;
   friend class Connection;
   friend class AuthenticatorImpl;
+
+  void serve(kj::Own<kj::AsyncIoStream> stream);
+  void upgrade_then_serve(kj::Own<kj::AsyncIoStream> stream);
 
   // Removes the connection on a later turn (never from inside its own
   // callbacks).
@@ -86,6 +101,7 @@ class RpcServer {
   kj::Timer& timer_;
   std::string secret_;
   NodeFactory make_node_;
+  kj::Maybe<StreamUpgrade> upgrade_;
   RpcServerOptions options_;
   RpcServerStats stats_;
   uint64_t next_connection_id_ = 1;
