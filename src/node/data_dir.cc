@@ -164,6 +164,22 @@ Result<std::string> load_or_create_token(const std::string& path) {
   return std::string(reinterpret_cast<const char*>(raw), sizeof(raw));
 }
 
+Result<std::string> check_token_file_mode(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return Status::not_found("cannot stat " + path + ": " + errno_text());
+  char mode[8];
+  std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    return Status::invalid_argument("token file " + path + " is readable or writable by every user (mode " + mode +
+                                    "): anyone on this machine could join the cluster; run: chmod 600 " + path);
+  }
+  if ((st.st_mode & (S_IRGRP | S_IWGRP)) != 0) {
+    return "token file " + path + " is readable by its group (mode " + std::string(mode) +
+           "); every member of that group can join the cluster. Consider: chmod 600 " + path;
+  }
+  return std::string();
+}
+
 std::string default_data_dir() {
   if (const char* env = std::getenv("SHOAL_DATA_DIR"); env && *env) return env;
   if (::geteuid() == 0) return "/var/lib/shoal";
@@ -182,6 +198,10 @@ Status write_discovery_file(uint16_t port, const LocalNode& node) {
   SHOAL_RETURN_IF_ERROR(mkdirs(dir, 0700));
   std::string content = "address=" + node.address + "\ntoken_file=" + node.token_file +
                         "\ndata_dir=" + node.data_dir + "\npid=" + std::to_string(node.pid) + "\n";
+  if (!node.tls_cert.empty()) {
+    content += "tls_cert=" + node.tls_cert + "\ntls_key=" + node.tls_key + "\ntls_ca=" + node.tls_ca +
+               "\ntls_server_name=" + node.tls_server_name + "\n";
+  }
   return write_file_atomic(dir + "/node-" + std::to_string(port), content, 0600);
 }
 
@@ -190,11 +210,11 @@ void remove_discovery_file(uint16_t port) {
   ::unlink(path.c_str());
 }
 
-std::vector<LocalNode> find_local_nodes() {
-  std::vector<LocalNode> out;
-  std::string dir = runtime_dir();
+namespace {
+
+void find_local_nodes_in(const std::string& dir, std::vector<LocalNode>& out) {
   DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return out;
+  if (d == nullptr) return;
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
@@ -216,10 +236,25 @@ std::vector<LocalNode> find_local_nodes() {
       if (key == "token_file") node.token_file = value;
       if (key == "data_dir") node.data_dir = value;
       if (key == "pid") node.pid = std::atoi(value.c_str());
+      if (key == "tls_cert") node.tls_cert = value;
+      if (key == "tls_key") node.tls_key = value;
+      if (key == "tls_ca") node.tls_ca = value;
+      if (key == "tls_server_name") node.tls_server_name = value;
     }
     if (node.pid <= 0 || node.address.empty()) continue;
     if (::kill(node.pid, 0) != 0 && errno == ESRCH) continue;  // stale
     out.push_back(node);
+  }
+}
+
+}  // namespace
+
+std::vector<LocalNode> find_local_nodes() {
+  std::vector<LocalNode> out;
+  std::string dir = runtime_dir();
+  find_local_nodes_in(dir, out);
+  if (dir != kServiceRuntimeDir && std::getenv("SHOAL_RUNTIME_DIR") == nullptr) {
+    find_local_nodes_in(kServiceRuntimeDir, out);
   }
   return out;
 }

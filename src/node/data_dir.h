@@ -32,6 +32,12 @@ Result<std::string> read_token_file(const std::string& path);
 // which case it is read instead. Returns the secret bytes.
 Result<std::string> load_or_create_token(const std::string& path);
 
+// Checks who may read the token file: readable by every user is an error
+// (anyone on the machine could join the cluster or run its jobs); readable
+// by the group returns a warning to log; otherwise "". Errors name the file,
+// its mode and the chmod that fixes it.
+Result<std::string> check_token_file_mode(const std::string& path);
+
 bool is_valid_node_id(const std::string& id);
 
 // Default data directory: $SHOAL_DATA_DIR, else /var/lib/shoal for root, else
@@ -45,7 +51,17 @@ struct LocalNode {
   std::string token_file;
   std::string data_dir;
   int pid = 0;
+  // The node's TLS files (empty without TLS); shoalctl on the same machine
+  // uses them to reach it.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  std::string tls_server_name;
 };
+// Where the systemd unit keeps discovery files (RuntimeDirectory=shoal);
+// find_local_nodes() also looks there, so `sudo shoalctl status` finds the
+// service's node.
+inline constexpr const char* kServiceRuntimeDir = "/run/shoal";
 std::string runtime_dir();
 Status write_discovery_file(uint16_t port, const LocalNode& node);
 void remove_discovery_file(uint16_t port);

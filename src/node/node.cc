@@ -19,9 +19,11 @@
 #include "node/data_dir.h"
 #include "node/machine.h"
 #include "node/node_service.h"
+#include "node/sd_notify.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
 #include "rpc/server.h"
+#include "rpc/tls.h"
 
 namespace shoal::node {
 namespace {
@@ -51,6 +53,25 @@ Result<std::vector<std::string>> resolve_seeds(const std::vector<std::string>& j
   return out;
 }
 
+// Checks the TLS files before anything else happens (a bad certificate stops
+// the node before it creates its data dir or contacts a peer).
+Result<std::unique_ptr<rpc::Tls>> load_tls(const NodeOptions& options, int64_t now_unix_s) {
+  rpc::TlsOptions tls_options;
+  tls_options.files = {options.tls_cert, options.tls_key, options.tls_ca,
+                       options.tls_server_name.empty() ? std::string(rpc::kTlsNodeName) : options.tls_server_name};
+  if (!tls_options.files.enabled()) return std::unique_ptr<rpc::Tls>();
+  auto tls = rpc::Tls::create(tls_options, now_unix_s);
+  if (!tls.ok()) return tls.status();
+  for (const auto& warning : (*tls)->warnings()) SHOAL_LOG_WARN("{}", warning);
+  SHOAL_LOG_INFO("RPC uses {}", (*tls)->describe());
+  return std::move(*tls);
+}
+
+void notify_systemd(const std::string& state) {
+  Status sent = sd_notify(state);
+  if (!sent.ok()) SHOAL_LOG_WARN("{}", sent.message());
+}
+
 }  // namespace
 
 struct Node::State {
@@ -68,6 +89,7 @@ struct Node::State {
   std::unique_ptr<gossip::GossipService> gossip;
   std::unique_ptr<rpc::RpcServer> rpc_server;
   std::unique_ptr<rpc::PeerPool> peers;
+  std::unique_ptr<rpc::Tls> tls;  // null: plaintext RPC
 
   uv_signal_t sigterm{};
   uv_signal_t sigint{};
@@ -76,6 +98,7 @@ struct Node::State {
   bool leaving = false;
   bool handles_started = false;
   bool discovery_written = false;
+  bool ready = false;  // READY=1 sent to systemd
   int lock_fd = -1;  // holds <data-dir>/LOCK for the node's lifetime
 };
 
@@ -116,6 +139,9 @@ Status prepare_identity(const NodeOptions& options, int& lock_fd, std::string& d
     }
     secret = *token;
   }
+  auto loose = check_token_file_mode(token_path);
+  if (!loose.ok()) return loose.status();
+  if (!loose->empty()) SHOAL_LOG_WARN("{}", *loose);
 
   std::string advertise = options.advertise;
   if (advertise.empty()) {
@@ -155,6 +181,9 @@ Status Node::run() {
 Status Node::serve() {
   State& s = *state_;
   SHOAL_RETURN_IF_ERROR(set_log_level(options_.log_level));
+  auto tls = load_tls(options_, static_cast<int64_t>(s.clock.wall_now_ms() / 1000));
+  if (!tls.ok()) return tls.status();
+  s.tls = std::move(*tls);
   SHOAL_RETURN_IF_ERROR(prepare_identity(options_, s.lock_fd, s.data_dir, s.token_path, s.secret, s.self));
   set_log_node_name(short_id(s.self.id));
   s.port = options_.port;
@@ -178,16 +207,27 @@ Status Node::serve() {
     return Status(gossip_started.code(), "cannot listen for gossip on " + options_.bind + ":" +
                                              std::to_string(options_.port) + ": " + gossip_started.message());
   }
-  s.gossip->on_event([&s](const gossip::MemberEvent& event) {
+  bool joining = !options_.join.empty();
+  s.gossip->on_event([&s, joining](const gossip::MemberEvent& event) {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
+    size_t alive = s.gossip->core()->count(gossip::MemberState::kAlive);
     SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),
                    event.member.info.address, gossip::member_state_name(event.member.state),
-                   gossip::event_kind_name(event.kind), s.gossip->core()->count(gossip::MemberState::kAlive));
+                   gossip::event_kind_name(event.kind), alive);
+    if (joining && !s.ready && !s.leaving && alive > 1) {
+      s.ready = true;
+      notify_systemd("READY=1\nSTATUS=joined; " + std::to_string(alive) + " members alive");
+    }
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
     return kj::heap<NodeService>(*s.gossip, s.clock, s.self.id);
   });
+  if (s.tls) {
+    s.rpc_server->set_stream_upgrade([&s](kj::Own<kj::AsyncIoStream> stream, std::string peer) {
+      return s.tls->wrap_server(kj::mv(stream), std::move(peer));
+    });
+  }
   s.listen_task = s.rpc_server->listen(*s.listener).eagerlyEvaluate([](kj::Exception&& e) {
     SHOAL_LOG_ERROR("RPC listener stopped: {}", e.getDescription().cStr());
   });
@@ -196,7 +236,11 @@ Status Node::serve() {
       [&s](const std::string& address) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
         auto hp = parse_host_port(address, kDefaultPort);
         if (!hp.ok()) return KJ_EXCEPTION(FAILED, "bad peer address", address, hp.status().message());
-        return loop::connect_tcp(*s.loop, hp->first, hp->second);
+        auto connected = loop::connect_tcp(*s.loop, hp->first, hp->second);
+        if (!s.tls) return connected;
+        return connected.then([&s, address](kj::Own<kj::AsyncIoStream>&& stream) {
+          return s.tls->wrap_client(kj::mv(stream), address);
+        });
       },
       s.secret, s.rng);
 
@@ -207,7 +251,14 @@ Status Node::serve() {
                 "  shoal start --join %s --token-file %s\n",
                 s.self.id.c_str(), s.self.address.c_str(), s.token_path.c_str(), s.self.address.c_str(),
                 s.token_path.c_str());
+    if (s.tls && !s.tls->options().files.ca_file.empty()) {
+      std::printf("  plus --tls-cert and --tls-key of a certificate for that node signed by the CA in %s,\n"
+                  "  and --tls-ca %s (shoal certs issue DIR NAME makes one)\n",
+                  s.tls->options().files.ca_file.c_str(), s.tls->options().files.ca_file.c_str());
+    }
     std::fflush(stdout);
+    s.ready = true;
+    notify_systemd("READY=1\nSTATUS=bootstrapped a new cluster at " + s.self.address);
   } else {
     auto seeds = resolve_seeds(options_.join, s.self.address);
     if (!seeds.ok()) return seeds.status();
@@ -218,7 +269,15 @@ Status Node::serve() {
   }
   SHOAL_LOG_INFO("members: {} alive", s.gossip->core()->count(gossip::MemberState::kAlive));
 
-  Status written = write_discovery_file(s.port, {s.self.address, s.token_path, s.data_dir, ::getpid()});
+  LocalNode local{s.self.address, s.token_path, s.data_dir, ::getpid()};
+  if (s.tls) {
+    const rpc::TlsFiles& files = s.tls->options().files;
+    local.tls_cert = files.cert_file;
+    local.tls_key = files.key_file;
+    local.tls_ca = files.ca_file;
+    local.tls_server_name = files.server_name;
+  }
+  Status written = write_discovery_file(s.port, local);
   if (!written.ok()) {
     SHOAL_LOG_WARN("shoalctl will not find this node by itself: {}", written.to_string());
   } else {
@@ -312,6 +371,7 @@ void Node::begin_leave(int signum) {
   }
   s.leaving = true;
   SHOAL_LOG_INFO("received {}: leaving the cluster", strsignal(signum));
+  notify_systemd("STOPPING=1\nSTATUS=leaving the cluster");
   if (!s.gossip) {
     s.loop->stop();
     return;

@@ -24,6 +24,12 @@ struct NodeOptions {
   std::map<std::string, double> resources;
   std::map<std::string, std::string> labels;
   std::string log_level = "info";
+  // TLS on RPC (rpc/tls.h). All empty: plaintext. Certificate and key: TLS;
+  // with a CA too: mutual TLS, only that CA's certificates are accepted.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  std::string tls_server_name;  // empty: rpc::kTlsNodeName
 };
 
 }  // namespace shoal::node
