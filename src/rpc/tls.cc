@@ -271,7 +271,7 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::refuse_plaintext(kj::Own<kj::AsyncI
   auto abort = message->initRoot<capnp::rpc::Message>().initAbort();
   abort.setType(capnp::rpc::Exception::Type::FAILED);
   abort.setReason(std::string(kAuthFailedPrefix) +
-                  ": this node requires TLS and the connection is plaintext; start the connecting node "
+                  ": that node requires TLS but this connection is plaintext; start this node "
                   "(or shoalctl) with --tls-cert, --tls-key and --tls-ca");
   auto& out = *stream;
   auto written = capnp::writeMessage(out, *message);
