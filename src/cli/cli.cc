@@ -3,13 +3,17 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <string>
 
+#include "cli/certs_command.h"
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "node/machine.h"
+#include "rpc/certs.h"
 
 namespace shoal::cli {
 namespace {
@@ -41,10 +45,27 @@ int parse_and_run(CLI::App& app, const std::string& prog, int argc, char** argv,
   return run_selected();
 }
 
+// TLS flags come in a set: a certificate needs its key, a CA needs both.
+bool check_tls_flags(const std::string& prog, const std::string& cert, const std::string& key,
+                     const std::string& ca) {
+  const char* problem = nullptr;
+  if (!cert.empty() && key.empty()) problem = "--tls-cert needs --tls-key";
+  if (cert.empty() && !key.empty()) problem = "--tls-key needs --tls-cert";
+  if (cert.empty() && key.empty() && !ca.empty()) problem = "--tls-ca needs --tls-cert and --tls-key (mutual TLS)";
+  if (problem == nullptr) return true;
+  std::fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", prog.c_str(), problem, prog.c_str());
+  return false;
+}
+
 void add_ctl_options(CLI::App& app, CtlOptions& ctl) {
   app.add_option("--address", ctl.address, "Node to talk to, HOST:PORT (default: a node on this machine)");
   app.add_option("--token-file", ctl.token_file, "Cluster token (default: the local node's)");
   app.add_option("--timeout-ms", ctl.timeout_ms, "How long to wait for the node")->check(CLI::Range(1, 600000));
+  app.add_option("--tls-cert", ctl.tls_cert, "Client certificate for nodes with TLS (default: the local node's)");
+  app.add_option("--tls-key", ctl.tls_key, "Its private key");
+  app.add_option("--tls-ca", ctl.tls_ca, "CA that signs the nodes' certificates");
+  app.add_option("--tls-server-name", ctl.tls_server_name,
+                 "Name the node's certificate must carry (default: node.shoal)");
 }
 
 int ctl_main(const std::string& prog, int argc, char** argv) {
@@ -58,6 +79,7 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   status->add_flag("--json", json, "Print JSON instead of a table");
 
   return parse_and_run(app, prog, argc, argv, [&]() -> int {
+    if (!check_tls_flags(prog, ctl.tls_cert, ctl.tls_key, ctl.tls_ca)) return kExitUsage;
     if (status->parsed()) return run_status(ctl, json);
     return kExitUsage;
   });
@@ -94,12 +116,135 @@ bool apply_key_values(const std::string& prog, node::NodeOptions& options,
   return true;
 }
 
+// ---- shoal start --config FILE ------------------------------------------------
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); j++) row[j] = j;
+  for (size_t i = 1; i <= a.size(); i++) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); j++) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The long flag names of `shoal start` that a config file may set.
+std::vector<std::string> config_keys(CLI::App& start) {
+  std::vector<std::string> keys;
+  for (const CLI::Option* option : start.get_options()) {
+    for (const auto& name : option->get_lnames()) {
+      if (name != "help" && name != "config") keys.push_back(name);
+    }
+  }
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+std::string unknown_key_message(CLI::App& start, const std::string& key) {
+  auto keys = config_keys(start);
+  std::string best;
+  size_t best_distance = 3;  // suggest only close matches
+  for (const auto& candidate : keys) {
+    size_t distance = edit_distance(key, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  std::string message = "unknown key '" + key + "'";
+  if (!best.empty()) message += " (did you mean '" + best + "'?)";
+  message += "; the keys are the long flags of `shoal start`:";
+  for (const auto& candidate : keys) message += " " + candidate;
+  return message;
+}
+
+// What kinds of TOML value an option takes, from its CLI11 type name.
+bool kind_fits(const CLI::Option& option, ConfigKind kind, bool array) {
+  if (option.get_type_size() == 0) return kind == ConfigKind::kBoolean;  // a flag
+  std::string type = option.get_type_name();
+  type = type.substr(0, type.find(':'));
+  if (type == "INT" || type == "UINT") return kind == ConfigKind::kInteger;
+  if (type == "FLOAT") return kind == ConfigKind::kInteger || kind == ConfigKind::kFloat;
+  if (type == "BOOLEAN") return kind == ConfigKind::kBoolean;
+  // Text: strings; single values may also be integers (memory = 8589934592).
+  return kind == ConfigKind::kString || (kind == ConfigKind::kInteger && !array);
+}
+
+std::string expected_kind(const CLI::Option& option) {
+  if (option.get_type_size() == 0) return "a boolean";
+  std::string type = option.get_type_name();
+  type = type.substr(0, type.find(':'));
+  if (type == "INT" || type == "UINT") return "an integer";
+  if (type == "FLOAT") return "a number";
+  if (type == "BOOLEAN") return "a boolean";
+  return "a string";
+}
+
+// The flags one config entry stands for, after checking its key and type.
+Result<std::vector<std::string>> entry_flags(CLI::App& start, const ConfigEntry& entry, const std::string& where) {
+  std::string key = entry.key;
+  std::replace(key.begin(), key.end(), '_', '-');
+  if (key == "config") return Status::invalid_argument(where + "config: a config file cannot name another config file");
+  CLI::Option* option = key == "help" ? nullptr : start.get_option_no_throw("--" + key);
+  if (option == nullptr) return Status::invalid_argument(where + unknown_key_message(start, entry.key));
+  bool many = option->get_items_expected_max() > 1;
+  if (entry.kind == ConfigKind::kArray && !many) {
+    return Status::invalid_argument(where + entry.key + ": expected " + expected_kind(*option) +
+                                    ", got an array (only repeatable flags such as join take arrays)");
+  }
+  ConfigKind kind = entry.kind == ConfigKind::kArray ? entry.element_kind : entry.kind;
+  if (!entry.values.empty() && !kind_fits(*option, kind, many)) {
+    return Status::invalid_argument(where + entry.key + ": expected " + expected_kind(*option) + ", got " +
+                                    std::string(config_kind_name(kind)) +
+                                    (kind == ConfigKind::kString ? " (remove the quotes)" : ""));
+  }
+  std::vector<std::string> flags;
+  for (const auto& value : entry.values) {
+    if (option->get_type_size() == 0) {
+      flags.push_back("--" + key + "=" + value);
+    } else {
+      flags.push_back("--" + key);
+      flags.push_back(value);
+    }
+  }
+  return flags;
+}
+
+// Parses `shoal start FLAGS` alone, so a value CLI11 rejects (a port out of
+// range, an unknown log level) is reported with the line it came from.
+Status check_flags(CLI::App& app, const std::string& prog, const std::vector<std::string>& flags,
+                   const std::string& where, const std::string& key, const std::string& written_key) {
+  std::vector<std::string> args = {prog, "start"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  app.clear();
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError& e) {
+    std::string message = e.what();
+    std::string prefix = "--" + key + ": ";
+    if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+    app.clear();
+    return Status::invalid_argument(where + written_key + ": " + message);
+  }
+  app.clear();
+  return {};
+}
+
 // `shoal start --config FILE ...`: the file's keys become flags placed before
 // the command line's own, so flags given on the command line win (single
-// values take the last occurrence; lists such as --join accumulate).
-bool expand_config(int argc, char** argv, std::vector<std::string>& out, std::string& error) {
+// values take the last occurrence; lists such as --join accumulate). Errors
+// read "FILE:LINE: KEY: what is wrong".
+Status expand_config(CLI::App& app, CLI::App& start, const std::string& prog, int argc, char** argv,
+                     std::vector<std::string>& out) {
   out.assign(argv, argv + argc);
-  if (argc < 2 || std::string(argv[1]) != "start") return true;
+  if (argc < 2 || std::string(argv[1]) != "start") return {};
   std::string path;
   for (int i = 2; i < argc; i++) {
     std::string arg = argv[i];
@@ -107,38 +252,31 @@ bool expand_config(int argc, char** argv, std::vector<std::string>& out, std::st
     if (arg == "--config" && i + 1 < argc) path = argv[i + 1];
     if (arg.rfind("--config=", 0) == 0) path = arg.substr(9);
   }
-  if (path.empty()) return true;
-  std::vector<CLI::ConfigItem> items;
-  try {
-    items = CLI::ConfigTOML().from_file(path);
-  } catch (const CLI::Error& e) {
-    error = e.what();
-    return false;
-  }
+  if (path.empty()) return {};
+  auto entries = read_config_file(path);
+  if (!entries.ok()) return entries.status();
   std::vector<std::string> flags;
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "start")) {
-      error = path + ": unknown section '" + item.parents[0] + "' (options go at the top or under [start])";
-      return false;
+  for (const auto& entry : *entries) {
+    std::string where = path + ":" + std::to_string(entry.line) + ": ";
+    if (!entry.section.empty() && entry.section != "start") {
+      return Status::invalid_argument(where + "unknown table [" + entry.section +
+                                      "] (options go at the top or under [start])");
     }
-    if (item.name == "config") {
-      error = path + ": a config file cannot name another config file";
-      return false;
-    }
-    for (const auto& value : item.inputs) {
-      flags.push_back("--" + item.name);
-      flags.push_back(value);
-    }
+    auto entry_args = entry_flags(start, entry, where);
+    if (!entry_args.ok()) return entry_args.status();
+    std::string key = entry.key;
+    std::replace(key.begin(), key.end(), '_', '-');
+    SHOAL_RETURN_IF_ERROR(check_flags(app, prog, *entry_args, where, key, entry.key));
+    flags.insert(flags.end(), entry_args->begin(), entry_args->end());
   }
   out.insert(out.begin() + 2, flags.begin(), flags.end());
-  return true;
+  return {};
 }
 
 int shoal_main(const std::string& prog, int argc, char** argv) {
   CLI::App app{"shoal: a peer-to-peer distributed computing node", prog};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "shoal 0.1.0");
+  app.set_version_flag("--version", "shoal " SHOAL_VERSION);
 
   node::NodeOptions options;
   std::vector<std::string> resources, labels;
@@ -165,6 +303,30 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   start->add_option("--label", labels, "Label KEY=VALUE (repeatable)");
   start->add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))->capture_default_str();
+  start->add_option("--tls-cert", options.tls_cert,
+                    "PEM certificate of this node: turns on TLS for RPC (make one: shoal certs init)");
+  start->add_option("--tls-key", options.tls_key, "PEM private key of --tls-cert (not world-readable)");
+  start->add_option("--tls-ca", options.tls_ca,
+                    "PEM CA certificate: peers must present a certificate it signed (mutual TLS)");
+  start->add_option("--tls-server-name", options.tls_server_name,
+                    "Name every node certificate carries (default: node.shoal)");
+
+  auto* certs = app.add_subcommand("certs", "Make a CA and node certificates for TLS between nodes");
+  certs->require_subcommand(1);
+  CertsOptions certs_options;
+  certs_options.days = rpc::kNodeCertValidityDays;
+  auto* certs_init = certs->add_subcommand("init", "Write a new CA and node certificates into DIR");
+  certs_init->add_option("dir", certs_options.dir, "Directory to write (created if missing)")->required();
+  certs_init->add_option("--node", certs_options.nodes, "Node name, one certificate each (repeatable; default node1..node3)");
+  certs_init->add_option("--days", certs_options.days, "Validity of the node certificates")
+      ->check(CLI::Range(1u, rpc::kCertValidityDaysMax))->capture_default_str();
+  std::string issue_name;
+  auto* certs_issue = certs->add_subcommand("issue", "Write one more node certificate signed by DIR's CA");
+  certs_issue->add_option("dir", certs_options.dir, "Directory made by `certs init` (holds ca.crt and ca.key)")->required();
+  certs_issue->add_option("name", issue_name, "Node name (file stem and certificate name)")->required();
+  certs_issue->add_option("--san", certs_options.names, "Extra host name or IP address (repeatable)");
+  certs_issue->add_option("--days", certs_options.days, "Validity")
+      ->check(CLI::Range(1u, rpc::kCertValidityDaysMax))->capture_default_str();
 
   auto* ctl = app.add_subcommand("ctl", "The shoalctl commands (shoal ctl --help)");
   ctl->prefix_command();
@@ -179,9 +341,9 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   probe->add_option("--timeout-ms", probe_timeout_ms, "How long to wait")->check(CLI::Range(1, 60000));
 
   std::vector<std::string> expanded;
-  std::string config_error;
-  if (!expand_config(argc, argv, expanded, config_error)) {
-    std::fprintf(stderr, "%s: --config: %s\n", prog.c_str(), config_error.c_str());
+  Status config = expand_config(app, *start, prog, argc, argv, expanded);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), config.message().c_str());
     return kExitUsage;
   }
   std::vector<char*> expanded_argv;
@@ -196,7 +358,16 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
       return ctl_main(ctl_name, static_cast<int>(args.size()), args.data());
     }
     if (probe->parsed()) return run_gossip_probe(probe_address, probe_token, probe_timeout_ms);
+    if (certs_init->parsed()) {
+      if (certs_options.nodes.empty()) certs_options.nodes = {"node1", "node2", "node3"};
+      return run_certs_init(certs_options);
+    }
+    if (certs_issue->parsed()) {
+      certs_options.nodes = {issue_name};
+      return run_certs_issue(certs_options);
+    }
     if (!apply_key_values(prog, options, resources, labels, memory)) return kExitUsage;
+    if (!check_tls_flags(prog, options.tls_cert, options.tls_key, options.tls_ca)) return kExitUsage;
     if (cpus >= 0) options.cpus = cpus;
     if (gpus >= 0) options.gpus = static_cast<uint32_t>(gpus);
     return run_start(options);

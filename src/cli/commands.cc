@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <string>
 
 #include "base/crypto.h"
@@ -15,6 +16,7 @@
 #include "node/node.h"
 #include "rpc/client.h"
 #include "rpc/errors.h"
+#include "rpc/tls.h"
 
 namespace shoal::cli {
 namespace {
@@ -139,32 +141,45 @@ void print_status_table(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::R
   std::printf("\n%zu alive, %zu suspect, %zu dead, %zu left\n", counts[0], counts[1], counts[2], counts[3]);
 }
 
-// Finds the address and secret shoalctl should use.
-Result<std::pair<std::string, std::string>> resolve_target(const CtlOptions& options) {
-  std::string address = options.address;
+// Finds the address, secret and TLS files shoalctl should use.
+struct Target {
+  std::string address;
+  std::string secret;
+  rpc::TlsFiles tls;  // not enabled(): plaintext
+};
+
+Result<Target> resolve_target(const CtlOptions& options) {
+  Target target;
+  target.address = options.address;
   std::string token_file = options.token_file;
-  if (address.empty() || token_file.empty()) {
+  target.tls = {options.tls_cert, options.tls_key, options.tls_ca,
+                options.tls_server_name.empty() ? std::string(rpc::kTlsNodeName) : options.tls_server_name};
+  if (target.address.empty() || token_file.empty() || !target.tls.enabled()) {
     auto local = node::find_local_nodes();
     const node::LocalNode* match = nullptr;
     for (const auto& n : local) {
-      if (address.empty() || n.address == address) {
+      if (target.address.empty() || n.address == target.address) {
         match = &n;
         break;
       }
     }
-    if (address.empty()) {
+    if (target.address.empty()) {
       if (match == nullptr) {
         return Status::not_found("no shoal node is running on this machine; pass --address HOST:PORT");
       }
-      address = match->address;
+      target.address = match->address;
     }
     if (token_file.empty()) {
       token_file = match ? match->token_file : node::default_data_dir() + "/token";
     }
+    if (!target.tls.enabled() && match != nullptr && !match->tls_cert.empty()) {
+      target.tls = {match->tls_cert, match->tls_key, match->tls_ca, match->tls_server_name};
+    }
   }
   auto secret = node::read_token_file(token_file);
   if (!secret.ok()) return Status(secret.status().code(), secret.status().message() + " (pass --token-file)");
-  return std::make_pair(address, *secret);
+  target.secret = *secret;
+  return target;
 }
 
 }  // namespace
@@ -182,7 +197,14 @@ int run_start(const node::NodeOptions& options) {
 int run_status(const CtlOptions& options, bool json) {
   auto target = resolve_target(options);
   if (!target.ok()) return fail(target.status().message());
-  const auto& [address, secret] = *target;
+  const std::string& address = target->address;
+  const std::string& secret = target->secret;
+  std::unique_ptr<rpc::Tls> tls;
+  if (target->tls.enabled()) {
+    auto created = rpc::Tls::create(rpc::TlsOptions{target->tls}, static_cast<int64_t>(std::time(nullptr)));
+    if (!created.ok()) return fail(created.status().message());
+    tls = std::move(*created);
+  }
   auto hp = node::parse_host_port(address, node::kDefaultPort);
   if (!hp.ok()) return fail("--address: " + hp.status().message());
   (void)set_log_level("warn");
@@ -190,6 +212,10 @@ int run_status(const CtlOptions& options, bool json) {
   loop::Loop loop;
   std::unique_ptr<rpc::ClientConnection> connection;
   auto work = loop::connect_tcp(loop, hp->first, hp->second)
+                  .then([&](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                    if (!tls) return kj::mv(stream);
+                    return tls->wrap_client(kj::mv(stream), address);
+                  })
                   .then([&](kj::Own<kj::AsyncIoStream> stream) {
                     rpc::ClientOptions client_options;
                     client_options.client_name = "shoalctl";

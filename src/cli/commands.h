@@ -15,6 +15,11 @@ struct CtlOptions {
   std::string address;     // empty: find a node on this machine
   std::string token_file;  // empty: the found node's token
   int timeout_ms = 5000;
+  // TLS to nodes that use it (default: the found local node's files).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  std::string tls_server_name;
 };
 
 // Runs a node in the foreground until SIGTERM/SIGINT.

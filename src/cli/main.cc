@@ -1,4 +1,4 @@
-#include "cli/cli.h"
+#include "shoal/shoal.h"
 
 #ifdef SHOAL_WITH_MIMALLOC
 #include <mimalloc.h>
@@ -10,5 +10,5 @@ int main(int argc, char** argv) {
   // being linked is what makes it replace malloc process-wide.
   (void)mi_version();
 #endif
-  return shoal::cli::main(argc, argv);
+  return shoal::run_main(argc, argv);
 }
