@@ -468,10 +468,9 @@ void Raft::handle_heartbeat_resp(const Message& m, Progress& pr) {
   pr.recent_active = true;
   if (pr.state == Progress::State::kProbe) {
     pr.paused = false;
-  } else if (pr.state == Progress::State::kReplicate) {
+  } else if (pr.state == Progress::State::kReplicate && pr.inflights.full()) {
     // Lost acknowledgements must not stall a full window forever.
-    if (pr.inflights.full()) pr.inflights.free_first_one();
-    pr.paused = pr.inflights.full();
+    pr.inflights.free_first_one();
   }
   if (pr.match < log_.last_index()) maybe_send_append(m.from, true);
   if (m.context.empty()) return;

@@ -77,7 +77,6 @@ void Progress::sent_entries(size_t entries, uint64_t bytes) {
         next += entries;
         inflights.add(next - 1, bytes);
       }
-      paused = inflights.full();
       break;
     case State::kProbe:
       paused = true;  // one probe per heartbeat until it is answered
@@ -111,8 +110,8 @@ bool Progress::maybe_decr_to(Index rejected, Index match_hint) {
 
 bool Progress::is_paused() const {
   switch (state) {
-    case State::kProbe:
-    case State::kReplicate: return paused;
+    case State::kProbe: return paused;
+    case State::kReplicate: return inflights.full();
     case State::kSnapshot: return true;
   }
   return true;

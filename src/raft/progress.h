@@ -68,7 +68,7 @@ class Progress {
   State state = State::kProbe;
   Index pending_snapshot = 0;
   bool recent_active = false;  // heard from within the last election timeout
-  bool paused = false;         // probe sent / inflights full
+  bool paused = false;         // kProbe: a probe is out, wait for an answer or a heartbeat
   bool learner = false;
   Inflights inflights;
 
