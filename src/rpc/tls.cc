@@ -197,21 +197,21 @@ kj::Promise<void> drain(kj::AsyncIoStream& stream, kj::Array<kj::byte> buffer, s
 
 }  // namespace
 
-Tls::Tls() = default;
+Tls::Tls(Key) {}
 Tls::~Tls() = default;
 
 Result<std::unique_ptr<Tls>> Tls::create(const TlsOptions& options, int64_t now_unix_s) {
   auto material = load_tls_material(options.files, now_unix_s);
   if (!material.ok()) return material.status();
-  std::unique_ptr<Tls> tls(new Tls());
+  auto tls = std::make_unique<Tls>(Key{});
   tls->options_ = options;
   tls->warnings_ = material->warnings;
   bool have_ca = !material->ca_pems.empty();
   tls->mutual_ = have_ca && options.require_client_certificates;
   kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&]() {
-    tls->keypair_ = std::unique_ptr<kj::TlsKeypair>(new kj::TlsKeypair{
-        kj::TlsPrivateKey(kj::StringPtr(material->key_pem.c_str())),
-        kj::TlsCertificate(kj::StringPtr(material->cert_pem.c_str()))});
+    tls->keypair_ = std::make_unique<kj::TlsKeypair>(
+        kj::TlsKeypair{kj::TlsPrivateKey(kj::StringPtr(material->key_pem.c_str())),
+                       kj::TlsCertificate(kj::StringPtr(material->cert_pem.c_str()))});
     for (const auto& pem : material->ca_pems) tls->trusted_.emplace_back(kj::StringPtr(pem.c_str()));
 
     kj::TlsContext::Options base;

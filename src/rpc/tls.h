@@ -61,10 +61,15 @@ struct TlsOptions {
 };
 
 class Tls {
+  struct Key {
+    explicit Key() = default;
+  };
+
  public:
   // Loads and checks the files (load_tls_material) at `now_unix_s` and builds
   // the contexts. Errors name the file and the problem.
   static Result<std::unique_ptr<Tls>> create(const TlsOptions& options, int64_t now_unix_s);
+  explicit Tls(Key);  // use create()
   ~Tls();
   Tls(const Tls&) = delete;
   Tls& operator=(const Tls&) = delete;
@@ -84,7 +89,6 @@ class Tls {
   std::string describe() const;
 
  private:
-  Tls();
   kj::Promise<kj::Own<kj::AsyncIoStream>> refuse_plaintext(kj::Own<kj::AsyncIoStream> stream,
                                                            std::string peer);
 
