@@ -1,8 +1,8 @@
 @0xc50025fff204df1f;
 # Metadata key-value store wire contract (src/meta). A Request is both the
-# payload of a committed Raft entry (one single-segment message per entry)
-# and what a client sends over RPC; a Response is what the state machine
-# answers. Both are produced and checked by src/meta/codec.cc: decoding
+# payload of a committed Raft entry (one message per entry, in the flat
+# form capnp::messageToFlatArray writes) and what a client sends over RPC;
+# a Response is what the state machine answers. Both are produced and checked by src/meta/codec.cc: decoding
 # bounds the message size (Request 2 MiB, Response 32 MiB), the traversal
 # and nesting, then validates every field against the limits in
 # src/meta/types.h. Keys and values are raw bytes (Data), compared
@@ -155,6 +155,7 @@ struct PutResponse {
   succeeded @0 :Bool;     # false only when the compare-and-swap failed
   prevKv @1 :KeyValue;    # set when asked for and the key existed
   current @2 :KeyValue;   # set when the compare-and-swap failed and the key exists
+  prevKvTruncated @3 :Bool;  # inside a txn: prevKv did not fit the response bound
 }
 
 struct RangeResponse {

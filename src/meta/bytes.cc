@@ -1,6 +1,7 @@
 #include "meta/bytes.h"
 
 #include <array>
+#include <cstring>
 
 namespace shoal::meta {
 
@@ -22,13 +23,43 @@ constexpr std::array<uint32_t, 256> kCrcTable = make_crc_table();
 
 }  // namespace
 
-uint32_t crc32c(std::string_view data, uint32_t crc) {
+uint32_t crc32c_portable(std::string_view data, uint32_t crc) {
   crc = ~crc;
   for (char ch : data) {
     crc = kCrcTable[(crc ^ static_cast<uint8_t>(ch)) & 0xff] ^ (crc >> 8);
   }
   return ~crc;
 }
+
+#if defined(__x86_64__)
+namespace {
+
+// SSE4.2's crc32 instruction computes CRC-32C: ~20x the table's speed, which
+// matters for multi-gigabyte snapshots.
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(std::string_view data, uint32_t crc) {
+  uint64_t c = ~crc;
+  const char* p = data.data();
+  size_t n = data.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    c = __builtin_ia32_crc32di(c, word);
+  }
+  auto c32 = static_cast<uint32_t>(c);
+  for (; n > 0; ++p, --n) c32 = __builtin_ia32_crc32qi(c32, static_cast<uint8_t>(*p));
+  return ~c32;
+}
+
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+
+}  // namespace
+
+uint32_t crc32c(std::string_view data, uint32_t crc) {
+  return kHaveSse42 ? crc32c_sse42(data, crc) : crc32c_portable(data, crc);
+}
+#else
+uint32_t crc32c(std::string_view data, uint32_t crc) { return crc32c_portable(data, crc); }
+#endif
 
 uint64_t fnv1a64(std::string_view data) {
   uint64_t h = 0xcbf29ce484222325ull;

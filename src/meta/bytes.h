@@ -12,8 +12,11 @@
 
 namespace shoal::meta {
 
-// CRC-32C (Castagnoli), as used by iSCSI, ext4 and LevelDB.
+// CRC-32C (Castagnoli), as used by iSCSI, ext4 and LevelDB; `crc` continues
+// a previous result. Uses SSE4.2 where the CPU has it; crc32c_portable is the
+// table-driven fallback (same results, exposed for tests).
 uint32_t crc32c(std::string_view data, uint32_t crc = 0);
+uint32_t crc32c_portable(std::string_view data, uint32_t crc = 0);
 
 // FNV-1a, 64-bit: a fast deterministic fingerprint (not collision resistant
 // against an adversary; used to tell a retried request from a different one).

@@ -128,6 +128,7 @@ void fill_put_response(wire::PutResponse::Builder b, const PutResponse& r) {
   b.setSucceeded(r.succeeded);
   if (r.prev_kv) fill_kv(b.initPrevKv(), *r.prev_kv);
   if (r.current) fill_kv(b.initCurrent(), *r.current);
+  b.setPrevKvTruncated(r.prev_kv_truncated);
 }
 
 void fill_range_response(wire::RangeResponse::Builder b, const RangeResponse& r) {
@@ -389,6 +390,7 @@ Status read_optional_kv(bool present, wire::KeyValue::Reader r, std::optional<Ke
 
 Status read_put_response(wire::PutResponse::Reader r, PutResponse& out) {
   out.succeeded = r.getSucceeded();
+  out.prev_kv_truncated = r.getPrevKvTruncated();
   SHOAL_RETURN_IF_ERROR(read_optional_kv(r.hasPrevKv(), r.getPrevKv(), out.prev_kv, "prev kv"));
   return read_optional_kv(r.hasCurrent(), r.getCurrent(), out.current, "current kv");
 }

@@ -159,12 +159,13 @@ Response KvStore::put(const PutRequest& r, Write& write) {
   Status ready = check_put(r, growth);
   if (ready.ok()) ready = check_growth(growth);
   if (!ready.ok()) return error(Status(ready.code(), "put: " + ready.message()));
+  Budget budget;
   Response out = ok_response();
-  out.body = do_put(r, write);
+  out.body = do_put(r, write, budget);
   return out;
 }
 
-PutResponse KvStore::do_put(const PutRequest& r, Write& write) {
+PutResponse KvStore::do_put(const PutRequest& r, Write& write, Budget& budget) {
   PutResponse out;
   auto it = state_.keys.find(r.key);
   std::optional<KeyValue> prev;
@@ -186,7 +187,13 @@ PutResponse KvStore::do_put(const PutRequest& r, Write& write) {
   if (r.lease != 0 && e.lease != r.lease) state_.leases.at(r.lease).keys.insert(r.key);
   e.lease = r.lease;
   state_.data_bytes += it->first.size() + e.value.size();
-  if (r.prev_kv) out.prev_kv = prev;
+  if (r.prev_kv && prev) {
+    if (take(budget, prev->key.size() + prev->value.size())) {
+      out.prev_kv = prev;
+    } else {
+      out.prev_kv_truncated = true;
+    }
+  }
   write.result.events.push_back(Event{Event::Type::kPut, to_kv(it->first, e), std::move(prev)});
   return out;
 }
@@ -345,7 +352,7 @@ Response KvStore::txn(const TxnRequest& r, Write& write) {
   Budget budget;
   for (const TxnOp& op : ops) {
     if (const auto* put = std::get_if<PutRequest>(&op)) {
-      out.responses.emplace_back(do_put(*put, write));
+      out.responses.emplace_back(do_put(*put, write, budget));
     } else if (const auto* del = std::get_if<DeleteRangeRequest>(&op)) {
       out.responses.emplace_back(do_delete(*del, write, budget));
     } else {

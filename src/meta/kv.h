@@ -171,7 +171,7 @@ class KvStore {
   Response lease_expire(const LeaseExpireRequest& r, Write& write);
   Response read_body(const Request::Body& body) const;
 
-  PutResponse do_put(const PutRequest& r, Write& write);
+  PutResponse do_put(const PutRequest& r, Write& write, Budget& budget);
   DeleteRangeResponse do_delete(const DeleteRangeRequest& r, Write& write, Budget& budget);
   RangeResponse do_range(const RangeRequest& r, Budget& budget) const;
   int64_t revoke(int64_t id, Write& write);

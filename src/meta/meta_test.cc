@@ -331,6 +331,35 @@ TEST_CASE("txn: overlapping writes are refused, failures apply nothing") {
   CHECK(h.store.apply(++h.index, bad).response.status.code() == Status::Code::kInvalidArgument);
 }
 
+TEST_CASE("txn: prev_kvs of puts count against the response bound") {
+  // 128 puts asking for 1.5 MiB prev values would answer 192 MiB; the bound
+  // keeps every response encodable (encode_response asserts its size).
+  Harness h;
+  std::string big(kValueBytesMax, 'x');
+  std::vector<TxnOp> ops;
+  for (int i = 0; i < 12; ++i) {
+    h.ok(put("p" + std::to_string(i), big));
+    PutRequest p = put_op("p" + std::to_string(i), "small");
+    p.prev_kv = true;
+    ops.push_back(p);
+  }
+  Response r = h.ok(txn({}, ops));
+  auto& responses = std::get<TxnResponse>(r.body).responses;
+  size_t kept = 0;
+  size_t cut = 0;
+  for (const TxnOpResponse& op : responses) {
+    const auto& put = std::get<PutResponse>(op);
+    kept += put.prev_kv.has_value();
+    cut += put.prev_kv_truncated;
+  }
+  CHECK(kept == kResponseKvBytesMax / (kValueBytesMax + 3));
+  CHECK(kept + cut == 12);
+  std::string encoded = encode_response(r);
+  CHECK(encoded.size() < kResponseBytesMax);
+  CHECK(*decode_response(encoded) == r);
+  CHECK(h.get("p11")->value == "small");
+}
+
 TEST_CASE("limits: key, value, txn size, quota") {
   KvOptions options;
   options.data_bytes_max = 10'000;

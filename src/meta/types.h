@@ -196,6 +196,7 @@ struct PutResponse {
   bool succeeded = true;            // false only when the compare-and-swap failed
   std::optional<KeyValue> prev_kv;  // when asked for and the key existed
   std::optional<KeyValue> current;  // when the compare-and-swap failed and the key exists
+  bool prev_kv_truncated = false;   // in a txn: prev_kv did not fit the response bound
 
   bool operator==(const PutResponse&) const = default;
 };
