@@ -9,6 +9,8 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("shoal::rpc");
 
+using Raft = import "raft.capnp";
+
 interface Authenticator {
   # One challenge per connection; its nonce is single use. Any protocol error
   # (no challenge, a second challenge, bad lengths, a wrong proof) gets an error
@@ -34,6 +36,81 @@ interface Node {
 
   members @1 () -> (selfId :Text, members :List(MemberRecord));
   # The cluster's members as this node's gossip sees them (itself included).
+
+  # --- Metadata: Raft group and key-value store (src/control) ---------------
+
+  raftSend @2 (clusterId :UInt64, messages :List(Raft.Message)) -> ();
+  # Raft messages from one node to this one, in order. Snapshots never travel
+  # here: they come through raftSnapshot.
+
+  raftSnapshot @3 (clusterId :UInt64, from :UInt64, snapshotIndex :UInt64, offset :UInt64,
+                   chunk :Data, message :Raft.Message) -> ();
+  # One chunk of a snapshot image (at most 1 MiB), sent in order starting at
+  # offset 0. The last chunk carries `message` (hasSnapshot = true): the
+  # receiver then steps the whole snapshot into Raft.
+
+  kv @4 (request :Data, hops :UInt8) -> (response :Data);
+  # A key-value request (meta.capnp Request bytes). Reads are linearizable
+  # (Raft ReadIndex) and served here; writes are forwarded to the leader
+  # (hops counts forwards; a request is refused past 3).
+
+  leaseKeepAlive @5 (id :Int64, hops :UInt8) -> (ttlSeconds :Int64);
+  # Refreshes a lease at the leader; NOT_FOUND when it is gone.
+
+  watch @6 (key :Data, rangeEnd :Data, startRevision :Int64, watcher :Watcher)
+      -> (handle :WatchHandle, revision :Int64);
+  # Pushes every change of keys in [key, rangeEnd) (rangeEnd empty: only key;
+  # "\0": every key >= key) with revision >= startRevision (0: from now on)
+  # to `watcher`, in revision order, until the handle is dropped. `revision`
+  # is the store's revision when the watch started.
+
+  controlStatus @7 () -> (status :ControlStatus);
+}
+
+interface Watcher {
+  events @0 (events :List(WatchEvent)) -> ();
+  # The next batch; the server waits for the reply before sending more.
+
+  cancelled @1 (reason :Text) -> ();
+  # The server ended the watch (too slow, history compacted, node stopping).
+}
+
+interface WatchHandle {}
+
+struct WatchEvent {
+  type @0 :UInt8;           # 0 put, 1 delete
+  key @1 :Data;
+  value @2 :Data;
+  createRevision @3 :Int64;
+  modRevision @4 :Int64;
+  version @5 :Int64;
+  lease @6 :Int64;
+  hasPrev @7 :Bool;
+  prevValue @8 :Data;
+}
+
+struct ControlStatus {
+  raftId @0 :UInt64;
+  nodeId @1 :Text;
+  role @2 :Text;            # follower, pre-candidate, candidate, leader, none
+  leaderId @3 :UInt64;      # raft id; 0 = unknown
+  leaderNodeId @4 :Text;    # node id of the leader when known
+  leaderAddress @5 :Text;
+  term @6 :UInt64;
+  commitIndex @7 :UInt64;
+  appliedIndex @8 :UInt64;
+  lastIndex @9 :UInt64;
+  voters @10 :List(GroupMember);
+  learners @11 :List(GroupMember);
+  revision @12 :Int64;
+  keys @13 :UInt64;
+}
+
+struct GroupMember {
+  raftId @0 :UInt64;
+  nodeId @1 :Text;          # empty when gossip does not know it (yet)
+  address @2 :Text;
+  match @3 :UInt64;         # leader's view; 0 elsewhere
 }
 
 struct Quantity {

@@ -1,5 +1,7 @@
 #include "base/log.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+
 #include <string>
 
 namespace shoal {
@@ -17,6 +19,12 @@ Status set_log_level(std::string_view level) {
 
 void set_log_node_name(std::string_view name) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ [" + std::string(name) + "] %v");
+}
+
+void log_to_stderr() {
+  auto logger = spdlog::get("shoal-stderr");
+  if (!logger) logger = spdlog::stderr_color_mt("shoal-stderr");
+  spdlog::set_default_logger(logger);
 }
 
 }  // namespace shoal

@@ -14,6 +14,8 @@ namespace shoal {
 Status set_log_level(std::string_view level);
 // Prefixes every line with the node's short id once it is known.
 void set_log_node_name(std::string_view name);
+// Command-line tools: log lines go to stderr, so stdout carries only results.
+void log_to_stderr();
 
 }  // namespace shoal
 

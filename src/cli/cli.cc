@@ -78,9 +78,39 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   auto* status = app.add_subcommand("status", "List cluster members and their state");
   status->add_flag("--json", json, "Print JSON instead of a table");
 
+  KvCommand kvc;
+  auto* kv = app.add_subcommand("kv", "Read, write and watch the cluster's key-value store");
+  kv->require_subcommand(1);
+  auto* kv_get = kv->add_subcommand("get", "Print the value of KEY (exit 1 when it does not exist)");
+  kv_get->add_option("key", kvc.key, "Key")->required();
+  kv_get->add_flag("--json", kvc.json, "Print the key with its revisions as JSON");
+  auto* kv_put = kv->add_subcommand("put", "Set KEY to VALUE");
+  kv_put->add_option("key", kvc.key, "Key")->required();
+  kv_put->add_option("value", kvc.value, "Value")->required();
+  kv_put->add_option("--lease", kvc.lease, "Attach the key to this lease (hex id)");
+  auto* kv_del = kv->add_subcommand("del", "Delete KEY (or every key starting with it, with --prefix)");
+  kv_del->add_option("key", kvc.key, "Key")->required();
+  kv_del->add_flag("--prefix", kvc.prefix, "Delete every key that starts with KEY");
+  auto* kv_list = kv->add_subcommand("list", "List keys starting with PREFIX, with their values");
+  kv_list->add_option("prefix", kvc.key, "Key prefix (default: every key)");
+  kv_list->add_option("--limit", kvc.limit, "At most this many keys")->check(CLI::Range(0, 1000000));
+  kv_list->add_flag("--keys-only", kvc.keys_only, "Print keys only");
+  kv_list->add_flag("--json", kvc.json, "Print JSON");
+  auto* kv_watch = kv->add_subcommand("watch", "Print every change of keys starting with PREFIX until interrupted");
+  kv_watch->add_option("prefix", kvc.key, "Key prefix (default: every key)");
+  kv_watch->add_option("--rev", kvc.revision, "Start from this revision (default: changes from now on)")
+      ->check(CLI::Range(int64_t{0}, INT64_MAX));
+  kv_watch->add_flag("--json", kvc.json, "One JSON object per change");
+
   return parse_and_run(app, prog, argc, argv, [&]() -> int {
     if (!check_tls_flags(prog, ctl.tls_cert, ctl.tls_key, ctl.tls_ca)) return kExitUsage;
     if (status->parsed()) return run_status(ctl, json);
+    if (kv_get->parsed()) kvc.op = KvCommand::Op::kGet;
+    if (kv_put->parsed()) kvc.op = KvCommand::Op::kPut;
+    if (kv_del->parsed()) kvc.op = KvCommand::Op::kDelete;
+    if (kv_list->parsed()) kvc.op = KvCommand::Op::kList;
+    if (kv_watch->parsed()) kvc.op = KvCommand::Op::kWatch;
+    if (kv->parsed()) return run_kv(ctl, kvc);
     return kExitUsage;
   });
 }
@@ -301,6 +331,11 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   start->add_option("--gpus", gpus, "GPUs to offer (default: detected)")->check(CLI::Range(0, 4096));
   start->add_option("--resource", resources, "Custom resource NAME=QTY (repeatable)");
   start->add_option("--label", labels, "Label KEY=VALUE (repeatable)");
+  start->add_option("--voters", options.voters, "Voters in the metadata Raft group (odd, 1-7)")
+      ->check(CLI::IsMember({1, 3, 5, 7}))->capture_default_str();
+  start->add_option("--voter-grace", options.voter_grace_s,
+                    "Seconds a voter may be dead (per gossip) before it is replaced")
+      ->check(CLI::Range(1, 86400))->capture_default_str();
   start->add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))->capture_default_str();
   start->add_option("--tls-cert", options.tls_cert,
@@ -340,6 +375,19 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   probe->add_option("--token-file", probe_token, "Key to sign with")->required();
   probe->add_option("--timeout-ms", probe_timeout_ms, "How long to wait")->check(CLI::Range(1, 60000));
 
+  KvLoadOptions load;
+  auto* kv_load = debug->add_subcommand("kv-load", "Write many keys through several nodes and report latency");
+  kv_load->add_option("--address", load.addresses, "Node HOST:PORT (repeatable; writes rotate over them)")->required();
+  kv_load->add_option("--token-file", load.token_file, "Cluster token")->required();
+  kv_load->add_option("--count", load.count, "Writes")->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
+  kv_load->add_option("--concurrency", load.concurrency, "Writes in flight")->check(CLI::Range(1, 1000));
+  kv_load->add_option("--prefix", load.prefix, "Key prefix");
+  kv_load->add_option("--value-bytes", load.value_bytes, "Value size")->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  kv_load->add_option("--write-timeout-ms", load.write_timeout_ms, "Give up on one write after this long")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{600000}));
+  kv_load->add_option("--acked", load.acked_file, "Append 'KEY VALUE' for every acknowledged write to this file");
+  kv_load->add_option("--duration-s", load.duration_s, "Stop issuing writes after this many seconds");
+
   std::vector<std::string> expanded;
   Status config = expand_config(app, *start, prog, argc, argv, expanded);
   if (!config.ok()) {
@@ -366,6 +414,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
       certs_options.nodes = {issue_name};
       return run_certs_issue(certs_options);
     }
+    if (kv_load->parsed()) return run_kv_load(load);
     if (!apply_key_values(prog, options, resources, labels, memory)) return kExitUsage;
     if (!check_tls_flags(prog, options.tls_cert, options.tls_key, options.tls_ca)) return kExitUsage;
     if (cpus >= 0) options.cpus = cpus;

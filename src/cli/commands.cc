@@ -1,9 +1,11 @@
 #include "cli/commands.h"
+#include "cli/ctl_support.h"
 
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <string>
 
 #include "base/crypto.h"
@@ -81,8 +83,9 @@ std::string human_bytes(uint64_t bytes) {
   return buf;
 }
 
-void print_status_json(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members) {
-  std::string out = "{\"self_id\":" + json_string(self_id) + ",\"members\":[";
+void print_status_json(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members,
+                       const std::string& metadata_json) {
+  std::string out = "{\"self_id\":" + json_string(self_id) + ",\"metadata\":" + metadata_json + ",\"members\":[";
   bool first = true;
   for (auto m : members) {
     if (!first) out += ",";
@@ -194,23 +197,26 @@ int run_start(const node::NodeOptions& options) {
   return kExitOk;
 }
 
-int run_status(const CtlOptions& options, bool json) {
+Status with_node(const CtlOptions& options,
+                 const std::function<kj::Promise<Status>(rpc::Node::Client&)>& fn, bool no_timeout) {
   auto target = resolve_target(options);
-  if (!target.ok()) return fail(target.status().message());
+  if (!target.ok()) return target.status();
   const std::string& address = target->address;
   const std::string& secret = target->secret;
   std::unique_ptr<rpc::Tls> tls;
   if (target->tls.enabled()) {
     auto created = rpc::Tls::create(rpc::TlsOptions{target->tls}, static_cast<int64_t>(std::time(nullptr)));
-    if (!created.ok()) return fail(created.status().message());
+    if (!created.ok()) return created.status();
     tls = std::move(*created);
   }
   auto hp = node::parse_host_port(address, node::kDefaultPort);
-  if (!hp.ok()) return fail("--address: " + hp.status().message());
+  if (!hp.ok()) return Status::invalid_argument("--address: " + hp.status().message());
+  log_to_stderr();
   (void)set_log_level("warn");
 
   loop::Loop loop;
   std::unique_ptr<rpc::ClientConnection> connection;
+  std::string where = address;
   auto work = loop::connect_tcp(loop, hp->first, hp->second)
                   .then([&](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
                     if (!tls) return kj::mv(stream);
@@ -223,29 +229,89 @@ int run_status(const CtlOptions& options, bool json) {
                   })
                   .then([&](std::unique_ptr<rpc::ClientConnection> c) {
                     connection = std::move(c);
-                    return connection->node().membersRequest().send();
+                    rpc::Node::Client node = connection->node();
+                    return fn(node).attach(kj::mv(node));
                   })
-                  .then([&](capnp::Response<rpc::Node::MembersResults> response) -> Status {
-                    if (json) {
-                      print_status_json(response.getSelfId(), response.getMembers());
-                    } else {
-                      print_status_table(response.getSelfId(), response.getMembers());
-                    }
-                    return {};
+                  .catch_([&](kj::Exception&& e) -> Status {
+                    Status s = rpc::status_from_exception(e);
+                    return Status(s.code(), where + ": " + s.message());
                   });
-  auto timeout = loop.timer()
-                     .afterDelay(options.timeout_ms * kj::MILLISECONDS)
-                     .then([&]() -> Status {
-                       return Status::deadline_exceeded("no answer from " + address + " within " +
-                                                        std::to_string(options.timeout_ms) + " ms");
-                     });
-  Status result = work.catch_([&](kj::Exception&& e) -> Status {
-                        Status s = rpc::status_from_exception(e);
-                        return Status(s.code(), address + ": " + s.message());
-                      })
-                      .exclusiveJoin(kj::mv(timeout))
-                      .wait(loop.wait_scope());
+  if (!no_timeout) {
+    work = work.exclusiveJoin(loop.timer().afterDelay(options.timeout_ms * kj::MILLISECONDS).then([&]() -> Status {
+      return Status::deadline_exceeded("no answer from " + where + " within " + std::to_string(options.timeout_ms) +
+                                       " ms");
+    }));
+  }
+  Status result = work.wait(loop.wait_scope());
   connection.reset();
+  return result;
+}
+
+namespace {
+
+void print_control_json(rpc::ControlStatus::Reader c, std::string& out) {
+  auto members = [&](capnp::List<rpc::GroupMember>::Reader list) {
+    std::string s = "[";
+    bool first = true;
+    for (auto m : list) {
+      if (!first) s += ",";
+      first = false;
+      char id[24];
+      std::snprintf(id, sizeof(id), "%016" PRIx64, m.getRaftId());
+      s += "{\"raft_id\":\"" + std::string(id) + "\",\"node_id\":" + json_string(m.getNodeId()) +
+           ",\"address\":" + json_string(m.getAddress()) + ",\"match\":" + std::to_string(m.getMatch()) + "}";
+    }
+    return s + "]";
+  };
+  out += "{\"role\":" + json_string(c.getRole()) + ",\"leader_node_id\":" + json_string(c.getLeaderNodeId()) +
+         ",\"leader_address\":" + json_string(c.getLeaderAddress()) + ",\"term\":" + std::to_string(c.getTerm()) +
+         ",\"commit_index\":" + std::to_string(c.getCommitIndex()) +
+         ",\"applied_index\":" + std::to_string(c.getAppliedIndex()) +
+         ",\"last_index\":" + std::to_string(c.getLastIndex()) + ",\"revision\":" + std::to_string(c.getRevision()) +
+         ",\"keys\":" + std::to_string(c.getKeys()) + ",\"voters\":" + members(c.getVoters()) +
+         ",\"learners\":" + members(c.getLearners()) + "}";
+}
+
+void print_control_table(rpc::ControlStatus::Reader c) {
+  std::string leader = c.getLeaderNodeId().size() > 0 ? std::string(c.getLeaderNodeId().cStr()).substr(0, 8) + " (" +
+                                                          c.getLeaderAddress().cStr() + ")"
+                                                    : std::string("none known");
+  std::printf("\nmetadata: leader %s, term %" PRIu64 ", commit %" PRIu64 ", applied %" PRIu64 ", revision %" PRId64
+              ", %" PRIu64 " keys\n",
+              leader.c_str(), c.getTerm(), c.getCommitIndex(), c.getAppliedIndex(), c.getRevision(), c.getKeys());
+  auto names = [](capnp::List<rpc::GroupMember>::Reader list) {
+    std::string s;
+    for (auto m : list) {
+      if (!s.empty()) s += ", ";
+      std::string id = m.getNodeId().size() > 0 ? std::string(m.getNodeId().cStr()).substr(0, 8) : "?";
+      s += id;
+    }
+    return s.empty() ? std::string("none") : s;
+  };
+  std::printf("voters:   %s\nlearners: %s\n", names(c.getVoters()).c_str(), names(c.getLearners()).c_str());
+}
+
+}  // namespace
+
+int run_status(const CtlOptions& options, bool json) {
+  Status result = with_node(options, [&](rpc::Node::Client& node) {
+    auto members = node.membersRequest().send();
+    auto control = node.controlStatusRequest().send();
+    return members.then([&, control = kj::mv(control)](capnp::Response<rpc::Node::MembersResults> m) mutable {
+      return control.then([&, m = kj::mv(m)](capnp::Response<rpc::Node::ControlStatusResults> c) mutable -> Status {
+        if (json) {
+          std::string out;
+          print_control_json(c.getStatus(), out);
+          // The member list's JSON object gains a "metadata" member.
+          print_status_json(m.getSelfId(), m.getMembers(), out);
+        } else {
+          print_status_table(m.getSelfId(), m.getMembers());
+          print_control_table(c.getStatus());
+        }
+        return {};
+      });
+    });
+  }, false);
   if (!result.ok()) return fail(result.message());
   return kExitOk;
 }

@@ -13,6 +13,7 @@
 #include "base/assert.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "control/control_plane.h"
 #include "gossip/service.h"
 #include "loop/loop.h"
 #include "loop/tcp.h"
@@ -90,6 +91,8 @@ struct Node::State {
   std::unique_ptr<rpc::RpcServer> rpc_server;
   std::unique_ptr<rpc::PeerPool> peers;
   std::unique_ptr<rpc::Tls> tls;  // null: plaintext RPC
+  std::unique_ptr<control::ControlPlane> control;
+  Status fatal;  // set when the metadata store failed
 
   uv_signal_t sigterm{};
   uv_signal_t sigint{};
@@ -221,7 +224,7 @@ Status Node::serve() {
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
-    return kj::heap<NodeService>(*s.gossip, s.clock, s.self.id);
+    return kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id);
   });
   if (s.tls) {
     s.rpc_server->set_stream_upgrade([&s](kj::Own<kj::AsyncIoStream> stream, std::string peer) {
@@ -243,6 +246,17 @@ Status Node::serve() {
         });
       },
       s.secret, s.rng);
+
+  control::ControlOptions control_options;
+  control_options.bootstrap = options_.join.empty();
+  control_options.voters = options_.voters;
+  control_options.dead_grace_ms = static_cast<uint64_t>(options_.voter_grace_s) * 1000;
+  s.control = std::make_unique<control::ControlPlane>(*s.loop, *s.peers, *s.gossip, s.clock, s.rng, s.self.id,
+                                                      s.data_dir + "/meta", control_options);
+  SHOAL_RETURN_IF_ERROR(s.control->start([&s](const Status& status) {
+    s.fatal = status;
+    s.loop->stop();
+  }));
 
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
@@ -286,7 +300,7 @@ Status Node::serve() {
 
   if (s.leaving) return {};  // SIGTERM arrived while joining
   s.loop->run();
-  return {};
+  return s.fatal;
 }
 
 }  // namespace shoal::node
@@ -398,9 +412,13 @@ void Node::shutdown() {
       uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
     }
   }
+  // Pending metadata requests fail first; RPC calls in flight go with the
+  // server; the pool outlives every promise that used it.
+  if (s.control) s.control->stop();
   s.listen_task.reset();
-  s.peers.reset();
   s.rpc_server.reset();
+  s.peers.reset();
+  s.control.reset();
   s.listener = nullptr;
   if (s.gossip) s.gossip->stop();
   s.gossip.reset();

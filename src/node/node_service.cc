@@ -1,5 +1,8 @@
 #include "node/node_service.h"
 
+#include <kj/debug.h>
+
+#include "control/control_plane.h"
 #include "gossip/service.h"
 
 namespace shoal::node {
@@ -20,8 +23,70 @@ void fill_resources(rpc::ResourceSet::Builder out, const gossip::Resources& in) 
 
 }  // namespace
 
-NodeService::NodeService(gossip::GossipService& gossip, const Clock& clock, std::string self_id)
-    : gossip_(gossip), clock_(clock), self_id_(std::move(self_id)) {}
+NodeService::NodeService(gossip::GossipService& gossip, control::ControlPlane* control, const Clock& clock,
+                         std::string self_id)
+    : gossip_(gossip), control_(control), clock_(clock), self_id_(std::move(self_id)) {}
+
+namespace {
+kj::Exception no_control() {
+  return KJ_EXCEPTION(DISCONNECTED, "this node's metadata store is not running");
+}
+std::string to_string(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+}  // namespace
+
+kj::Promise<void> NodeService::raftSend(RaftSendContext context) {
+  if (control_ == nullptr) return no_control();
+  auto params = context.getParams();
+  Status s = control_->on_raft_send(params.getClusterId(), params.getMessages());
+  if (!s.ok()) return KJ_EXCEPTION(FAILED, s.message());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::raftSnapshot(RaftSnapshotContext context) {
+  if (control_ == nullptr) return no_control();
+  auto p = context.getParams();
+  return control_->on_raft_snapshot(p.getClusterId(), p.getFrom(), p.getSnapshotIndex(), p.getOffset(),
+                                    p.getChunk(), p.getMessage());
+}
+
+kj::Promise<void> NodeService::kv(KvContext context) {
+  if (control_ == nullptr) return no_control();
+  auto p = context.getParams();
+  return control_->kv(to_string(p.getRequest()), p.getHops()).then([context](std::string response) mutable {
+    context.getResults().setResponse(
+        kj::arrayPtr(reinterpret_cast<const kj::byte*>(response.data()), response.size()));
+  });
+}
+
+kj::Promise<void> NodeService::leaseKeepAlive(LeaseKeepAliveContext context) {
+  if (control_ == nullptr) return no_control();
+  auto p = context.getParams();
+  return control_->lease_keep_alive(p.getId(), p.getHops()).then([context](int64_t ttl) mutable {
+    context.getResults().setTtlSeconds(ttl);
+  });
+}
+
+kj::Promise<void> NodeService::watch(WatchContext context) {
+  if (control_ == nullptr) return no_control();
+  auto p = context.getParams();
+  auto revision = kj::heap<int64_t>(0);
+  int64_t* rev = revision.get();
+  return control_
+      ->watch(to_string(p.getKey()), to_string(p.getRangeEnd()), p.getStartRevision(), p.getWatcher(), *rev)
+      .then([context, revision = kj::mv(revision)](kj::Own<rpc::WatchHandle::Server> handle) mutable {
+        auto results = context.getResults();
+        results.setHandle(kj::mv(handle));
+        results.setRevision(*revision);
+      });
+}
+
+kj::Promise<void> NodeService::controlStatus(ControlStatusContext context) {
+  if (control_ == nullptr) return no_control();
+  control_->fill_status(context.getResults().initStatus());
+  return kj::READY_NOW;
+}
 
 kj::Promise<void> NodeService::ping(PingContext context) {
   context.getResults().setValue(context.getParams().getValue() + 1);

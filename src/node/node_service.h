@@ -10,6 +10,9 @@
 namespace shoal::gossip {
 class GossipService;
 }
+namespace shoal::control {
+class ControlPlane;
+}
 
 namespace shoal::node {
 
@@ -17,14 +20,23 @@ class NodeService final : public rpc::Node::Server {
  public:
   // `gossip` and `clock` must outlive every capability handed out; the node
   // destroys the RPC server (and so every connection) before gossip.
-  NodeService(gossip::GossipService& gossip, const Clock& clock, std::string self_id);
+  // `control` may be null (then the metadata methods answer unavailable).
+  NodeService(gossip::GossipService& gossip, control::ControlPlane* control, const Clock& clock,
+              std::string self_id);
 
  protected:
   kj::Promise<void> ping(PingContext context) override;
   kj::Promise<void> members(MembersContext context) override;
+  kj::Promise<void> raftSend(RaftSendContext context) override;
+  kj::Promise<void> raftSnapshot(RaftSnapshotContext context) override;
+  kj::Promise<void> kv(KvContext context) override;
+  kj::Promise<void> leaseKeepAlive(LeaseKeepAliveContext context) override;
+  kj::Promise<void> watch(WatchContext context) override;
+  kj::Promise<void> controlStatus(ControlStatusContext context) override;
 
  private:
   gossip::GossipService& gossip_;
+  control::ControlPlane* control_;
   const Clock& clock_;
   std::string self_id_;
 };

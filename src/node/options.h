@@ -23,6 +23,8 @@ struct NodeOptions {
   std::optional<uint32_t> gpus;
   std::map<std::string, double> resources;
   std::map<std::string, std::string> labels;
+  int voters = 3;                  // metadata Raft group size (odd, 1-7)
+  int voter_grace_s = 30;          // a dead voter is replaced after this long
   std::string log_level = "info";
   // TLS on RPC (rpc/tls.h). All empty: plaintext. Certificate and key: TLS;
   // with a CA too: mutual TLS, only that CA's certificates are accepted.
