@@ -90,7 +90,8 @@ Result<std::string> Parser::parse_key() {
     advance();
   }
   if (key.empty()) return error(std::string("expected a key, found '") + peek() + "'");
-  if (peek() == '.') return error("dotted keys such as '" + key + ".…' are not supported; use a [section]");
+  if (peek() == '.')
+    return error("dotted keys such as '" + key + ".…' are not supported; use a [section]");
   return key;
 }
 
@@ -110,7 +111,8 @@ Status Parser::parse_header() {
 
 Result<std::string> Parser::parse_basic_string() {
   advance();  // '"'
-  if (text_.substr(pos_, 2) == "\"\"") return error("multi-line strings (\"\"\") are not supported");
+  if (text_.substr(pos_, 2) == "\"\"")
+    return error("multi-line strings (\"\"\") are not supported");
   std::string out;
   for (;;) {
     if (done() || peek() == '\n') return error("unterminated string");
@@ -125,13 +127,27 @@ Result<std::string> Parser::parse_basic_string() {
     char e = peek();
     advance();
     switch (e) {
-      case '"': out += '"'; break;
-      case '\\': out += '\\'; break;
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
+      case '"':
+        out += '"';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
       case 'u':
       case 'U': {
         size_t digits = e == 'u' ? 4 : 8;
@@ -140,10 +156,13 @@ Result<std::string> Parser::parse_basic_string() {
         for (size_t i = 0; i < digits; i++) {
           char h = peek();
           if (!std::isxdigit(static_cast<unsigned char>(h))) return error("bad \\u escape");
-          code = code * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+          code = code * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h))
+                                                       ? h - '0'
+                                                       : (std::tolower(h) - 'a' + 10));
           advance();
         }
-        if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return error("bad unicode escape");
+        if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff))
+          return error("bad unicode escape");
         if (code < 0x80) {
           out += static_cast<char>(code);
         } else if (code < 0x800) {
@@ -182,14 +201,16 @@ Result<std::string> Parser::parse_literal_string() {
 
 Status Parser::parse_number_or_bool(ConfigKind& kind, std::string& value) {
   std::string word;
-  while (!done() && (std::isalnum(static_cast<unsigned char>(peek())) || peek() == '+' || peek() == '-' ||
-                     peek() == '.' || peek() == '_')) {
+  while (!done() && (std::isalnum(static_cast<unsigned char>(peek())) || peek() == '+' ||
+                     peek() == '-' || peek() == '.' || peek() == '_')) {
     word += peek();
     advance();
   }
   if (word.empty()) {
     if (peek() == '{') return error("inline tables ({...}) are not supported");
-    return error(std::string("expected a value, found '") + (done() || peek() == '\n' ? std::string("end of line") : std::string(1, peek())) + "'");
+    return error(std::string("expected a value, found '") +
+                 (done() || peek() == '\n' ? std::string("end of line") : std::string(1, peek())) +
+                 "'");
   }
   if (word == "true" || word == "false") {
     kind = ConfigKind::kBoolean;
@@ -202,7 +223,8 @@ Status Parser::parse_number_or_bool(ConfigKind& kind, std::string& value) {
   }
   size_t start = (digits[0] == '+' || digits[0] == '-') ? 1 : 0;
   bool all_digits = digits.size() > start;
-  for (size_t i = start; i < digits.size(); i++) all_digits = all_digits && std::isdigit(static_cast<unsigned char>(digits[i]));
+  for (size_t i = start; i < digits.size(); i++)
+    all_digits = all_digits && std::isdigit(static_cast<unsigned char>(digits[i]));
   if (all_digits) {
     kind = ConfigKind::kInteger;
     value = digits[0] == '+' ? digits.substr(1) : digits;
@@ -211,7 +233,8 @@ Status Parser::parse_number_or_bool(ConfigKind& kind, std::string& value) {
   char* end = nullptr;
   errno = 0;
   std::strtod(digits.c_str(), &end);
-  bool is_float = end != nullptr && *end == '\0' && errno == 0 && digits.find_first_of(".eE") != std::string::npos &&
+  bool is_float = end != nullptr && *end == '\0' && errno == 0 &&
+                  digits.find_first_of(".eE") != std::string::npos &&
                   std::isdigit(static_cast<unsigned char>(digits[start]));
   if (is_float) {
     kind = ConfigKind::kFloat;
@@ -252,10 +275,12 @@ Status Parser::parse_value(ConfigEntry& entry) {
     std::string value;
     SHOAL_RETURN_IF_ERROR(parse_scalar(kind, value));
     if (!first && kind != entry.element_kind) {
-      return error("'" + entry.key + "' mixes " + std::string(config_kind_name(entry.element_kind)) + " and " +
+      return error("'" + entry.key + "' mixes " +
+                   std::string(config_kind_name(entry.element_kind)) + " and " +
                    std::string(config_kind_name(kind)) + " in one array");
     }
-    if (entry.values.size() >= kArrayItemsMax) return error("'" + entry.key + "' has too many items");
+    if (entry.values.size() >= kArrayItemsMax)
+      return error("'" + entry.key + "' has too many items");
     entry.element_kind = kind;
     entry.values.push_back(std::move(value));
     first = false;
@@ -271,7 +296,8 @@ Status Parser::parse_value(ConfigEntry& entry) {
 Result<std::vector<ConfigEntry>> Parser::run() {
   std::vector<ConfigEntry> entries;
   std::set<std::pair<std::string, std::string>> seen;
-  if (text_.find('\0') != std::string_view::npos) return error("the file holds NUL bytes; is it a text file?");
+  if (text_.find('\0') != std::string_view::npos)
+    return error("the file holds NUL bytes; is it a text file?");
   for (;;) {
     skip_blanks_and_lines();
     if (done()) return entries;
@@ -303,11 +329,16 @@ Result<std::vector<ConfigEntry>> Parser::run() {
 
 std::string_view config_kind_name(ConfigKind kind) {
   switch (kind) {
-    case ConfigKind::kString: return "a string";
-    case ConfigKind::kInteger: return "an integer";
-    case ConfigKind::kFloat: return "a number";
-    case ConfigKind::kBoolean: return "a boolean";
-    case ConfigKind::kArray: return "an array";
+    case ConfigKind::kString:
+      return "a string";
+    case ConfigKind::kInteger:
+      return "an integer";
+    case ConfigKind::kFloat:
+      return "a number";
+    case ConfigKind::kBoolean:
+      return "a boolean";
+    case ConfigKind::kArray:
+      return "an array";
   }
   return "a value";
 }
@@ -318,15 +349,18 @@ Result<std::vector<ConfigEntry>> parse_config(std::string_view text, const std::
 
 Result<std::vector<ConfigEntry>> read_config_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::invalid_argument(path + ": cannot read the config file: " + std::strerror(errno));
-  struct stat st{};
+  if (fd < 0)
+    return Status::invalid_argument(path +
+                                    ": cannot read the config file: " + std::strerror(errno));
+  struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return Status::invalid_argument(path + ": not a regular file");
   }
   if (static_cast<uint64_t>(st.st_size) > kConfigFileBytesMax) {
     ::close(fd);
-    return Status::invalid_argument(path + ": larger than " + std::to_string(kConfigFileBytesMax) + " bytes");
+    return Status::invalid_argument(path + ": larger than " + std::to_string(kConfigFileBytesMax) +
+                                    " bytes");
   }
   std::string text(static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;

@@ -63,9 +63,11 @@ TEST_CASE("errors name the file and line") {
   CHECK(parse_error("a = \"open\n") == "f.toml:1: unterminated string");
   CHECK(parse_error("x\n") == "f.toml:1: expected '=' after the key 'x'");
   CHECK(parse_error("a = 1 2\n") == "f.toml:1: unexpected '2' after the value");
-  CHECK(parse_error("a = [1, \"x\"]\n") == "f.toml:1: 'a' mixes an integer and a string in one array");
+  CHECK(parse_error("a = [1, \"x\"]\n") ==
+        "f.toml:1: 'a' mixes an integer and a string in one array");
   CHECK(parse_error("a = {b = 1}\n") == "f.toml:1: inline tables ({...}) are not supported");
-  CHECK(parse_error("a.b = 1\n") == "f.toml:1: dotted keys such as 'a.…' are not supported; use a [section]");
+  CHECK(parse_error("a.b = 1\n") ==
+        "f.toml:1: dotted keys such as 'a.…' are not supported; use a [section]");
   CHECK(parse_error("[[x]]\n") == "f.toml:1: arrays of tables ([[...]]) are not supported");
   CHECK(parse_error("a = [\n1,\n") == "f.toml:3: unterminated array for 'a'");
   CHECK(parse_error("a = [[1]]\n") == "f.toml:1: nested arrays are not supported ('a')");

@@ -26,7 +26,10 @@ Status sd_notify(std::string_view state) {
   socklen_t length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
 
   int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::io_error(std::string("cannot create a socket for sd_notify: ") + std::strerror(errno));
+  if (fd < 0) {
+    return Status::io_error(std::string("cannot create a socket for sd_notify: ") +
+                            std::strerror(errno));
+  }
   ssize_t sent = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
                           reinterpret_cast<const sockaddr*>(&address), length);
   int saved = errno;

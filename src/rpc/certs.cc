@@ -82,8 +82,9 @@ Result<std::string> read_pem_file(const std::string& path, std::string_view what
     ::close(fd);
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Status::invalid_argument(label + ": the private key is readable by every user (mode " + mode +
-                                    "); run: chmod 600 " + path + " (or 640 with group shoal)");
+    return Status::invalid_argument(label + ": the private key is readable by every user (mode " +
+                                    mode + "); run: chmod 600 " + path +
+                                    " (or 640 with group shoal)");
   }
   if (static_cast<uint64_t>(st.st_size) > kPemFileBytesMax) {
     ::close(fd);
@@ -98,8 +99,8 @@ Result<std::string> read_pem_file(const std::string& path, std::string_view what
     if (n <= 0) {
       int saved = errno;
       ::close(fd);
-      return Status::invalid_argument(label + ": cannot read: " +
-                                      (n < 0 ? std::strerror(saved) : "file shrank while reading"));
+      return Status::invalid_argument(
+          label + ": cannot read: " + (n < 0 ? std::strerror(saved) : "file shrank while reading"));
     }
     done += static_cast<size_t>(n);
   }
@@ -144,12 +145,13 @@ Result<std::vector<X509Ptr>> parse_certificates(const std::string& text, const s
   if (!clean_end) return Status::invalid_argument(label + ": unreadable certificate: " + reason);
   if (certs.empty()) {
     if (text.find("PRIVATE KEY-----") != std::string::npos) {
-      return Status::invalid_argument(label +
-                                      ": holds a private key, not a certificate (are --tls-cert and "
-                                      "--tls-key swapped?)");
+      return Status::invalid_argument(
+          label +
+          ": holds a private key, not a certificate (are --tls-cert and "
+          "--tls-key swapped?)");
     }
-    return Status::invalid_argument(label +
-                                    ": holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)");
+    return Status::invalid_argument(
+        label + ": holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)");
   }
   return certs;
 }
@@ -158,21 +160,25 @@ int no_password(char*, int, int, void*) { return 0; }
 
 Result<PkeyPtr> parse_private_key(const std::string& text, const std::string& label) {
   if (text.find("ENCRYPTED") != std::string::npos) {
-    return Status::invalid_argument(label + ": the private key is encrypted; shoal needs it unencrypted "
-                                            "(openssl pkey -in KEY -out KEY.plain)");
+    return Status::invalid_argument(label +
+                                    ": the private key is encrypted; shoal needs it unencrypted "
+                                    "(openssl pkey -in KEY -out KEY.plain)");
   }
   if (text.find("PRIVATE KEY-----") == std::string::npos) {
     if (text.find("BEGIN CERTIFICATE") != std::string::npos) {
-      return Status::invalid_argument(label +
-                                      ": holds a certificate, not a private key (are --tls-cert and "
-                                      "--tls-key swapped?)");
+      return Status::invalid_argument(
+          label +
+          ": holds a certificate, not a private key (are --tls-cert and "
+          "--tls-key swapped?)");
     }
-    return Status::invalid_argument(label + ": holds no PEM private key (expected -----BEGIN PRIVATE KEY-----)");
+    return Status::invalid_argument(
+        label + ": holds no PEM private key (expected -----BEGIN PRIVATE KEY-----)");
   }
   BioPtr bio = memory_bio(text);
   ERR_clear_error();
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
-  if (key == nullptr) return Status::invalid_argument(label + ": unreadable private key: " + openssl_reason());
+  if (key == nullptr)
+    return Status::invalid_argument(label + ": unreadable private key: " + openssl_reason());
   return key;
 }
 
@@ -185,7 +191,8 @@ Status check_validity_period(X509* cert, const std::string& label, int64_t now_u
                                     format_time(not_before) + "; is this machine's clock right?)");
   }
   if (X509_cmp_time(X509_get0_notAfter(cert), &now) < 0) {
-    return Status::invalid_argument(label + ": the certificate expired on " + format_time(not_after) +
+    return Status::invalid_argument(label + ": the certificate expired on " +
+                                    format_time(not_after) +
                                     "; make a new one (shoal certs issue)");
   }
   return {};
@@ -193,8 +200,9 @@ Status check_validity_period(X509* cert, const std::string& label, int64_t now_u
 
 // Verifies `leaf` (with `intermediates`) against `cas`, or the system's trust
 // store when `cas` is empty, at `now_unix_s`.
-Status verify_chain(X509* leaf, const std::vector<X509Ptr>& intermediates, const std::vector<X509Ptr>& cas,
-                    const std::string& label, const std::string& ca_label, int64_t now_unix_s) {
+Status verify_chain(X509* leaf, const std::vector<X509Ptr>& intermediates,
+                    const std::vector<X509Ptr>& cas, const std::string& label,
+                    const std::string& ca_label, int64_t now_unix_s) {
   StorePtr store(X509_STORE_new());
   if (cas.empty()) {
     X509_STORE_set_default_paths(store.get());
@@ -217,29 +225,33 @@ Status verify_chain(X509* leaf, const std::vector<X509Ptr>& intermediates, const
   std::string reason = X509_verify_cert_error_string(error);
   std::string where = depth > 0 && !at_subject.empty() ? " (at " + at_subject + ")" : "";
   if (cas.empty()) {
-    return Status::invalid_argument(label + ": the certificate is not trusted by this system's CAs: " + reason +
-                                    where + "; pass --tls-ca with the CA that signed it");
+    return Status::invalid_argument(
+        label + ": the certificate is not trusted by this system's CAs: " + reason + where +
+        "; pass --tls-ca with the CA that signed it");
   }
-  return Status::invalid_argument(label + ": the certificate does not verify against " + ca_label + ": " +
-                                  reason + where + " (was it signed by that CA?)");
+  return Status::invalid_argument(label + ": the certificate does not verify against " + ca_label +
+                                  ": " + reason + where + " (was it signed by that CA?)");
 }
 
 Status check_usage_and_name(X509* leaf, const std::string& label, const std::string& server_name) {
   if (X509_check_purpose(leaf, X509_PURPOSE_SSL_SERVER, 0) != 1) {
-    return Status::invalid_argument(label +
-                                    ": the certificate cannot be used by a TLS server (its key usage or "
-                                    "extendedKeyUsage lacks serverAuth); nodes are both clients and servers");
+    return Status::invalid_argument(
+        label +
+        ": the certificate cannot be used by a TLS server (its key usage or "
+        "extendedKeyUsage lacks serverAuth); nodes are both clients and servers");
   }
   if (X509_check_purpose(leaf, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
-    return Status::invalid_argument(label +
-                                    ": the certificate cannot be used by a TLS client (its key usage or "
-                                    "extendedKeyUsage lacks clientAuth); nodes are both clients and servers");
+    return Status::invalid_argument(
+        label +
+        ": the certificate cannot be used by a TLS client (its key usage or "
+        "extendedKeyUsage lacks clientAuth); nodes are both clients and servers");
   }
   if (X509_check_host(leaf, server_name.data(), server_name.size(), 0, nullptr) != 1) {
     ERR_clear_error();
-    return Status::invalid_argument(label + ": the certificate does not carry the name '" + server_name +
-                                    "' in its subjectAltName, which peers check (make node certificates "
-                                    "with `shoal certs issue`, or set --tls-server-name)");
+    return Status::invalid_argument(
+        label + ": the certificate does not carry the name '" + server_name +
+        "' in its subjectAltName, which peers check (make node certificates "
+        "with `shoal certs issue`, or set --tls-server-name)");
   }
   return {};
 }
@@ -250,7 +262,8 @@ Result<TlsMaterial> load_tls_material(const TlsFiles& files, int64_t now_unix_s)
   if (files.cert_file.empty() || files.key_file.empty()) {
     return Status::invalid_argument("TLS needs both --tls-cert and --tls-key");
   }
-  if (files.server_name.empty()) return Status::invalid_argument("--tls-server-name must not be empty");
+  if (files.server_name.empty())
+    return Status::invalid_argument("--tls-server-name must not be empty");
   TlsMaterial material;
   std::string cert_label = "--tls-cert " + files.cert_file;
   std::string key_label = "--tls-key " + files.key_file;
@@ -274,9 +287,10 @@ Result<TlsMaterial> load_tls_material(const TlsFiles& files, int64_t now_unix_s)
     cas = std::move(*parsed);
     for (const auto& ca : cas) {
       if (X509_check_ca(ca.get()) == 0) {
-        return Status::invalid_argument(ca_label + ": " + subject_of(ca.get()) +
-                                        " is not a CA certificate; pass the certificate of the CA that "
-                                        "signs the nodes' certificates (ca.crt)");
+        return Status::invalid_argument(
+            ca_label + ": " + subject_of(ca.get()) +
+            " is not a CA certificate; pass the certificate of the CA that "
+            "signs the nodes' certificates (ca.crt)");
       }
       material.ca_pems.push_back(pem_of(ca.get()));
     }
@@ -285,8 +299,8 @@ Result<TlsMaterial> load_tls_material(const TlsFiles& files, int64_t now_unix_s)
   X509* leaf = (*certs)[0].get();
   if (X509_check_private_key(leaf, key->get()) != 1) {
     ERR_clear_error();
-    return Status::invalid_argument(key_label + ": the private key does not belong to the certificate in " +
-                                    files.cert_file);
+    return Status::invalid_argument(
+        key_label + ": the private key does not belong to the certificate in " + files.cert_file);
   }
   SHOAL_RETURN_IF_ERROR(check_validity_period(leaf, cert_label, now_unix_s));
   std::vector<X509Ptr> intermediates;
@@ -324,8 +338,8 @@ Status add_extension(X509* cert, X509* issuer, int nid, const std::string& value
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
   X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
   if (extension == nullptr) {
-    return Status::invalid_argument("cannot add " + std::string(OBJ_nid2sn(nid)) + " = " + value + ": " +
-                                    openssl_reason());
+    return Status::invalid_argument("cannot add " + std::string(OBJ_nid2sn(nid)) + " = " + value +
+                                    ": " + openssl_reason());
   }
   X509_add_ext(cert, extension, -1);
   X509_EXTENSION_free(extension);
@@ -334,36 +348,41 @@ Status add_extension(X509* cert, X509* issuer, int nid, const std::string& value
 
 bool is_ip_address(const std::string& name) {
   unsigned char buffer[16];
-  return inet_pton(AF_INET, name.c_str(), buffer) == 1 || inet_pton(AF_INET6, name.c_str(), buffer) == 1;
+  return inet_pton(AF_INET, name.c_str(), buffer) == 1 ||
+         inet_pton(AF_INET6, name.c_str(), buffer) == 1;
 }
 
 bool is_dns_name(const std::string& name) {
   if (name.empty() || name.size() > 253 || name.front() == '.' || name.front() == '-') return false;
   for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '*') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '*')
+      return false;
   }
   return true;
 }
 
 // A certificate with a fresh key, serial and validity, not yet signed.
-Result<X509Ptr> new_certificate(EVP_PKEY* key, const std::string& common_name, int64_t not_before_unix_s,
-                                int64_t not_after_unix_s) {
+Result<X509Ptr> new_certificate(EVP_PKEY* key, const std::string& common_name,
+                                int64_t not_before_unix_s, int64_t not_after_unix_s) {
   if (not_after_unix_s <= not_before_unix_s) {
     return Status::invalid_argument("a certificate must end after it starts");
   }
   X509Ptr cert(X509_new());
   X509_set_version(cert.get(), 2);  // v3
   unsigned char serial[kSerialBytes];
-  if (RAND_bytes(serial, sizeof(serial)) != 1) return Status::internal("no random bytes for a serial number");
+  if (RAND_bytes(serial, sizeof(serial)) != 1)
+    return Status::internal("no random bytes for a serial number");
   serial[0] &= 0x7f;  // positive
   BignumPtr bn(BN_bin2bn(serial, sizeof(serial), nullptr));
   BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
   ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(not_before_unix_s));
   ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(not_after_unix_s));
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("shoal"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("shoal"), -1, -1, 0);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
   X509_set_pubkey(cert.get(), key);
   return cert;
 }
@@ -400,7 +419,8 @@ int64_t days_from(int64_t now_unix_s, uint32_t days) {
 
 Status check_days(uint32_t days) {
   if (days == 0 || days > kCertValidityDaysMax) {
-    return Status::invalid_argument("--days must be between 1 and " + std::to_string(kCertValidityDaysMax));
+    return Status::invalid_argument("--days must be between 1 and " +
+                                    std::to_string(kCertValidityDaysMax));
   }
   return {};
 }
@@ -410,12 +430,14 @@ Status check_days(uint32_t days) {
 bool is_valid_cert_name(std::string_view name) {
   if (name.empty() || name.size() > kCertNameLengthMax || name.front() == '.') return false;
   for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_')
+      return false;
   }
   return true;
 }
 
-Result<PemPair> make_ca(const std::string& common_name, int64_t not_before_unix_s, int64_t not_after_unix_s) {
+Result<PemPair> make_ca(const std::string& common_name, int64_t not_before_unix_s,
+                        int64_t not_after_unix_s) {
   auto key = new_key();
   if (!key.ok()) return key.status();
   auto cert = new_certificate(key->get(), common_name, not_before_unix_s, not_after_unix_s);
@@ -477,7 +499,8 @@ Result<PemPair> issue_certificate(const PemPair& ca, const CertificateRequest& r
 namespace {
 
 Result<PemPair> issue_node(const PemPair& ca, const std::string& node_name,
-                           const std::vector<std::string>& extra_names, uint32_t days, int64_t now_unix_s) {
+                           const std::vector<std::string>& extra_names, uint32_t days,
+                           int64_t now_unix_s) {
   CertificateRequest request;
   request.common_name = node_name;
   request.names.push_back(std::string(kTlsNodeName));
@@ -495,17 +518,18 @@ Result<PemPair> issue_node(const PemPair& ca, const std::string& node_name,
 
 }  // namespace
 
-Status init_cert_dir(const std::string& dir, const std::vector<std::string>& node_names, uint32_t days,
-                     int64_t now_unix_s) {
+Status init_cert_dir(const std::string& dir, const std::vector<std::string>& node_names,
+                     uint32_t days, int64_t now_unix_s) {
   SHOAL_RETURN_IF_ERROR(check_days(days));
   if (node_names.empty()) return Status::invalid_argument("name at least one node");
   std::set<std::string> seen;
   for (const auto& name : node_names) {
     if (!is_valid_cert_name(name) || name == "ca") {
-      return Status::invalid_argument("node name '" + name +
-                                      "': use letters, digits, '.', '-' or '_' (at most 64, not 'ca')");
+      return Status::invalid_argument(
+          "node name '" + name + "': use letters, digits, '.', '-' or '_' (at most 64, not 'ca')");
     }
-    if (!seen.insert(name).second) return Status::invalid_argument("node name '" + name + "' given twice");
+    if (!seen.insert(name).second)
+      return Status::invalid_argument("node name '" + name + "' given twice");
   }
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::io_error("cannot create directory " + dir + ": " + std::strerror(errno));
@@ -529,11 +553,13 @@ Status init_cert_dir(const std::string& dir, const std::vector<std::string>& nod
 }
 
 Status issue_into_cert_dir(const std::string& dir, const std::string& node_name,
-                           const std::vector<std::string>& names, uint32_t days, int64_t now_unix_s) {
+                           const std::vector<std::string>& names, uint32_t days,
+                           int64_t now_unix_s) {
   SHOAL_RETURN_IF_ERROR(check_days(days));
   if (!is_valid_cert_name(node_name) || node_name == "ca") {
-    return Status::invalid_argument("node name '" + node_name +
-                                    "': use letters, digits, '.', '-' or '_' (at most 64, not 'ca')");
+    return Status::invalid_argument(
+        "node name '" + node_name +
+        "': use letters, digits, '.', '-' or '_' (at most 64, not 'ca')");
   }
   SHOAL_RETURN_IF_ERROR(require_absent(dir + "/" + node_name + ".key"));
   SHOAL_RETURN_IF_ERROR(require_absent(dir + "/" + node_name + ".crt"));

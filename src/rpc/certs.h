@@ -47,11 +47,11 @@ struct TlsFiles {
 
 // The checked contents of TlsFiles, ready for kj::TlsContext.
 struct TlsMaterial {
-  std::string cert_pem;              // leaf first, then intermediates
+  std::string cert_pem;  // leaf first, then intermediates
   std::string key_pem;
-  std::vector<std::string> ca_pems;  // one certificate each; empty: system trust store
-  int64_t not_after_unix_s = 0;      // when this node's certificate expires
-  std::vector<std::string> warnings; // e.g. "expires in 12 days"
+  std::vector<std::string> ca_pems;   // one certificate each; empty: system trust store
+  int64_t not_after_unix_s = 0;       // when this node's certificate expires
+  std::vector<std::string> warnings;  // e.g. "expires in 12 days"
 };
 
 // Reads and checks the files named in `files` at time `now_unix_s`: each is

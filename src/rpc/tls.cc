@@ -14,7 +14,9 @@
 namespace shoal::rpc {
 namespace {
 
-bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
 
 // kj-tls reports OpenSSL failures as "OpenSSL error; message = error:0A000086:SSL
 // routines::certificate verify failed": keep the reason at the end.
@@ -35,12 +37,14 @@ kj::Exception make_error(kj::Exception::Type type, const std::string& message) {
 // Alerts a peer sends when it does not accept our certificate.
 bool is_certificate_alert(std::string_view reason) {
   return contains(reason, "alert unknown ca") || contains(reason, "alert bad certificate") ||
-         contains(reason, "alert certificate") || contains(reason, "alert unsupported certificate") ||
+         contains(reason, "alert certificate") ||
+         contains(reason, "alert unsupported certificate") ||
          contains(reason, "alert access denied");
 }
 
 bool is_negotiation_alert(std::string_view reason) {
-  return contains(reason, "alert handshake failure") || contains(reason, "alert protocol version") ||
+  return contains(reason, "alert handshake failure") ||
+         contains(reason, "alert protocol version") ||
          contains(reason, "alert insufficient security") || contains(reason, "no shared cipher") ||
          contains(reason, "unsupported protocol");
 }
@@ -50,10 +54,11 @@ bool is_negotiation_alert(std::string_view reason) {
 kj::Maybe<kj::Exception> alert_error(std::string_view reason, const std::string& address) {
   std::string why(reason);
   if (contains(reason, "alert certificate required")) {
-    return make_error(kj::Exception::Type::FAILED,
-                      std::string(kAuthFailedPrefix) + ": TLS: " + address +
-                          " requires a client certificate (mutual TLS): pass --tls-cert and --tls-key (" +
-                          why + ")");
+    return make_error(
+        kj::Exception::Type::FAILED,
+        std::string(kAuthFailedPrefix) + ": TLS: " + address +
+            " requires a client certificate (mutual TLS): pass --tls-cert and --tls-key (" + why +
+            ")");
   }
   if (is_certificate_alert(reason)) {
     return make_error(kj::Exception::Type::FAILED,
@@ -62,7 +67,8 @@ kj::Maybe<kj::Exception> alert_error(std::string_view reason, const std::string&
                           "): is --tls-cert signed by the CA that node trusts, and still valid?");
   }
   if (is_negotiation_alert(reason)) {
-    return make_error(kj::Exception::Type::FAILED, std::string(kAuthFailedPrefix) + ": TLS: no protocol "
+    return make_error(kj::Exception::Type::FAILED, std::string(kAuthFailedPrefix) +
+                                                       ": TLS: no protocol "
                                                        "version or cipher in common with " +
                                                        address + " (" + why + ")");
   }
@@ -75,26 +81,29 @@ kj::Exception client_handshake_error(const kj::Exception& exception, const std::
   constexpr std::string_view kUntrusted = "certificate is not trusted";
   if (contains(description, kUntrusted)) {
     std::string reason = "unknown reason";
-    if (size_t at = description.find("reason = "); at != std::string::npos) reason = description.substr(at + 9);
+    if (size_t at = description.find("reason = "); at != std::string::npos)
+      reason = description.substr(at + 9);
     if (contains(reason, "hostname mismatch")) {
       return make_error(kj::Exception::Type::FAILED,
                         std::string(kAuthFailedPrefix) + ": TLS: the certificate of " + address +
                             " does not carry the name '" + files.server_name +
                             "' (is it a shoal node certificate? see --tls-server-name)");
     }
-    std::string hint = files.ca_file.empty() ? "pass --tls-ca with the CA that signs the cluster's certificates"
-                                             : "is it signed by the CA in " + files.ca_file + "?";
-    return make_error(kj::Exception::Type::FAILED, std::string(kAuthFailedPrefix) + ": TLS: the certificate of " +
-                                                       address + " is not trusted (" + reason + "); " + hint);
+    std::string hint = files.ca_file.empty()
+                           ? "pass --tls-ca with the CA that signs the cluster's certificates"
+                           : "is it signed by the CA in " + files.ca_file + "?";
+    return make_error(kj::Exception::Type::FAILED, std::string(kAuthFailedPrefix) +
+                                                       ": TLS: the certificate of " + address +
+                                                       " is not trusted (" + reason + "); " + hint);
   }
   std::string reason = openssl_reason(exception);
   KJ_IF_MAYBE (error, alert_error(reason, address)) {
     return kj::mv(*error);
   }
   // Closed or garbled mid-handshake: a restart, or a peer without TLS.
-  return make_error(kj::Exception::Type::DISCONNECTED,
-                    "TLS handshake with " + address + " failed (" + reason +
-                        "); is TLS enabled on that node?");
+  return make_error(
+      kj::Exception::Type::DISCONNECTED,
+      "TLS handshake with " + address + " failed (" + reason + "); is TLS enabled on that node?");
 }
 
 std::string server_handshake_error(const kj::Exception& exception, const TlsFiles& files) {
@@ -104,11 +113,14 @@ std::string server_handshake_error(const kj::Exception& exception, const TlsFile
            ", has expired, or is not valid yet (" + reason + ")";
   }
   if (contains(reason, "peer did not return a certificate")) {
-    return "TLS: it presented no certificate; this node requires mutual TLS (peers need --tls-cert and "
+    return "TLS: it presented no certificate; this node requires mutual TLS (peers need --tls-cert "
+           "and "
            "--tls-key)";
   }
-  if (is_certificate_alert(reason)) return "TLS: it does not trust this node's certificate (" + reason + ")";
-  if (is_negotiation_alert(reason)) return "TLS: no protocol version or cipher in common (" + reason + ")";
+  if (is_certificate_alert(reason))
+    return "TLS: it does not trust this node's certificate (" + reason + ")";
+  if (is_negotiation_alert(reason))
+    return "TLS: no protocol version or cipher in common (" + reason + ")";
   return "TLS handshake failed (" + reason + ")";
 }
 
@@ -120,7 +132,9 @@ class ForwardingStream : public kj::AsyncIoStream {
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     return inner_->tryRead(buffer, min_bytes, max_bytes);
   }
-  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_->write(buffer, size); }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
     return inner_->write(pieces);
   }
@@ -133,8 +147,12 @@ class ForwardingStream : public kj::AsyncIoStream {
   void setsockopt(int level, int option, const void* value, uint length) override {
     inner_->setsockopt(level, option, value, length);
   }
-  void getsockname(struct sockaddr* addr, uint* length) override { inner_->getsockname(addr, length); }
-  void getpeername(struct sockaddr* addr, uint* length) override { inner_->getpeername(addr, length); }
+  void getsockname(struct sockaddr* addr, uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, uint* length) override {
+    inner_->getpeername(addr, length);
+  }
   kj::Maybe<int> getFd() const override { return inner_->getFd(); }
 
  protected:
@@ -173,12 +191,13 @@ class ClientStream final : public ForwardingStream {
       : ForwardingStream(kj::mv(inner)), address_(std::move(address)) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    return inner_->tryRead(buffer, min_bytes, max_bytes).catch_([this](kj::Exception&& exception) -> size_t {
-      KJ_IF_MAYBE (error, alert_error(openssl_reason(exception), address_)) {
-        kj::throwFatalException(kj::mv(*error));
-      }
-      kj::throwFatalException(kj::mv(exception));
-    });
+    return inner_->tryRead(buffer, min_bytes, max_bytes)
+        .catch_([this](kj::Exception&& exception) -> size_t {
+          KJ_IF_MAYBE (error, alert_error(openssl_reason(exception), address_)) {
+            kj::throwFatalException(kj::mv(*error));
+          }
+          kj::throwFatalException(kj::mv(exception));
+        });
   }
 
  private:
@@ -189,10 +208,11 @@ class ClientStream final : public ForwardingStream {
 // sent `budget` bytes.
 kj::Promise<void> drain(kj::AsyncIoStream& stream, kj::Array<kj::byte> buffer, size_t budget) {
   auto read = stream.tryRead(buffer.begin(), 1, buffer.size());
-  return read.then([&stream, buffer = kj::mv(buffer), budget](size_t n) mutable -> kj::Promise<void> {
-    if (n == 0 || n >= budget) return kj::READY_NOW;
-    return drain(stream, kj::mv(buffer), budget - n);
-  });
+  return read.then(
+      [&stream, buffer = kj::mv(buffer), budget](size_t n) mutable -> kj::Promise<void> {
+        if (n == 0 || n >= budget) return kj::READY_NOW;
+        return drain(stream, kj::mv(buffer), budget - n);
+      });
 }
 
 }  // namespace
@@ -212,11 +232,13 @@ Result<std::unique_ptr<Tls>> Tls::create(const TlsOptions& options, int64_t now_
     tls->keypair_ = std::make_unique<kj::TlsKeypair>(
         kj::TlsKeypair{kj::TlsPrivateKey(kj::StringPtr(material->key_pem.c_str())),
                        kj::TlsCertificate(kj::StringPtr(material->cert_pem.c_str()))});
-    for (const auto& pem : material->ca_pems) tls->trusted_.emplace_back(kj::StringPtr(pem.c_str()));
+    for (const auto& pem : material->ca_pems)
+      tls->trusted_.emplace_back(kj::StringPtr(pem.c_str()));
 
     kj::TlsContext::Options base;
     base.useSystemTrustStore = !have_ca;
-    base.trustedCertificates = kj::ArrayPtr<const kj::TlsCertificate>(tls->trusted_.data(), tls->trusted_.size());
+    base.trustedCertificates =
+        kj::ArrayPtr<const kj::TlsCertificate>(tls->trusted_.data(), tls->trusted_.size());
     base.minVersion = kj::TlsVersion::TLS_1_2;
     base.defaultKeypair = *tls->keypair_;
 
@@ -239,11 +261,14 @@ Result<std::unique_ptr<Tls>> Tls::create(const TlsOptions& options, int64_t now_
 std::string Tls::describe() const {
   const TlsFiles& f = options_.files;
   std::string text = "TLS with certificate " + f.cert_file;
-  if (f.ca_file.empty()) return text + ", peers checked against the system's CAs (no client certificates)";
-  return text + (mutual_ ? ", mutual with CA " : ", CA ") + f.ca_file + ", peer name " + f.server_name;
+  if (f.ca_file.empty())
+    return text + ", peers checked against the system's CAs (no client certificates)";
+  return text + (mutual_ ? ", mutual with CA " : ", CA ") + f.ca_file + ", peer name " +
+         f.server_name;
 }
 
-kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::wrap_server(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
+kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::wrap_server(kj::Own<kj::AsyncIoStream> stream,
+                                                         std::string peer) {
   auto first = kj::heapArray<kj::byte>(1);
   auto& raw = *stream;
   auto* first_ptr = first.begin();
@@ -257,14 +282,14 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::wrap_server(kj::Own<kj::AsyncIoStre
         auto replayed = kj::heap<PrefixedStream>(kj::mv(stream), kj::mv(first));
         return server_context_->wrapServer(kj::mv(replayed))
             .catch_([this](kj::Exception&& exception) -> kj::Own<kj::AsyncIoStream> {
-              kj::throwFatalException(make_error(kj::Exception::Type::FAILED,
-                                                 server_handshake_error(exception, options_.files)));
+              kj::throwFatalException(make_error(
+                  kj::Exception::Type::FAILED, server_handshake_error(exception, options_.files)));
             });
       });
 }
 
 kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::refuse_plaintext(kj::Own<kj::AsyncIoStream> stream,
-                                                               std::string peer) {
+                                                              std::string peer) {
   // The peer speaks Cap'n Proto in the clear: answer with an RPC Abort, which
   // its RpcSystem turns into an error carrying this text.
   auto message = kj::heap<capnp::MallocMessageBuilder>();
@@ -281,15 +306,18 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::refuse_plaintext(kj::Own<kj::AsyncI
         return drain(out, kj::heapArray<kj::byte>(4096), kRefusedPeerDrainBytesMax);
       })
       .then([]() -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
-        return make_error(kj::Exception::Type::FAILED,
-                          "refused a plaintext connection: this node requires TLS (is TLS enabled on the "
-                          "peer, with --tls-cert, --tls-key and --tls-ca?)");
+        return make_error(
+            kj::Exception::Type::FAILED,
+            "refused a plaintext connection: this node requires TLS (is TLS enabled on the "
+            "peer, with --tls-cert, --tls-key and --tls-ca?)");
       })
       .attach(kj::mv(stream));
 }
 
-kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::wrap_client(kj::Own<kj::AsyncIoStream> stream, std::string address) {
-  return client_context_->wrapClient(kj::mv(stream), kj::StringPtr(options_.files.server_name.c_str()))
+kj::Promise<kj::Own<kj::AsyncIoStream>> Tls::wrap_client(kj::Own<kj::AsyncIoStream> stream,
+                                                         std::string address) {
+  return client_context_
+      ->wrapClient(kj::mv(stream), kj::StringPtr(options_.files.server_name.c_str()))
       .then(
           [address](kj::Own<kj::AsyncIoStream>&& secured) -> kj::Own<kj::AsyncIoStream> {
             return kj::heap<ClientStream>(kj::mv(secured), address);

@@ -63,7 +63,9 @@ class CertDir {
     write(name + ".key", pair->key_pem, 0600);
     return TlsFiles{path(name + ".crt"), path(name + ".key"), path("ca.crt")};
   }
-  TlsFiles node(const std::string& name) const { return node(name, ca_, now_s() - kDay, now_s() + 30 * kDay + kDay); }
+  TlsFiles node(const std::string& name) const {
+    return node(name, ca_, now_s() - kDay, now_s() + 30 * kDay + kDay);
+  }
 
  private:
   std::string dir_;
@@ -115,7 +117,8 @@ TEST_CASE("a certificate from another CA, a non-CA as --tls-ca, or no node name 
   node_as_ca.ca_file = node_as_ca.cert_file;
   CHECK(contains(load_error(node_as_ca), "is not a CA certificate"));
 
-  auto unnamed = certs.node("unnamed", certs.ca(), now_s() - kDay, now_s() + 100 * kDay, {"example.org"});
+  auto unnamed =
+      certs.node("unnamed", certs.ca(), now_s() - kDay, now_s() + 100 * kDay, {"example.org"});
   CHECK(contains(load_error(unnamed), "does not carry the name 'node.shoal'"));
 }
 
@@ -152,7 +155,7 @@ TEST_CASE("certs init and issue write a CA and node certificates that load") {
   for (std::string name : {"n1", "n2"}) {
     TlsFiles files{dir + "/" + name + ".crt", dir + "/" + name + ".key", dir + "/ca.crt"};
     CHECK(load_tls_material(files, now_s()).ok());
-    struct stat st{};
+    struct stat st {};
     REQUIRE(::stat(files.key_file.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
   }
@@ -160,7 +163,8 @@ TEST_CASE("certs init and issue write a CA and node certificates that load") {
   CHECK(!again.ok());
   CHECK(contains(again.message(), "already exists"));
   REQUIRE(issue_into_cert_dir(dir, "n3", {"10.0.0.3", "n3.example.org"}, 30, now_s()).ok());
-  CHECK(load_tls_material(TlsFiles{dir + "/n3.crt", dir + "/n3.key", dir + "/ca.crt"}, now_s()).ok());
+  CHECK(
+      load_tls_material(TlsFiles{dir + "/n3.crt", dir + "/n3.key", dir + "/ca.crt"}, now_s()).ok());
   CHECK(!issue_into_cert_dir(dir, "n3", {}, 30, now_s()).ok());
   CHECK(contains(issue_into_cert_dir(dir, "bad name", {}, 30, now_s()).message(), "node name"));
   CHECK(contains(issue_into_cert_dir(dir, "n4", {"a,b"}, 30, now_s()).message(), "neither"));
@@ -180,11 +184,12 @@ void serve_tls(LoopbackServer& server, Tls& tls) {
   });
 }
 
-kj::Promise<std::unique_ptr<ClientConnection>> connect(kj::AsyncIoContext& io, LoopbackServer& server,
-                                                       Tls* tls) {
+kj::Promise<std::unique_ptr<ClientConnection>> connect(kj::AsyncIoContext& io,
+                                                       LoopbackServer& server, Tls* tls) {
   std::string address = server.address();
   return testing::connect_tcp(io, address)
-      .then([tls, address](kj::Own<kj::AsyncIoStream>&& stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+      .then([tls, address](
+                kj::Own<kj::AsyncIoStream>&& stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
         if (tls == nullptr) return kj::mv(stream);
         return tls->wrap_client(kj::mv(stream), address);
       })
