@@ -283,6 +283,26 @@ void ControlPlane::stop() {
   if (watches_) watches_->watches.clear();
 }
 
+void ControlPlane::hand_off_leadership() {
+  if (stopped_ || failed_ || !is_leader()) return;
+  raft::ConfState conf = raft_->conf_state();
+  std::set<raft::NodeId> voters(conf.voters.begin(), conf.voters.end());
+  raft::NodeId best = 0;
+  raft::Index best_match = 0;
+  for (const auto& pr : raft_->progress()) {
+    if (pr.id == raft_id_ || !voters.count(pr.id)) continue;
+    auto it = peer_info_.find(pr.id);
+    if (it == peer_info_.end() || !it->second->alive) continue;
+    if (best == 0 || pr.match > best_match) {
+      best = pr.id;
+      best_match = pr.match;
+    }
+  }
+  if (best == 0) return;
+  SHOAL_LOG_INFO("metadata: handing leadership to {:016x} before stopping", best);
+  raft_->transfer_leader(best);
+}
+
 void ControlPlane::fatal(const Status& status) {
   if (failed_) return;
   failed_ = true;

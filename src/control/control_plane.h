@@ -95,6 +95,10 @@ class ControlPlane {
   // (the node must stop: it cannot keep its promises without a disk).
   Status start(std::function<void(const Status&)> fatal);
   void stop();
+  // Stopping gracefully: a leader hands leadership to its most up-to-date
+  // live voter (Raft leader transfer), so the group does not wait out an
+  // election timeout. No-op elsewhere.
+  void hand_off_leadership();
 
   // --- RPC entry points (NodeService) ---------------------------------------
   Status on_raft_send(uint64_t cluster_id, capnp::List<raftwire::Message>::Reader messages);

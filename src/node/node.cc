@@ -386,6 +386,7 @@ void Node::begin_leave(int signum) {
   s.leaving = true;
   SHOAL_LOG_INFO("received {}: leaving the cluster", strsignal(signum));
   notify_systemd("STOPPING=1\nSTATUS=leaving the cluster");
+  if (s.control) s.control->hand_off_leadership();
   if (!s.gossip) {
     s.loop->stop();
     return;

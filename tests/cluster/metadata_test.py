@@ -6,6 +6,7 @@ foreign data."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -145,9 +146,12 @@ def test_acknowledged_writes_survive_leader_kill9_and_full_restart(cluster):
         missing = [k for k, v in acked.items() if got.get(k) != v]
         check(not missing, "%s lacks %d acknowledged writes, e.g. %s" % (n.name, len(missing), missing[:3]))
 
-    # The killed node comes back and catches up.
+    # The killed node comes back and catches up: the others compacted their
+    # logs past where it stopped, so it must install a snapshot.
     leader.start(join=[live[0].address])
     wait_until(lambda: len(read_all(leader, "load/")) == 10000, 60, "the restarted node to catch up")
+    indexes = [int(i) for i in re.findall(r"installed a snapshot at index (\d+)", leader.log())]
+    check(any(i > 1 for i in indexes), "the restarted node caught up without a snapshot: %s" % indexes)
 
     # Stop everything, start everything again from the data dirs.
     for n in nodes:
@@ -159,6 +163,31 @@ def test_acknowledged_writes_survive_leader_kill9_and_full_restart(cluster):
     for n in nodes:
         got = read_all(n, "load/")
         check(got == acked, "%s lost writes after the full restart (%d of %d)" % (n.name, len(got), len(acked)))
+
+
+def test_graceful_stop_of_the_leader_hands_off_leadership(cluster):
+    nodes = start_three(cluster)
+    leader = leader_of(nodes)
+    others = [n for n in nodes if n is not leader]
+    check(leader.stop() == 0, "the leader did not stop cleanly")
+    check("handing leadership to" in leader.log(), "the leader did not hand off leadership")
+    wait_until(lambda: control(others[0])["leader_node_id"] in {n.node_id() for n in others}, 10,
+               "a new leader among the remaining nodes")
+    kv(others[1], "put", "after/stop", "ok")
+    check(kv(others[0], "get", "after/stop").stdout == "ok\n", "write after the hand-off is missing")
+
+
+def test_bad_requests_get_clear_errors(cluster):
+    nodes = start_three(cluster)
+    r = kv(nodes[1], "put", "k" * 2000, "v", check_rc=False)
+    check(r.returncode == 1 and "key" in r.stderr and "1536" in r.stderr, "oversized key: %r" % r.stderr)
+    r = kv(nodes[1], "put", "k", "v", "--lease", "nothex", check_rc=False)
+    check(r.returncode == 1 and "lease" in r.stderr, "bad lease id: %r" % r.stderr)
+    r = kv(nodes[2], "put", "k", "v", "--lease", "abc", check_rc=False)
+    check(r.returncode == 1 and "lease" in r.stderr, "unknown lease: %r" % r.stderr)
+    # The store is fine afterwards.
+    kv(nodes[0], "put", "k", "v")
+    check(kv(nodes[2], "get", "k").stdout == "v\n", "store broken after bad requests")
 
 
 def test_dead_voter_is_replaced_by_a_learner(cluster):
@@ -219,6 +248,8 @@ if __name__ == "__main__":
         test_group_forms_and_serves_kv_from_every_node,
         test_watch_prints_changes_in_order,
         test_acknowledged_writes_survive_leader_kill9_and_full_restart,
+        test_graceful_stop_of_the_leader_hands_off_leadership,
+        test_bad_requests_get_clear_errors,
         test_dead_voter_is_replaced_by_a_learner,
         test_damaged_and_foreign_metadata_is_refused,
     ])
