@@ -96,6 +96,7 @@ def test_wrong_token_is_refused(cluster):
     bad = os.path.join(cluster.root, "bad-token")
     with open(bad, "w") as f:
         f.write("ab" * 32 + "\n")
+    os.chmod(bad, 0o600)  # a world-readable token is refused before it is compared
     r = cluster.ctl(["--address", a.address, "--token-file", bad, "status"])
     check(r.returncode == 1, "status with a wrong token exited %d, expected 1" % r.returncode)
     check("token" in r.stderr and "does not match" in r.stderr,
