@@ -79,6 +79,11 @@ Result<std::unique_ptr<Raft>> Raft::create(const Config& config) {
 
 Status Raft::load() {
   const Storage& storage = *config_.storage;
+  if (storage.first_index() == 0 || storage.last_index() + 1 < storage.first_index()) {
+    return Status::internal("raft storage reports first index " +
+                            std::to_string(storage.first_index()) + " and last index " +
+                            std::to_string(storage.last_index()));
+  }
   auto [hs, cs] = storage.initial_state();
   if (Status s = validate_conf_state(cs); !s.ok()) {
     return Status::internal("raft storage holds a bad configuration: " + s.message());

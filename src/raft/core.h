@@ -87,7 +87,6 @@ class Raft {
   void hup(CampaignType type);
   void start_campaign(CampaignType type);
   VoteResult poll(NodeId id, bool granted);
-  bool has_unapplied_conf_changes() const;
   void handle_vote_request(const Message& m);
 
   // Per-role steps.

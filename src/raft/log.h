@@ -80,6 +80,7 @@ class RaftLog {
   Result<std::vector<Entry>> entries_from(Index i, uint64_t max_bytes) const;
 
   std::vector<Entry> unstable_entries() const { return unstable_.entries(); }
+  bool has_unstable_entries() const { return !unstable_.entries().empty(); }
   const std::optional<Snapshot>& unstable_snapshot() const { return unstable_.snapshot(); }
   // Committed entries not yet applied (applied + 1 ..= committed), within max_bytes.
   bool has_next_committed_entries() const;

@@ -46,7 +46,7 @@ bool RawNode::has_ready() const {
   if (in_flight_) return false;
   const RaftLog& log = raft_->log();
   return raft_->soft_state() != prev_soft_ || raft_->hard_state() != prev_hard_ ||
-         log.unstable_snapshot().has_value() || !log.unstable_entries().empty() ||
+         log.unstable_snapshot().has_value() || log.has_unstable_entries() ||
          raft_->has_messages() || raft_->has_read_states() || log.has_next_committed_entries();
 }
 

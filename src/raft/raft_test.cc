@@ -1135,3 +1135,36 @@ TEST_CASE("bootstrap: a single node elects itself; a used storage cannot be boot
   bad = base_config(1, nullptr);
   CHECK(RawNode::create(bad).status().code() == Status::Code::kInvalidArgument);
 }
+
+TEST_CASE("§4.1 single-server change bug (raft-dev 2015): a new leader changes membership only "
+          "after committing an entry of its term") {
+  // {1,2,3,4}; leader 1 appends "add 5", which only node 5 receives.
+  Network net({1, 2, 3, 4});
+  net.elect(1);
+  net.add(5);
+  net.set_filter([](const Message& m) { return m.from == 1 && m.to != 5; });
+  REQUIRE(net.node(1).propose_conf_change({ConfChangeType::kAddVoter, 5, ""}).ok());
+  net.stabilize();
+  CHECK(net.node(5).conf_state().voters == std::vector<NodeId>{1, 2, 3, 4, 5});
+  CHECK(net.node(2).conf_state().voters == std::vector<NodeId>{1, 2, 3, 4});
+  // 1 and 5 drop out; 2 wins term 2 in the old configuration, but its
+  // empty entry reaches only 3 (not a majority of four).
+  net.heal();
+  net.isolate(1);
+  net.isolate(5);
+  net.set_filter([](const Message& m) { return m.from == 2 && m.to == 4 && m.type == MessageType::kAppend; });
+  // (Node 1 tells 2 to campaign now: a leader transfer, so no lease waits.)
+  REQUIRE(net.node(2).step(msg(MessageType::kTimeoutNow, 1, 2, net.node(1).term())).ok());
+  net.stabilize();
+  REQUIRE(net.node(2).role() == Role::kLeader);
+  CHECK(net.node(2).commit_index() < net.node(2).last_index());
+  // Removing 1 now could commit with {2, 3} while {1, 4, 5} elect 1 under
+  // the configuration with 5: two majorities that do not intersect.
+  CHECK(net.node(2).propose_conf_change({ConfChangeType::kRemoveNode, 1, ""}).code() ==
+        Status::Code::kResourceExhausted);
+  // Once its entry commits (4 hears it, so 4 will not elect 1), it may.
+  net.set_filter(nullptr);
+  net.tick(2, 1);
+  CHECK(net.node(2).commit_index() == net.node(2).last_index());
+  CHECK(net.node(2).propose_conf_change({ConfChangeType::kRemoveNode, 1, ""}).ok());
+}

@@ -29,9 +29,9 @@ inline bool is_unavailable(const Status& s) { return s.code() == Status::Code::k
 class Storage {
  public:
   virtual ~Storage() = default;
-  // The persisted HardState and the configuration of the latest snapshot
-  // (the ConfState as of first_index() - 1; the core replays the conf change
-  // entries that follow it in the log itself).
+  // The persisted HardState, and the configuration as of snapshot_index()
+  // (the latest snapshot's ConfState; an empty one before any snapshot). The
+  // core replays the conf change entries after the snapshot itself.
   virtual std::pair<HardState, ConfState> initial_state() const = 0;
   // Entries [lo, hi), at most max_bytes in total (entry_size_bytes) but at
   // least one entry when the range is not empty.

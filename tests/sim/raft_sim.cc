@@ -506,6 +506,8 @@ class Sim {
     drop_pct_ = rng_.uniform(6);
     dup_pct_ = rng_.uniform(4);
     long_delay_pct_ = 1 + rng_.uniform(5);
+    // Some seeds churn the membership hard (changes back to back).
+    conf_per_mille_ = rng_.uniform(3) == 0 ? 20 + rng_.uniform(60) : 1 + rng_.uniform(5);
   }
 
   void run(uint64_t steps) {
@@ -722,7 +724,7 @@ class Sim {
       }
     }
     // Membership changes and leader transfers, through the leader.
-    if (chance(3)) change_membership();
+    if (chance(conf_per_mille_)) change_membership();
     if (chance(1)) {
       if (SimNode* l = leader_node()) {
         ConfState conf = l->raw->conf_state();
@@ -1163,6 +1165,7 @@ class Sim {
   std::map<NodeId, int> group_;
   uint64_t partition_until_ = 0;
   uint64_t drop_pct_ = 0, dup_pct_ = 0, long_delay_pct_ = 0;
+  uint64_t conf_per_mille_ = 3;
 
   std::map<Term, NodeId> leader_of_term_;
   std::map<std::pair<Index, Term>, EntryRecord> entries_;
