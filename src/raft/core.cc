@@ -24,7 +24,9 @@ uint64_t payload_bytes(const std::vector<Entry>& ents) {
 
 uint64_t mix_seed(uint64_t seed, NodeId id) { return seed ^ (id * 0x9e3779b97f4a7c15ull); }
 
-bool is_vote_request(MessageType t) { return t == MessageType::kVote || t == MessageType::kPreVote; }
+bool is_vote_request(MessageType t) {
+  return t == MessageType::kVote || t == MessageType::kPreVote;
+}
 
 Message make(MessageType type, NodeId to) {
   Message m;
@@ -37,16 +39,22 @@ Message make(MessageType type, NodeId to) {
 
 const char* role_name(SoftState::Role role) {
   switch (role) {
-    case SoftState::Role::kFollower: return "follower";
-    case SoftState::Role::kPreCandidate: return "pre-candidate";
-    case SoftState::Role::kCandidate: return "candidate";
-    case SoftState::Role::kLeader: return "leader";
+    case SoftState::Role::kFollower:
+      return "follower";
+    case SoftState::Role::kPreCandidate:
+      return "pre-candidate";
+    case SoftState::Role::kCandidate:
+      return "candidate";
+    case SoftState::Role::kLeader:
+      return "leader";
   }
   return "?";
 }
 
 Status validate_config(const Config& c) {
-  auto bad = [](const std::string& what) { return Status::invalid_argument("raft config: " + what); };
+  auto bad = [](const std::string& what) {
+    return Status::invalid_argument("raft config: " + what);
+  };
   if (c.id == kNoNode) return bad("id must not be 0");
   if (c.heartbeat_tick <= 0) return bad("heartbeat_tick must be positive");
   if (c.election_tick <= c.heartbeat_tick) return bad("election_tick must exceed heartbeat_tick");
@@ -55,7 +63,8 @@ Status validate_config(const Config& c) {
   if (c.max_inflight_msgs == 0) return bad("max_inflight_msgs must be positive");
   if (c.max_inflight_bytes == 0) return bad("max_inflight_bytes must be positive");
   if (c.max_uncommitted_bytes == 0) return bad("max_uncommitted_bytes must be positive");
-  if (c.max_committed_bytes_per_ready == 0) return bad("max_committed_bytes_per_ready must be positive");
+  if (c.max_committed_bytes_per_ready == 0)
+    return bad("max_committed_bytes_per_ready must be positive");
   if (c.max_pending_read_index == 0) return bad("max_pending_read_index must be positive");
   if (c.storage == nullptr) return bad("storage must be set");
   return Status::ok_status();
@@ -343,8 +352,8 @@ Status Raft::step(const Message& m) {
   } else if (m.term > term_) {
     if (is_vote_request(m.type)) {
       const bool force = m.context == kCampaignTransfer;
-      const bool in_lease = config_.check_quorum && lead_ != kNoNode &&
-                            election_elapsed_ < config_.election_tick;
+      const bool in_lease =
+          config_.check_quorum && lead_ != kNoNode && election_elapsed_ < config_.election_tick;
       // A node that heard from a leader recently ignores would-be leaders,
       // so a partitioned node rejoining cannot depose a healthy leader.
       if (!force && in_lease) return Status::ok_status();
@@ -380,10 +389,13 @@ Status Raft::step(const Message& m) {
     return Status::ok_status();
   }
   switch (role_) {
-    case Role::kLeader: return step_leader(m);
+    case Role::kLeader:
+      return step_leader(m);
     case Role::kPreCandidate:
-    case Role::kCandidate: return step_candidate(m);
-    case Role::kFollower: return step_follower(m);
+    case Role::kCandidate:
+      return step_candidate(m);
+    case Role::kFollower:
+      return step_follower(m);
   }
   return Status::ok_status();
 }
@@ -434,8 +446,7 @@ void Raft::handle_append_resp(const Message& m, Progress& pr) {
     return;
   }
   const bool old_paused = pr.is_paused();
-  if (!pr.maybe_update(m.index) &&
-      !(pr.match == m.index && pr.state == Progress::State::kProbe)) {
+  if (!pr.maybe_update(m.index) && !(pr.match == m.index && pr.state == Progress::State::kProbe)) {
     return;
   }
   switch (pr.state) {
@@ -594,8 +605,7 @@ Status Raft::handle_heartbeat(const Message& m) {
     // A leader sends min(match, commit); beyond our log it cannot be ours.
     return Status::invalid_argument("raft heartbeat from " + std::to_string(m.from) +
                                     " carries commit " + std::to_string(m.commit) +
-                                    " beyond our last index " +
-                                    std::to_string(log_.last_index()));
+                                    " beyond our last index " + std::to_string(log_.last_index()));
   }
   log_.commit_to(m.commit);
   Message r = make(MessageType::kHeartbeatResp, m.from);
@@ -720,7 +730,8 @@ bool Raft::append_entries(std::vector<Entry> ents) {
   }
   const uint64_t bytes = payload_bytes(ents);
   // A single entry may exceed the budget when nothing else is uncommitted.
-  if (uncommitted_bytes_ > 0 && bytes > 0 && uncommitted_bytes_ + bytes > config_.max_uncommitted_bytes) {
+  if (uncommitted_bytes_ > 0 && bytes > 0 &&
+      uncommitted_bytes_ + bytes > config_.max_uncommitted_bytes) {
     return false;
   }
   uncommitted_bytes_ += bytes;
@@ -791,13 +802,13 @@ Status Raft::propose_conf_change(const ConfChange& cc) {
     return Status::unavailable("raft: leadership is being transferred");
   }
   if (pending_conf_index_ > log_.committed()) {
-    return Status::resource_exhausted("raft: the configuration change at " +
-                                      std::to_string(pending_conf_index_) +
-                                      " has not committed yet (commit " +
-                                      std::to_string(log_.committed()) + ")");
+    return Status::resource_exhausted(
+        "raft: the configuration change at " + std::to_string(pending_conf_index_) +
+        " has not committed yet (commit " + std::to_string(log_.committed()) + ")");
   }
   if (!committed_entry_in_current_term()) {
-    return Status::resource_exhausted("raft: the leader has not committed an entry of its term yet");
+    return Status::resource_exhausted(
+        "raft: the leader has not committed an entry of its term yet");
   }
   const std::string node = "raft conf change: node " + std::to_string(cc.node);
   const bool voter = prs_.is_voter(cc.node);
@@ -857,8 +868,7 @@ void Raft::rebuild_conf() {
   ConfState conf = base_conf_;
   for (const auto& [index, cc] : conf_log_) conf = apply_change(conf, cc);
   if (conf == prs_.conf_state()) return;
-  prs_.set_conf(conf, log_.last_index() + 1,
-                role_ == Role::kLeader ? log_.last_index() : 0);
+  prs_.set_conf(conf, log_.last_index() + 1, role_ == Role::kLeader ? log_.last_index() : 0);
   on_conf_changed();
 }
 

@@ -37,9 +37,12 @@ void Inflights::reset() {
 
 const char* progress_state_name(Progress::State state) {
   switch (state) {
-    case Progress::State::kProbe: return "probe";
-    case Progress::State::kReplicate: return "replicate";
-    case Progress::State::kSnapshot: return "snapshot";
+    case Progress::State::kProbe:
+      return "probe";
+    case Progress::State::kReplicate:
+      return "replicate";
+    case Progress::State::kSnapshot:
+      return "snapshot";
   }
   return "?";
 }
@@ -110,9 +113,12 @@ bool Progress::maybe_decr_to(Index rejected, Index match_hint) {
 
 bool Progress::is_paused() const {
   switch (state) {
-    case State::kProbe: return paused;
-    case State::kReplicate: return inflights.full();
-    case State::kSnapshot: return true;
+    case State::kProbe:
+      return paused;
+    case State::kReplicate:
+      return inflights.full();
+    case State::kSnapshot:
+      return true;
   }
   return true;
 }

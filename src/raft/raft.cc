@@ -128,11 +128,11 @@ std::string RawNode::status_line() const {
     return s;
   };
   const ConfState conf = raft_->conf_state();
-  std::string s = "id=" + std::to_string(id()) + " " + role_name(role()) + " term=" +
-                  std::to_string(term()) + " lead=" + std::to_string(leader()) +
-                  " vote=" + std::to_string(raft_->vote()) + " commit=" +
-                  std::to_string(commit_index()) + " applied=" + std::to_string(applied_index()) +
-                  " last=" + std::to_string(last_index()) + " voters=[" + ids(conf.voters) + "]";
+  std::string s =
+      "id=" + std::to_string(id()) + " " + role_name(role()) + " term=" + std::to_string(term()) +
+      " lead=" + std::to_string(leader()) + " vote=" + std::to_string(raft_->vote()) +
+      " commit=" + std::to_string(commit_index()) + " applied=" + std::to_string(applied_index()) +
+      " last=" + std::to_string(last_index()) + " voters=[" + ids(conf.voters) + "]";
   if (!conf.learners.empty()) s += " learners=[" + ids(conf.learners) + "]";
   return s;
 }

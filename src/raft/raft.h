@@ -49,16 +49,30 @@
 // a voter in its configuration (removed, never added, or a learner) never
 // campaigns; votes from non-voters are never counted.
 //
+// The leader keeps replicating to a removed peer until that peer has the entry
+// that removed it (then it knows, and never campaigns) or has been silent for
+// an election timeout.
+//
 // apply_conf_change() does not change what the core does (that happened on
 // append): it returns the configuration as of the applied entry, which the
 // owner stores with its snapshots (MemoryStorage::create_snapshot).
+//
+// Restart: Config.applied is the owner's applied index (at least the snapshot
+// index; the core raises it to that). Storage::initial_state() returns the
+// snapshot's ConfState; the core replays later conf change entries itself.
 //
 // Deviations from the original API sketch, all additive:
 //   - Config has more limits (max_inflight_bytes, max_uncommitted_bytes,
 //     max_committed_bytes_per_ready, max_pending_read_index).
 //   - kTransferLeader forwarded by a follower carries the transferee in `index`.
-//   - RawNode::applied_conf_state(), RawNode::lead_transferee(), RawNode::status_line().
-//   - Storage error helpers (storage.h) and validate_message()/describe() (types.h).
+//   - Storage::snapshot_index() (virtual, with a default that calls snapshot());
+//     MemoryStorage::hard_state(), entries_bytes().
+//   - RawNode::applied_conf_state(), lead_transferee(), status_line().
+//   - types.h: kNoNode, limits (kEntryDataBytesMax, kContextBytesMax,
+//     kConfMembersMax, kEntryOverheadBytes), entry_size_bytes(), apply_change(),
+//     validate_conf_state(), message_type_name(), kMessageTypeCount,
+//     kCampaignTransfer, validate_message(), describe(); storage.h: the error
+//     helpers; raft.h: role_name(), validate_config().
 #pragma once
 
 #include <memory>
@@ -86,10 +100,10 @@ struct ReadState {
 };
 
 struct Ready {
-  std::optional<SoftState> soft_state;  // set when changed; not persisted
-  std::optional<HardState> hard_state;  // set when changed: persist
-  std::vector<Entry> entries;           // persist (append; may overwrite a suffix) BEFORE sending
-  std::optional<Snapshot> snapshot;     // persist, then restore the state machine from it
+  std::optional<SoftState> soft_state;   // set when changed; not persisted
+  std::optional<HardState> hard_state;   // set when changed: persist
+  std::vector<Entry> entries;            // persist (append; may overwrite a suffix) BEFORE sending
+  std::optional<Snapshot> snapshot;      // persist, then restore the state machine from it
   std::vector<Entry> committed_entries;  // apply in order (may include some of `entries`)
   std::vector<Message> messages;         // send after persisting the above
   std::vector<ReadState> read_states;    // safe once applied index >= index
@@ -101,9 +115,9 @@ struct Config {
   // Ticks without hearing from a leader before a follower campaigns; each
   // node waits a random number of ticks in [election_tick, 2 * election_tick).
   int election_tick = 10;
-  int heartbeat_tick = 1;  // must be below election_tick
-  uint64_t max_size_per_msg = 1 << 20;  // bytes of entries per append (at least one entry)
-  size_t max_inflight_msgs = 256;       // un-acked appends per follower in replicate state
+  int heartbeat_tick = 1;                   // must be below election_tick
+  uint64_t max_size_per_msg = 1 << 20;      // bytes of entries per append (at least one entry)
+  size_t max_inflight_msgs = 256;           // un-acked appends per follower in replicate state
   uint64_t max_inflight_bytes = 64u << 20;  // and their bytes
   // Proposals beyond this many bytes of uncommitted entries fail with
   // kResourceExhausted (the leader's own empty entries do not count).

@@ -306,7 +306,8 @@ TEST_CASE("MemoryStorage: append truncates a conflicting suffix, compact and sna
   CHECK(is_compacted(s.entries(3, 4, UINT64_MAX).status()));
   CHECK(s.initial_state().second == cs);
   // Appending entries below the snapshot skips them.
-  REQUIRE(s.append({{1, 3, EntryType::kNormal, data_of(1, 3)}, {2, 4, EntryType::kNormal, "x"},
+  REQUIRE(s.append({{1, 3, EntryType::kNormal, data_of(1, 3)},
+                    {2, 4, EntryType::kNormal, "x"},
                     {2, 5, EntryType::kNormal, "z"}})
               .ok());
   CHECK(s.last_index() == 5);
@@ -662,8 +663,8 @@ TEST_CASE("snapshot: a far-behind follower is caught up from a snapshot after co
   // The leader snapshots its state machine and compacts its log.
   TestNode& leader = net.state(1);
   const Index applied = leader.applied_index;
-  REQUIRE(net.storage(1).create_snapshot(applied, &leader.applied_conf,
-                                         encode_state(leader.applied))
+  REQUIRE(net.storage(1)
+              .create_snapshot(applied, &leader.applied_conf, encode_state(leader.applied))
               .ok());
   REQUIRE(net.storage(1).compact(applied).ok());
   const size_t before = net.count_sent(MessageType::kSnapshot);
@@ -683,8 +684,8 @@ TEST_CASE("snapshot: a follower restarted from storage keeps its term, vote, log
   net.elect(1);
   net.propose(1, "a");
   TestNode& n2 = net.state(2);
-  REQUIRE(net.storage(2).create_snapshot(n2.applied_index, &n2.applied_conf,
-                                         encode_state(n2.applied))
+  REQUIRE(net.storage(2)
+              .create_snapshot(n2.applied_index, &n2.applied_conf, encode_state(n2.applied))
               .ok());
   net.propose(1, "b");
   const HardState hs = net.storage(2).hard_state();
@@ -712,10 +713,12 @@ TEST_CASE("§4.1 learner: catches up, never campaigns, its vote never counts; th
   CHECK(net.state(4).applied == std::vector<std::string>{"a"});
   // A learner does not campaign, however long it waits.
   net.isolate(4);
-  const size_t votes_before = net.count_sent(MessageType::kPreVote, 4) + net.count_sent(MessageType::kVote, 4);
+  const size_t votes_before =
+      net.count_sent(MessageType::kPreVote, 4) + net.count_sent(MessageType::kVote, 4);
   net.tick(4, 100);
   CHECK(net.node(4).role() == Role::kFollower);
-  CHECK(net.count_sent(MessageType::kPreVote, 4) + net.count_sent(MessageType::kVote, 4) == votes_before);
+  CHECK(net.count_sent(MessageType::kPreVote, 4) + net.count_sent(MessageType::kVote, 4) ==
+        votes_before);
   CHECK(net.node(4).campaign().code() == Status::Code::kUnavailable);
   net.heal();
   // Votes of learners do not count: node 2 with only the learner's grant loses.
@@ -791,8 +794,8 @@ TEST_CASE("§4.1 a conf change takes effect on append and is undone when truncat
   Message a = msg(MessageType::kAppend, 1, 2, 2);
   a.index = 1;
   a.log_term = 1;
-  a.entries.push_back({2, 2, EntryType::kConfChange,
-                       encode_conf_change({ConfChangeType::kAddLearner, 4, ""})});
+  a.entries.push_back(
+      {2, 2, EntryType::kConfChange, encode_conf_change({ConfChangeType::kAddLearner, 4, ""})});
   REQUIRE(raw->step(a).ok());
   CHECK(raw->conf_state().learners == std::vector<NodeId>{4});
   // A new leader of term 3 overwrites index 2.
@@ -822,7 +825,8 @@ TEST_CASE("§4.2.2 a leader that removes itself steps down once the removal comm
   CHECK(net.state(3).applied == std::vector<std::string>{"a", "b"});
   // The removed node never campaigns again.
   net.isolate(1);
-  const size_t before = net.count_sent(MessageType::kPreVote, 1) + net.count_sent(MessageType::kVote, 1);
+  const size_t before =
+      net.count_sent(MessageType::kPreVote, 1) + net.count_sent(MessageType::kVote, 1);
   net.tick(1, 100);
   CHECK(net.count_sent(MessageType::kPreVote, 1) + net.count_sent(MessageType::kVote, 1) == before);
 }
@@ -1079,10 +1083,10 @@ TEST_CASE("random messages never crash a node (a small in-process fuzz)") {
         for (uint64_t k = 0, n = rng.uniform(4); k < n; ++k) {
           et = std::min<Term>(m.term, et + rng.uniform(2));
           if (et == 0) et = 1;
-          m.entries.push_back({et, m.index + 1 + k,
-                               rng.uniform(4) == 0 ? EntryType::kConfChange : EntryType::kNormal,
-                               rng.uniform(2) ? encode_conf_change({ConfChangeType::kAddLearner, 7, ""})
-                                              : "junk"});
+          m.entries.push_back(
+              {et, m.index + 1 + k,
+               rng.uniform(4) == 0 ? EntryType::kConfChange : EntryType::kNormal,
+               rng.uniform(2) ? encode_conf_change({ConfChangeType::kAddLearner, 7, ""}) : "junk"});
         }
       }
       if (m.type == MessageType::kSnapshot) {
@@ -1136,8 +1140,9 @@ TEST_CASE("bootstrap: a single node elects itself; a used storage cannot be boot
   CHECK(RawNode::create(bad).status().code() == Status::Code::kInvalidArgument);
 }
 
-TEST_CASE("§4.1 single-server change bug (raft-dev 2015): a new leader changes membership only "
-          "after committing an entry of its term") {
+TEST_CASE(
+    "§4.1 single-server change bug (raft-dev 2015): a new leader changes membership only "
+    "after committing an entry of its term") {
   // {1,2,3,4}; leader 1 appends "add 5", which only node 5 receives.
   Network net({1, 2, 3, 4});
   net.elect(1);
@@ -1152,7 +1157,8 @@ TEST_CASE("§4.1 single-server change bug (raft-dev 2015): a new leader changes 
   net.heal();
   net.isolate(1);
   net.isolate(5);
-  net.set_filter([](const Message& m) { return m.from == 2 && m.to == 4 && m.type == MessageType::kAppend; });
+  net.set_filter(
+      [](const Message& m) { return m.from == 2 && m.to == 4 && m.type == MessageType::kAppend; });
   // (Node 1 tells 2 to campaign now: a leader transfer, so no lease waits.)
   REQUIRE(net.node(2).step(msg(MessageType::kTimeoutNow, 1, 2, net.node(1).term())).ok());
   net.stabilize();
@@ -1167,4 +1173,29 @@ TEST_CASE("§4.1 single-server change bug (raft-dev 2015): a new leader changes 
   net.tick(2, 1);
   CHECK(net.node(2).commit_index() == net.node(2).last_index());
   CHECK(net.node(2).propose_conf_change({ConfChangeType::kRemoveNode, 1, ""}).ok());
+}
+
+TEST_CASE("terms and indexes near 2^64 are refused (no overflow of term + 1 or index + 1)") {
+  Network net({1, 2, 3});
+  net.elect(1);
+  Message hb = msg(MessageType::kHeartbeat, 1, 2, UINT64_MAX);
+  CHECK(net.node(2).step(hb).code() == Status::Code::kInvalidArgument);
+  Message pv = msg(MessageType::kPreVote, 3, 2, kTermMax + 1);
+  CHECK(net.node(2).step(pv).code() == Status::Code::kInvalidArgument);
+  Message snap = msg(MessageType::kSnapshot, 1, 2, net.node(1).term());
+  snap.snapshot = Snapshot{};
+  snap.snapshot->meta.index = UINT64_MAX;
+  snap.snapshot->meta.term = 1;
+  snap.snapshot->meta.conf.voters = {1, 2, 3};
+  CHECK(net.node(2).step(snap).code() == Status::Code::kInvalidArgument);
+  Message app = msg(MessageType::kAppend, 1, 2, net.node(1).term());
+  app.index = kIndexMax;
+  app.log_term = 1;
+  app.entries = {{1, kIndexMax + 1, EntryType::kNormal, ""}};
+  CHECK(net.node(2).step(app).code() == Status::Code::kInvalidArgument);
+  // Node ids are arbitrary 64-bit values, even in kTransferLeader's index.
+  Message tl = msg(MessageType::kTransferLeader, 2, 1, 0);
+  tl.index = UINT64_MAX;
+  CHECK(net.node(1).step(tl).ok());
+  CHECK(net.node(2).term() == net.node(1).term());
 }

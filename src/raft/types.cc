@@ -48,8 +48,8 @@ std::string bad(const Message& m, const std::string& what) {
 
 Status validate_entries(const Message& m) {
   if (m.entries.empty()) return Status::ok_status();
-  if (m.index > UINT64_MAX - m.entries.size()) {
-    return Status::invalid_argument(bad(m, "entry indexes overflow"));
+  if (m.entries.size() > kIndexMax - m.index) {
+    return Status::invalid_argument(bad(m, "entry indexes out of range"));
   }
   Term prev_term = m.log_term;
   for (size_t i = 0; i < m.entries.size(); ++i) {
@@ -64,8 +64,8 @@ Status validate_entries(const Message& m) {
                                                  std::to_string(e.term) + " out of order"));
     }
     if (e.type != EntryType::kNormal && e.type != EntryType::kConfChange) {
-      return Status::invalid_argument(bad(m, "entry " + std::to_string(e.index) +
-                                                 " has an unknown type"));
+      return Status::invalid_argument(
+          bad(m, "entry " + std::to_string(e.index) + " has an unknown type"));
     }
     if (e.data.size() > kEntryDataBytesMax) {
       return Status::invalid_argument(bad(m, "entry " + std::to_string(e.index) + " is too big"));
@@ -118,10 +118,9 @@ Result<ConfChange> decode_conf_change(std::string_view data) {
                                     " bytes exceeds " + std::to_string(kContextBytesMax));
   }
   if (data.size() - kConfChangeHeaderBytes != context_bytes) {
-    return Status::invalid_argument("conf change: context length " +
-                                    std::to_string(context_bytes) + " does not match the " +
-                                    std::to_string(data.size() - kConfChangeHeaderBytes) +
-                                    " bytes that follow");
+    return Status::invalid_argument(
+        "conf change: context length " + std::to_string(context_bytes) + " does not match the " +
+        std::to_string(data.size() - kConfChangeHeaderBytes) + " bytes that follow");
   }
   cc.context.assign(data.substr(kConfChangeHeaderBytes));
   return cc;
@@ -171,19 +170,32 @@ Status validate_conf_state(const ConfState& conf) {
 
 const char* message_type_name(MessageType type) {
   switch (type) {
-    case MessageType::kPreVote: return "pre-vote";
-    case MessageType::kPreVoteResp: return "pre-vote-resp";
-    case MessageType::kVote: return "vote";
-    case MessageType::kVoteResp: return "vote-resp";
-    case MessageType::kAppend: return "append";
-    case MessageType::kAppendResp: return "append-resp";
-    case MessageType::kHeartbeat: return "heartbeat";
-    case MessageType::kHeartbeatResp: return "heartbeat-resp";
-    case MessageType::kSnapshot: return "snapshot";
-    case MessageType::kTimeoutNow: return "timeout-now";
-    case MessageType::kReadIndex: return "read-index";
-    case MessageType::kReadIndexResp: return "read-index-resp";
-    case MessageType::kTransferLeader: return "transfer-leader";
+    case MessageType::kPreVote:
+      return "pre-vote";
+    case MessageType::kPreVoteResp:
+      return "pre-vote-resp";
+    case MessageType::kVote:
+      return "vote";
+    case MessageType::kVoteResp:
+      return "vote-resp";
+    case MessageType::kAppend:
+      return "append";
+    case MessageType::kAppendResp:
+      return "append-resp";
+    case MessageType::kHeartbeat:
+      return "heartbeat";
+    case MessageType::kHeartbeatResp:
+      return "heartbeat-resp";
+    case MessageType::kSnapshot:
+      return "snapshot";
+    case MessageType::kTimeoutNow:
+      return "timeout-now";
+    case MessageType::kReadIndex:
+      return "read-index";
+    case MessageType::kReadIndexResp:
+      return "read-index-resp";
+    case MessageType::kTransferLeader:
+      return "transfer-leader";
   }
   return "unknown";
 }
@@ -196,11 +208,19 @@ Status validate_message(const Message& m, NodeId self) {
   if (m.from == kNoNode) return Status::invalid_argument(bad(m, "no sender"));
   if (m.from == self) return Status::invalid_argument(bad(m, "claims to come from ourselves"));
   if (m.to != self) {
-    return Status::invalid_argument(bad(m, "addressed to " + std::to_string(m.to) +
-                                               ", not to us (" + std::to_string(self) + ")"));
+    return Status::invalid_argument(bad(
+        m, "addressed to " + std::to_string(m.to) + ", not to us (" + std::to_string(self) + ")"));
   }
   if (m.context.size() > kContextBytesMax) {
     return Status::invalid_argument(bad(m, "context too long"));
+  }
+  if (m.term > kTermMax || m.log_term > kTermMax) {
+    return Status::invalid_argument(bad(m, "term out of range"));
+  }
+  // (kTransferLeader's index is a node id, any value.)
+  if ((m.index > kIndexMax && m.type != MessageType::kTransferLeader) || m.commit > kIndexMax ||
+      m.reject_hint > kIndexMax) {
+    return Status::invalid_argument(bad(m, "index out of range"));
   }
   const bool termless = m.type == MessageType::kReadIndex || m.type == MessageType::kTransferLeader;
   if (termless && m.term != 0) return Status::invalid_argument(bad(m, "must carry term 0"));
@@ -209,7 +229,8 @@ Status validate_message(const Message& m, NodeId self) {
     return Status::invalid_argument(bad(m, "carries entries"));
   }
   if ((m.type == MessageType::kSnapshot) != m.snapshot.has_value()) {
-    return Status::invalid_argument(bad(m, m.snapshot ? "carries a snapshot" : "lacks its snapshot"));
+    return Status::invalid_argument(
+        bad(m, m.snapshot ? "carries a snapshot" : "lacks its snapshot"));
   }
   switch (m.type) {
     case MessageType::kPreVote:
@@ -231,7 +252,7 @@ Status validate_message(const Message& m, NodeId self) {
       break;
     case MessageType::kSnapshot: {
       const SnapshotMeta& meta = m.snapshot->meta;
-      if (meta.index == 0 || meta.term == 0 || meta.term > m.term) {
+      if (meta.index == 0 || meta.index > kIndexMax || meta.term == 0 || meta.term > m.term) {
         return Status::invalid_argument(bad(m, "snapshot position is malformed"));
       }
       if (meta.conf.voters.empty()) {

@@ -26,6 +26,10 @@ inline constexpr NodeId kNoNode = 0;
 inline constexpr size_t kEntryDataBytesMax = 16u << 20;
 // ReadIndex request ids and conf change contexts.
 inline constexpr size_t kContextBytesMax = 4096;
+// Terms and indexes from the network above this are refused, so that no
+// arithmetic on them (term + 1, index + 1) can overflow.
+inline constexpr uint64_t kTermMax = uint64_t{1} << 62;
+inline constexpr uint64_t kIndexMax = uint64_t{1} << 62;
 // Voters plus learners in one configuration.
 inline constexpr size_t kConfMembersMax = 256;
 // Counted per entry, on top of its data, against every byte limit (messages,

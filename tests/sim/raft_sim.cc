@@ -104,9 +104,15 @@ struct Event {
 
 bool step_model(const std::string& state, const Op& op, std::string* out) {
   switch (op.kind) {
-    case Kind::kPut: *out = op.value; return true;
-    case Kind::kAppend: *out = state + op.value; return true;
-    case Kind::kGet: *out = state; return op.value == state;
+    case Kind::kPut:
+      *out = op.value;
+      return true;
+    case Kind::kAppend:
+      *out = state + op.value;
+      return true;
+    case Kind::kGet:
+      *out = state;
+      return op.value == state;
   }
   return false;
 }
@@ -298,7 +304,8 @@ int self_test() {
     history.push_back(o);
   }
   Verdict big = check(history, nullptr, 50'000'000);
-  std::printf("%s  random linearizable history of 300 ops\n", big == Verdict::kOk ? "ok  " : "FAIL");
+  std::printf("%s  random linearizable history of 300 ops\n",
+              big == Verdict::kOk ? "ok  " : "FAIL");
   failures += big == Verdict::kOk ? 0 : 1;
   for (Op& o : history) {
     if (o.kind == Kind::kGet && !o.value.empty()) {
@@ -362,9 +369,7 @@ struct KvStore {
 
   std::string encode() const {
     std::string out;
-    auto put = [&](const std::string& s) {
-      out += std::to_string(s.size()) + ":" + s;
-    };
+    auto put = [&](const std::string& s) { out += std::to_string(s.size()) + ":" + s; };
     put(std::to_string(kv.size()));
     for (const auto& [k, v] : kv) {
       put(k);
@@ -407,14 +412,14 @@ struct KvStore {
 // ============================================================================
 // The simulation.
 // ============================================================================
-constexpr uint64_t kTickMs = 10;              // one raft tick
-constexpr int kElectionTick = 10;             // 100-200 ms election timeout
-constexpr uint64_t kOpTimeoutMs = 700;        // a client gives up
+constexpr uint64_t kTickMs = 10;        // one raft tick
+constexpr int kElectionTick = 10;       // 100-200 ms election timeout
+constexpr uint64_t kOpTimeoutMs = 700;  // a client gives up
 constexpr size_t kKeys = 4;
 constexpr int kClients = 5;
-constexpr Index kSnapshotEveryEntries = 40;   // applied entries between snapshots
-constexpr Index kCompactKeepEntries = 8;      // entries kept below a snapshot
-constexpr uint64_t kFinalPhaseMs = 20'000;    // liveness after healing
+constexpr Index kSnapshotEveryEntries = 40;  // applied entries between snapshots
+constexpr Index kCompactKeepEntries = 8;     // entries kept below a snapshot
+constexpr uint64_t kFinalPhaseMs = 20'000;   // liveness after healing
 constexpr uint64_t kCheckerBudget = 20'000'000;
 constexpr size_t kTraceLines = 120;
 constexpr int kSpareNodes = 2;
@@ -521,8 +526,8 @@ class Sim {
   std::string summary() const {
     return strf("nodes=%d terms=%zu commit=%" PRIu64 " writes=%" PRIu64 "(+%" PRIu64
                 " open) reads=%" PRIu64 " msgs=%" PRIu64 " dropped=%" PRIu64 " dup=%" PRIu64
-                " crashes=%" PRIu64 " lost-readies=%" PRIu64 " partitions=%" PRIu64
-                " conf=%" PRIu64 " transfers=%" PRIu64 " snaps=%" PRIu64 "/%" PRIu64,
+                " crashes=%" PRIu64 " lost-readies=%" PRIu64 " partitions=%" PRIu64 " conf=%" PRIu64
+                " transfers=%" PRIu64 " snaps=%" PRIu64 "/%" PRIu64,
                 n_voters_, stats_.leader_terms.size(), max_commit_, stats_.writes_ok,
                 stats_.writes_open, stats_.reads_ok, stats_.delivered, stats_.dropped,
                 stats_.duplicated, stats_.crashes, stats_.lost_readies, stats_.partitions,
@@ -543,7 +548,9 @@ class Sim {
       for (const lin::Op& o : history) {
         if (o.key != bad_key) continue;
         ops += strf("\n  c%d %s %s [%" PRIu64 ", %s]", o.client,
-                    o.kind == lin::Kind::kGet ? "get" : o.kind == lin::Kind::kPut ? "put" : "append",
+                    o.kind == lin::Kind::kGet   ? "get"
+                    : o.kind == lin::Kind::kPut ? "put"
+                                                : "append",
                     o.value.c_str(), o.call,
                     o.ret == lin::kOpen ? "open" : std::to_string(o.ret).c_str());
       }
@@ -767,7 +774,8 @@ class Sim {
     Status s = l->raw->propose_conf_change(cc);
     static const char* const kNames[] = {"add-voter", "add-learner", "remove"};
     log(strf("CONF %s %" PRIu64 " via %" PRIu64 ": ", kNames[static_cast<int>(cc.type)], cc.node,
-             l->id) + s.to_string());
+             l->id) +
+        s.to_string());
     if (s.ok()) ++stats_.conf_changes;
   }
 
@@ -882,7 +890,8 @@ class Sim {
   void maybe_snapshot(SimNode& n) {
     const Index snap = n.storage.snapshot_index();
     if (n.applied < snap + kSnapshotEveryEntries) return;
-    check_ok(n.storage.create_snapshot(n.applied, &n.applied_conf, n.sm.encode()), "create_snapshot");
+    check_ok(n.storage.create_snapshot(n.applied, &n.applied_conf, n.sm.encode()),
+             "create_snapshot");
     check_state(n.applied, n.sm, n.id, "created snapshot");
     ++stats_.snapshots_made;
     const Index compact_to = n.applied - kCompactKeepEntries;
@@ -1030,9 +1039,9 @@ class Sim {
       if (index < n.storage.first_index()) continue;  // inside its snapshot
       Result<Term> t = n.storage.term(index);
       Result<std::vector<Entry>> e = n.storage.entries(index, index + 1, UINT64_MAX);
-      const bool has = t.ok() && *t == rec.term && e.ok() &&
-                       fnv1a((*e)[0].data, rec.term * 31 + static_cast<uint64_t>((*e)[0].type)) ==
-                           rec.hash;
+      const bool has =
+          t.ok() && *t == rec.term && e.ok() &&
+          fnv1a((*e)[0].data, rec.term * 31 + static_cast<uint64_t>((*e)[0].type)) == rec.hash;
       if (!has) {
         fail(strf("leader completeness: leader %" PRIu64 " of term %" PRIu64
                   " lacks committed entry %" PRIu64 " (t%" PRIu64 ", committed by t%" PRIu64 ")",
