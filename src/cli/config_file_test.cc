@@ -76,6 +76,28 @@ TEST_CASE("errors name the file and line") {
   CHECK(parse_error("a = \"\\q\"\n") == "f.toml:1: unknown escape \\q in a string");
 }
 
+TEST_CASE("random bytes never crash the parser and errors always name a line") {
+  // Deterministic garbage built from the characters TOML cares about.
+  using namespace std::literals;
+  constexpr std::string_view kAlphabet =
+      "ab_-=[]{}\"'\\#,.\n\r\t 0123456789+eEtrufalsn\x00\xc3\xa9u"sv;
+  uint64_t state = 42;
+  auto next = [&state]() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
+  for (int round = 0; round < 5000; round++) {
+    std::string text;
+    size_t length = next() % 64;
+    for (size_t i = 0; i < length; i++) text += kAlphabet[next() % kAlphabet.size()];
+    auto entries = parse_config(text, "f.toml");
+    if (!entries.ok()) {
+      INFO(text);
+      CHECK(entries.status().message().rfind("f.toml:", 0) == 0);
+    }
+  }
+}
+
 TEST_CASE("an unreadable file is named") {
   auto entries = read_config_file("/nonexistent/shoal.toml");
   REQUIRE(!entries.ok());
