@@ -203,6 +203,7 @@ ControlPlane::~ControlPlane() { stop(); }
 Status ControlPlane::start(std::function<void(const Status&)> fatal) {
   fatal_ = std::move(fatal);
   start_ms_ = now_ms();
+  while (client_id_ == 0) client_id_ = rng_.next_u64();
   auto store = LogStore::open(store_dir_, raft_id_);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
@@ -683,7 +684,9 @@ kj::Promise<std::string> ControlPlane::kv(std::string request, int hops) {
   if (hops > kForwardHopsMax) {
     return machine_->error_response(Status::unavailable("request forwarded too many times (no stable leader)"));
   }
-  auto classified = machine_->classify(request, raft_id_, (start_ms_ << 24) + (++proposal_seq_ & 0xffffff));
+  // Ids of writes that came without one: a random client id per process, an
+  // increasing sequence (the store refuses sequences that go backwards).
+  auto classified = machine_->classify(request, client_id_, ++client_seq_);
   if (!classified.ok()) return machine_->error_response(classified.status());
   uint64_t deadline = now_ms() + options_.request_timeout_ms;
   if (classified->write) return write_with_retries(std::move(classified->bytes), hops, deadline);

@@ -178,6 +178,8 @@ class ControlPlane {
   raft::Index snapshot_index_ = 0;
   uint64_t proposal_seq_ = 0;
   uint64_t read_seq_ = 0;
+  uint64_t client_id_ = 0;   // request ids this node gives writes that have none
+  uint64_t client_seq_ = 0;
   std::map<uint64_t, std::unique_ptr<Proposal>> proposals_;       // by sequence number
   std::map<std::string, std::vector<std::unique_ptr<ReadWait>>> read_batches_;  // ReadIndex context -> reads
   std::vector<std::unique_ptr<ReadWait>> reads_unsent_;           // waiting for the next ReadIndex
