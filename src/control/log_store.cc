@@ -344,10 +344,18 @@ Status LogStore::persist(const raft::Ready& ready) {
     }
   }
   if (ready.hard_state) batch.Put(db_->state, "hard_state", encode_hard_state(*ready.hard_state));
+  // Entries, snapshots, terms and votes must be on disk before anything is
+  // sent. A commit index alone need not be (etcd does the same): losing it
+  // only makes a restarted node apply less until the leader tells it again,
+  // and RocksDB's log is sequential, so it never survives without the
+  // entries written before it.
+  const raft::HardState& prev = memory_->hard_state();
+  bool must_sync = ready.snapshot || !ready.entries.empty() ||
+                   (ready.hard_state && (ready.hard_state->term != prev.term || ready.hard_state->vote != prev.vote));
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = must_sync;
   SHOAL_RETURN_IF_ERROR(from_rocks(db_->db->Write(wo, &batch), "cannot write the Raft log"));
-  ++stats_.synced_writes;
+  if (must_sync) ++stats_.synced_writes;
   stats_.entries_written += ready.entries.size();
   fresh_ = false;
 

@@ -70,6 +70,22 @@ TEST_CASE("a fresh store is fresh; entries and hard state survive a reopen") {
   CHECK((*got)[20].term == 2);
 }
 
+TEST_CASE("entries, terms and votes are synced; a commit index alone is not") {
+  TempDir dir;
+  auto store = LogStore::open(dir.path + "/meta", 7);
+  REQUIRE(store.ok());
+  auto synced = [&] { return (*store)->stats().synced_writes; };
+  REQUIRE((*store)->persist(ready_with({entry(1, 1)}, raft::HardState{1, 7, 0})).ok());
+  CHECK(synced() == 1);
+  REQUIRE((*store)->persist(ready_with({}, raft::HardState{1, 7, 1})).ok());  // commit moved
+  CHECK(synced() == 1);
+  REQUIRE((*store)->persist(ready_with({}, raft::HardState{2, 0, 1})).ok());  // new term
+  CHECK(synced() == 2);
+  REQUIRE((*store)->persist(ready_with({}, raft::HardState{2, 9, 1})).ok());  // vote
+  CHECK(synced() == 3);
+  CHECK((*store)->memory().hard_state() == raft::HardState{2, 9, 1});
+}
+
 TEST_CASE("a replaced suffix is gone after a reopen (Raft §5.3: conflicting entries are deleted)") {
   TempDir dir;
   std::string path = dir.path + "/meta";
