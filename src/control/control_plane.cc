@@ -27,6 +27,7 @@ constexpr uint64_t kReadRetryMs = 1'000;         // re-issue a ReadIndex that go
 constexpr uint64_t kRetryDelayMs = 25;           // between attempts to find a leader
 constexpr uint64_t kSendBatchBytes = 8 << 20;    // Raft messages per raftSend call
 constexpr raft::Index kPromoteLagMax = 64;       // a learner this close to the leader is caught up
+constexpr uint64_t kRejoinIntervalMs = 3'000;    // alone in gossip: try the registered nodes this often
 
 void put_u64(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
@@ -207,6 +208,7 @@ Status ControlPlane::start(std::function<void(const Status&)> fatal) {
   auto store = LogStore::open(store_dir_, raft_id_);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
+  resumed_ = !store_->fresh();
   machine_ = std::make_unique<StateMachine>();
   if (store_->snapshot()) {
     // An empty image is the empty state (the bootstrap snapshot).
@@ -850,6 +852,21 @@ void ControlPlane::on_manage(uv_timer_t* t) {
   }
   if (self->is_leader()) self->manage_group();
   self->maybe_register();
+  self->maybe_rejoin();
+}
+
+void ControlPlane::maybe_rejoin() {
+  // A node that finds itself alone in gossip (restarted without --join, or
+  // its seeds are gone) tries the nodes registered in its metadata, which
+  // survive in its own store: a stopped cluster re-forms by itself.
+  uint64_t now = now_ms();
+  if (now < rejoin_next_ms_) return;
+  rejoin_next_ms_ = now + kRejoinIntervalMs;
+  if (gossip_.core()->count(gossip::MemberState::kAlive) > 1) return;
+  std::vector<std::string> seeds = machine_->registered_addresses(node_id_);
+  if (seeds.empty()) return;
+  SHOAL_LOG_INFO("metadata: alone in gossip; joining the {} node(s) registered in the metadata", seeds.size());
+  gossip_.join(std::move(seeds));
 }
 
 void ControlPlane::manage_group() {

@@ -114,6 +114,8 @@ class ControlPlane {
 
   // For tests and the bench.
   bool is_leader() const;
+  // True when start() found Raft state from an earlier run.
+  bool resumed() const { return resumed_; }
   raft::NodeId raft_id() const { return raft_id_; }
 
  private:
@@ -139,6 +141,7 @@ class ControlPlane {
   void manage_group();
   void refresh_peers();
   void maybe_register();
+  void maybe_rejoin();
   void fatal(const Status& status);
 
   kj::Promise<std::string> propose_write(std::string command, uint64_t deadline_ms);
@@ -172,6 +175,7 @@ class ControlPlane {
   uv_prepare_t* prepare_ = nullptr;
   bool stopped_ = false;
   bool failed_ = false;
+  bool resumed_ = false;
 
   raft::SoftState soft_{};
   raft::Index applied_ = 0;
@@ -194,7 +198,7 @@ class ControlPlane {
   uint64_t register_next_ms_ = 0;
   bool register_in_flight_ = false;
   uint64_t start_ms_ = 0;
-  int64_t lessor_check_next_ms_ = 0;
+  uint64_t rejoin_next_ms_ = 0;
 };
 
 }  // namespace shoal::control

@@ -160,6 +160,26 @@ Result<int64_t> StateMachine::granted_lease(std::string_view response) const {
   return grant->id;
 }
 
+std::vector<std::string> StateMachine::registered_addresses(const std::string& self_id) const {
+  const std::string prefix = "/shoal/nodes/";
+  meta::Response response = impl_->kv.range(meta::RangeRequest::prefix(prefix));
+  const auto* range = std::get_if<meta::RangeResponse>(&response.body);
+  if (!response.status.ok() || range == nullptr) return {};
+  std::vector<std::string> out;
+  for (const auto& kv : range->kvs) {
+    if (kv.key == prefix + self_id) continue;
+    // The record is JSON written by ControlPlane: ..."address":"HOST:PORT"...
+    const std::string field = "\"address\":\"";
+    size_t at = kv.value.find(field);
+    if (at == std::string::npos) continue;
+    at += field.size();
+    size_t end = kv.value.find('"', at);
+    if (end == std::string::npos || end == at || end - at > 256) continue;
+    out.push_back(kv.value.substr(at, end - at));
+  }
+  return out;
+}
+
 void StateMachine::become_leader(int64_t now_ms) {
   impl_->leader = true;
   impl_->lessor.on_become_leader(impl_->kv, now_ms);

@@ -66,6 +66,9 @@ class StateMachine {
   Status response_status(std::string_view response) const;
   Result<int64_t> granted_lease(std::string_view response) const;
 
+  // Addresses of the nodes registered under /shoal/nodes/, except `self_id`.
+  std::vector<std::string> registered_addresses(const std::string& self_id) const;
+
   // Leader-local lease timers.
   void become_leader(int64_t now_ms);
   void lose_leadership();

@@ -260,11 +260,17 @@ Status Node::serve() {
 
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
-    std::printf("shoal: bootstrapped a new cluster; node %s listens on %s\n"
-                "To add a node, copy the token file %s to it and run there:\n"
+    if (s.control->resumed()) {
+      std::printf("shoal: resumed the cluster kept in %s/meta; node %s listens on %s and rejoins the nodes "
+                  "registered there\n",
+                  s.data_dir.c_str(), s.self.id.c_str(), s.self.address.c_str());
+    } else {
+      std::printf("shoal: bootstrapped a new cluster; node %s listens on %s\n", s.self.id.c_str(),
+                  s.self.address.c_str());
+    }
+    std::printf("To add a node, copy the token file %s to it and run there:\n"
                 "  shoal start --join %s --token-file %s\n",
-                s.self.id.c_str(), s.self.address.c_str(), s.token_path.c_str(), s.self.address.c_str(),
-                s.token_path.c_str());
+                s.token_path.c_str(), s.self.address.c_str(), s.token_path.c_str());
     if (s.tls && !s.tls->options().files.ca_file.empty()) {
       std::printf("  plus --tls-cert and --tls-key of a certificate for that node signed by the CA in %s,\n"
                   "  and --tls-ca %s (shoal certs issue DIR NAME makes one)\n",

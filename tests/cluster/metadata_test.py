@@ -156,10 +156,13 @@ def test_acknowledged_writes_survive_leader_kill9_and_full_restart(cluster):
     # Stop everything, start everything again from the data dirs.
     for n in nodes:
         check(n.stop() == 0, "%s did not stop cleanly" % n.name)
-    nodes[0].start()
-    for n in nodes[1:]:
-        n.start(join=[nodes[0].address])
-    wait_until(lambda: group_ready(nodes, 3), 40, "the restarted group to elect a leader")
+    # No --join anywhere: each node finds the others through the
+    # registrations in its own copy of the metadata.
+    for n in nodes:
+        n.start()
+    wait_until(lambda: group_ready(nodes, 3), 60, "the restarted group to elect a leader")
+    check(any("joining the 2 node(s) registered in the metadata" in n.log() for n in nodes),
+          "the restarted nodes did not rejoin through their registrations")
     for n in nodes:
         got = read_all(n, "load/")
         check(got == acked, "%s lost writes after the full restart (%d of %d)" % (n.name, len(got), len(acked)))
