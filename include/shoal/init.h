@@ -1,0 +1,99 @@
+// Starting and stopping shoal inside a program.
+//
+//   int main(int argc, char** argv) {
+//     auto cluster = shoal::init(argc, argv);   // or shoal::init(shoal::local(4))
+//     if (!cluster.ok()) { std::cerr << cluster.status().to_string() << "\n"; return 1; }
+//     ... shoal::task(f).remote(...) ...
+//   }                                          // ~Cluster: shoal::shutdown()
+//
+// Modes:
+//   local    (built) every task and actor runs in this process, on an executor
+//            pool with the given CPUs; for tests, examples and one machine.
+//   connect  (not built yet) a driver attached to a running cluster
+//            (`--address HOST:PORT`, or SHOAL_ADDRESS): tasks go to its nodes.
+//   node     (not built yet) the program is a node (`myapp start --join
+//            HOST:PORT`): the same CLI as `shoal`, plus its registered
+//            functions, so one binary serves every machine.
+// The distributed runtime implements the same interface as the local one
+// (src/task/runtime.h) behind this same API: code written against local mode
+// runs unchanged. Until it lands, connect and node modes return kUnavailable
+// with a message saying so; they never fall back to local mode silently.
+//
+// Threading: call init() and shutdown() from one thread (usually main), not
+// from inside tasks. Only one shoal instance exists per process at a time;
+// init() again after shutdown() starts a fresh one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "shoal/status.h"
+
+namespace shoal {
+
+struct Options {
+  enum class Mode { kLocal, kConnect, kNode };
+
+  Mode mode = Mode::kLocal;
+  // The node's resources. cpus 0: the machine's hardware threads; memory 0:
+  // its physical memory.
+  double cpus = 0;
+  double gpus = 0;
+  uint64_t memory_bytes = 0;
+  std::map<std::string, double> resources;       // custom resources
+  std::map<std::string, std::string> labels;     // what label selectors match
+  std::string address;                           // kConnect: "HOST:PORT" of a node
+  std::string name_space = "default";            // of named actors
+  // Threads of the executor (CPU tasks plus those blocked in get()).
+  // 0: max(64, 4 x cpus). Never fewer than ceil(cpus).
+  int executor_threads_max = 0;
+  uint64_t seed = 0;  // ids and the node id; 0: from the OS
+};
+
+// Local mode with `cpus` CPUs (0: the machine's hardware threads).
+Options local(double cpus = 0);
+// A driver for the cluster a node at `address` belongs to.
+Options connect(std::string address);
+
+// Keeps shoal running; its destructor calls shutdown(). Move-only.
+class Cluster {
+ public:
+  Cluster(Cluster&& other) noexcept;
+  Cluster& operator=(Cluster&& other) noexcept;
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+  ~Cluster();
+
+  // This process's node id (32 hex digits).
+  const std::string& node_id() const { return node_id_; }
+
+ private:
+  friend Result<Cluster> init(Options options);
+  explicit Cluster(std::string node_id) : node_id_(std::move(node_id)), active_(true) {}
+
+  std::string node_id_;
+  bool active_ = false;
+};
+
+// Starts shoal. Errors: kInvalidArgument for bad options (negative CPUs,
+// duplicate registered names), kAlreadyExists when already initialized,
+// kUnavailable for the modes not built yet.
+Result<Cluster> init(Options options = local());
+
+// Options from the command line, then init(). Recognized (anything else is
+// left to the program): `start ...` as the first argument (node mode),
+// `--address HOST:PORT` / `--address=HOST:PORT` (connect; also the
+// SHOAL_ADDRESS environment variable), `--cpus N`, `--namespace NAME`.
+// Without them: local mode on every hardware thread.
+Result<Cluster> init(int argc, char** argv);
+// The Options init(argc, argv) would use; kInvalidArgument names a bad flag.
+Result<Options> options_from_args(int argc, char** argv);
+
+// Stops every task and actor and frees every object: waits for running
+// tasks and actor methods to return (they see cancel_requested()), fails
+// what is queued. Does nothing when not initialized.
+void shutdown();
+bool is_initialized();
+
+}  // namespace shoal

@@ -1,0 +1,220 @@
+#include "task/executor.h"
+
+#include <algorithm>
+#include <system_error>
+#include <utility>
+
+#include "base/assert.h"
+
+namespace shoal::detail {
+
+struct Executor::Worker {
+  Executor* executor = nullptr;
+  const ResourceSet* demand = nullptr;  // of the item running on this thread
+  bool blocked = false;
+};
+
+namespace {
+thread_local Executor::Worker* tls_worker = nullptr;  // NOLINT: per pool thread
+}  // namespace
+
+Executor::Executor(Config config)
+    : threads_max_(std::clamp(config.threads_max, std::max(config.threads_min, 1), kThreadsMaxLimit)),
+      resources_(std::move(config.total)) {
+  std::lock_guard lock(mutex_);
+  for (int i = 0; i < std::max(config.threads_min, 1) && i < threads_max_; ++i) {
+    threads_.emplace_back([this] { thread_main(); });
+  }
+}
+
+Executor::~Executor() {
+  std::vector<WorkItem> dropped = drain();
+  join();
+}
+
+Status Executor::submit(WorkItem item) {
+  std::unique_lock lock(mutex_);
+  if (draining_) return Status::cancelled("the executor is shutting down");
+  if (!resources_.feasible(item.demand)) {
+    return Status::resource_exhausted("needs " + item.demand.to_string() + " but this node has " +
+                                      resources_.total().to_string() + " in total");
+  }
+  std::string key = item.demand.key();
+  classes_[key].push_back(Queued{next_sequence_++, std::move(item)});
+  ++queued_;
+  if (idle_ > 0) {
+    work_cv_.notify_one();
+  } else {
+    maybe_add_thread();
+  }
+  return Status();
+}
+
+std::optional<WorkItem> Executor::cancel(const TaskId& id) {
+  std::lock_guard lock(mutex_);
+  for (auto it = classes_.begin(); it != classes_.end(); ++it) {
+    auto& queue = it->second;
+    for (auto q = queue.begin(); q != queue.end(); ++q) {
+      if (q->item.task_id != id) continue;
+      WorkItem item = std::move(q->item);
+      queue.erase(q);
+      --queued_;
+      if (queue.empty()) classes_.erase(it);
+      return item;
+    }
+  }
+  return std::nullopt;
+}
+
+void Executor::release(const ResourceSet& demand) {
+  std::lock_guard lock(mutex_);
+  resources_.release(demand);
+  wake_after_release();
+}
+
+std::vector<WorkItem> Executor::drain() {
+  std::vector<WorkItem> out;
+  std::lock_guard lock(mutex_);
+  draining_ = true;
+  for (auto& [key, queue] : classes_) {
+    for (auto& q : queue) out.push_back(std::move(q.item));
+  }
+  classes_.clear();
+  queued_ = 0;
+  work_cv_.notify_all();
+  return out;
+}
+
+void Executor::join() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(mutex_);
+    SHOAL_ASSERT(draining_);
+    SHOAL_ASSERT(tls_worker == nullptr || tls_worker->executor != this);
+    if (joined_) return;
+    joined_ = true;
+    work_cv_.notify_all();
+    threads = std::move(threads_);
+  }
+  for (auto& t : threads) t.join();
+}
+
+Executor::Stats Executor::stats() const {
+  std::lock_guard lock(mutex_);
+  return Stats{queued_, running_, blocked_, threads_.size(), resources_.available()};
+}
+
+bool Executor::has_startable() const {
+  if (reacquiring_ > 0) return false;  // resumed items take their demand back first
+  for (const auto& [key, queue] : classes_) {
+    if (resources_.can_run(queue.front().item.demand)) return true;
+  }
+  return false;
+}
+
+std::optional<WorkItem> Executor::take_next() {
+  if (reacquiring_ > 0) return std::nullopt;
+  auto best = classes_.end();
+  for (auto it = classes_.begin(); it != classes_.end(); ++it) {
+    const Queued& head = it->second.front();
+    if (!resources_.can_run(head.item.demand)) continue;
+    if (best == classes_.end() || head.sequence < best->second.front().sequence) best = it;
+  }
+  if (best == classes_.end()) return std::nullopt;
+  WorkItem item = std::move(best->second.front().item);
+  best->second.pop_front();
+  if (best->second.empty()) classes_.erase(best);
+  --queued_;
+  resources_.acquire(item.demand);
+  return item;
+}
+
+void Executor::maybe_add_thread() {
+  if (draining_ || idle_ > 0) return;
+  if (static_cast<int>(threads_.size()) >= threads_max_) return;
+  if (!has_startable()) return;
+  try {
+    threads_.emplace_back([this] { thread_main(); });
+  } catch (const std::system_error&) {
+    // Out of threads: the queued items wait for a running one to finish.
+  }
+}
+
+void Executor::wake_after_release() {
+  if (reacquiring_ > 0) {
+    reacquire_cv_.notify_all();
+  } else if (queued_ > 0) {
+    if (idle_ > 0) {
+      work_cv_.notify_all();
+    } else {
+      maybe_add_thread();
+    }
+  }
+}
+
+void Executor::thread_main() {
+  Worker worker;
+  worker.executor = this;
+  tls_worker = &worker;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    std::optional<WorkItem> item = draining_ ? std::nullopt : take_next();
+    if (!item) {
+      if (draining_) break;
+      ++idle_;
+      work_cv_.wait(lock);
+      --idle_;
+      continue;
+    }
+    ++running_;
+    lock.unlock();
+    worker.demand = &item->demand;
+    item->run();
+    worker.demand = nullptr;
+    ResourceSet demand = std::move(item->demand);
+    bool keep = item->keep_resources;
+    item.reset();  // the closure's captures die outside the lock
+    lock.lock();
+    --running_;
+    if (!keep) {
+      resources_.release(demand);
+      wake_after_release();
+    }
+  }
+  tls_worker = nullptr;
+}
+
+void Executor::begin_blocking(Worker& worker) {
+  std::lock_guard lock(mutex_);
+  SHOAL_ASSERT(!worker.blocked);
+  worker.blocked = true;
+  ++blocked_;
+  resources_.release(*worker.demand);
+  wake_after_release();
+  maybe_add_thread();
+}
+
+void Executor::end_blocking(Worker& worker) {
+  std::unique_lock lock(mutex_);
+  SHOAL_ASSERT(worker.blocked);
+  ++reacquiring_;
+  reacquire_cv_.wait(lock, [&] { return resources_.can_run(*worker.demand); });
+  --reacquiring_;
+  resources_.acquire(*worker.demand);
+  worker.blocked = false;
+  --blocked_;
+  if (reacquiring_ == 0 && queued_ > 0 && idle_ > 0) work_cv_.notify_all();
+}
+
+Executor::BlockingScope::BlockingScope() : executor_(nullptr) {
+  Worker* worker = tls_worker;
+  if (worker == nullptr || worker->demand == nullptr || worker->blocked) return;
+  executor_ = worker->executor;
+  executor_->begin_blocking(*worker);
+}
+
+Executor::BlockingScope::~BlockingScope() {
+  if (executor_ != nullptr) executor_->end_blocking(*tls_worker);
+}
+
+}  // namespace shoal::detail

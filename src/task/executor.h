@@ -1,0 +1,133 @@
+// Executor: runs work items (task bodies) on a pool of threads without ever
+// running more than the node's resources allow.
+//
+// Each item states its demand (a ResourceSet). An item starts only when its
+// demand fits what is free; it holds that demand while it runs and gives it
+// back when run() returns (or, with keep_resources, when release() is
+// called: an actor's lifetime lease). Items wait in one FIFO queue per
+// demand ("scheduling class"); the oldest head that fits goes first, so a
+// big task waits for room without blocking small ones of other classes.
+//
+// A running item that blocks (get() inside a task) brackets the wait with
+// BlockingScope: its demand is lent to other items meanwhile, and a thread is
+// added if no idle one is left (up to threads_max). On waking it takes its
+// demand back before any new item starts. Running (unblocked) items
+// therefore never exceed the node's resources.
+//
+// Threading: submit/cancel/release/stats from any thread. run() executes on a
+// pool thread with no executor lock held. drain() then join() stop it; join()
+// must not be called from a pool thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shoal/ids.h"
+#include "shoal/status.h"
+#include "task/resources.h"
+
+namespace shoal::detail {
+
+struct WorkItem {
+  TaskId task_id;
+  ResourceSet demand;
+  std::function<void()> run;
+  bool keep_resources = false;  // the demand stays taken after run(); see release()
+};
+
+class Executor {
+ public:
+  static constexpr int kThreadsMaxLimit = 4096;
+
+  struct Config {
+    ResourceSet total;    // what the node has
+    int threads_min = 1;  // started at once (ceil(CPUs))
+    int threads_max = 64; // CPU-bound items plus items blocked in get()
+  };
+  struct Stats {
+    std::size_t queued = 0;
+    std::size_t running = 0;  // includes blocked
+    std::size_t blocked = 0;
+    std::size_t threads = 0;
+    ResourceSet available;
+  };
+
+  explicit Executor(Config config);
+  ~Executor();  // drain() + join() if not done
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // kResourceExhausted when the demand exceeds the node's totals (it could
+  // never run), kCancelled after drain().
+  Status submit(WorkItem item);
+  // Takes a queued item back; nullopt if it already started or is unknown.
+  std::optional<WorkItem> cancel(const TaskId& id);
+  // Returns a keep_resources item's demand.
+  void release(const ResourceSet& demand);
+
+  // Stops starting items and hands back the queued ones.
+  std::vector<WorkItem> drain();
+  // Waits for running items to return and joins the threads.
+  void join();
+
+  Stats stats() const;
+  const ResourceSet& total() const { return resources_.total(); }
+
+  // Per pool thread; only the executor reads it.
+  struct Worker;
+
+  // Around a blocking wait inside run(): lends the item's demand out. Does
+  // nothing on threads that are not this kind of pool thread.
+  class BlockingScope {
+   public:
+    BlockingScope();
+    ~BlockingScope();
+    BlockingScope(const BlockingScope&) = delete;
+    BlockingScope& operator=(const BlockingScope&) = delete;
+
+   private:
+    Executor* executor_;
+  };
+
+ private:
+  struct Queued {
+    uint64_t sequence;
+    WorkItem item;
+  };
+
+  void thread_main();
+  // The next item to start, if one fits (lock held).
+  std::optional<WorkItem> take_next();
+  bool has_startable() const;  // lock held
+  void maybe_add_thread();     // lock held
+  void begin_blocking(Worker& worker);
+  void end_blocking(Worker& worker);
+  void wake_after_release();  // lock held
+
+  const int threads_max_;
+  mutable std::mutex mutex_;
+  std::condition_variable work_cv_;       // idle threads wait for items
+  std::condition_variable reacquire_cv_;  // unblocked items wait for their demand
+  NodeResources resources_;                              // guarded by mutex_
+  std::map<std::string, std::deque<Queued>> classes_;    // guarded: demand key -> FIFO
+  std::size_t queued_ = 0;                               // guarded
+  std::size_t running_ = 0;                              // guarded
+  std::size_t blocked_ = 0;                              // guarded
+  std::size_t idle_ = 0;                                 // guarded
+  std::size_t reacquiring_ = 0;                          // guarded
+  uint64_t next_sequence_ = 0;                           // guarded
+  bool draining_ = false;                                // guarded
+  bool joined_ = false;                                  // guarded
+  std::vector<std::thread> threads_;                     // guarded
+};
+
+}  // namespace shoal::detail

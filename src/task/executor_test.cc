@@ -1,0 +1,132 @@
+// Executor: concurrency never exceeds the node's resources, big tasks wait
+// for room, cancel and drain, and blocked items lend their CPUs.
+#include "task/executor.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <latch>
+#include <thread>
+
+using namespace shoal;
+using namespace shoal::detail;
+using namespace std::chrono_literals;
+
+namespace {
+
+ResourceSet cpus(double n) { return *ResourceSet::from_wholes({{"CPU", n}}); }
+
+// Tracks CPU units in use by running items and the most seen at once.
+struct Meter {
+  std::atomic<int64_t> in_use{0};
+  std::atomic<int64_t> peak{0};
+  void enter(int64_t units) {
+    int64_t now = in_use.fetch_add(units) + units;
+    int64_t seen = peak.load();
+    while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+    }
+  }
+  void leave(int64_t units) { in_use.fetch_sub(units); }
+};
+
+TaskId task_id(uint64_t n) { return TaskId{1, n << 16}; }
+
+}  // namespace
+
+TEST_CASE("executor: running items never exceed the CPUs, mixed sizes included") {
+  Executor executor(Executor::Config{cpus(4), 4, 64});
+  Meter meter;
+  std::atomic<int> done{0};
+  const double sizes[] = {1, 2, 0.5, 4, 1, 3};
+  const int kItems = 300;
+  for (int i = 0; i < kItems; ++i) {
+    double size = sizes[i % 6];
+    int64_t units = static_cast<int64_t>(size * ResourceSet::kUnitsPerWhole);
+    REQUIRE(executor
+                .submit(WorkItem{task_id(i), cpus(size),
+                                 [&, units] {
+                                   meter.enter(units);
+                                   std::this_thread::sleep_for(200us);
+                                   meter.leave(units);
+                                   done.fetch_add(1);
+                                 }})
+                .ok());
+  }
+  while (done.load() < kItems) std::this_thread::sleep_for(1ms);
+  CHECK(meter.peak.load() <= 4 * ResourceSet::kUnitsPerWhole);
+  CHECK(meter.peak.load() >= 2 * ResourceSet::kUnitsPerWhole);  // it did run things in parallel
+  Executor::Stats stats = executor.stats();
+  CHECK(stats.queued == 0);
+  CHECK(stats.available == cpus(4));
+  std::vector<WorkItem> left = executor.drain();
+  CHECK(left.empty());
+  executor.join();
+}
+
+TEST_CASE("executor: a demand over the node's total is refused; cancel and drain return items") {
+  Executor executor(Executor::Config{cpus(1), 1, 4});
+  Status status = executor.submit(WorkItem{task_id(1), cpus(2), [] {}});
+  CHECK(status.code() == Status::Code::kResourceExhausted);
+  CHECK(status.message().find("CPU 2") != std::string::npos);
+
+  std::latch started(1);
+  std::atomic<bool> release{false};
+  REQUIRE(executor.submit(WorkItem{task_id(2), cpus(1), [&] {
+                            started.count_down();
+                            while (!release.load()) std::this_thread::sleep_for(1ms);
+                          }})
+              .ok());
+  started.wait();
+  std::atomic<int> ran{0};
+  for (int i = 3; i < 6; ++i) REQUIRE(executor.submit(WorkItem{task_id(i), cpus(1), [&] { ran.fetch_add(1); }}).ok());
+  std::optional<WorkItem> cancelled = executor.cancel(task_id(4));
+  REQUIRE(cancelled);
+  CHECK(cancelled->task_id == task_id(4));
+  CHECK_FALSE(executor.cancel(task_id(2)));   // running
+  CHECK_FALSE(executor.cancel(task_id(99)));  // unknown
+  std::vector<WorkItem> left = executor.drain();
+  CHECK(left.size() == 2);
+  CHECK(executor.submit(WorkItem{task_id(7), cpus(1), [] {}}).code() == Status::Code::kCancelled);
+  release.store(true);
+  executor.join();
+  CHECK(ran.load() == 0);
+}
+
+TEST_CASE("executor: an item blocked in a wait lends its CPU, then takes it back first") {
+  Executor executor(Executor::Config{cpus(1), 1, 8});
+  Meter meter;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool child_done = false;
+  std::atomic<bool> parent_done{false};
+  const int64_t unit = ResourceSet::kUnitsPerWhole;
+  REQUIRE(executor.submit(WorkItem{task_id(1), cpus(1), [&] {
+                            meter.enter(unit);
+                            // The child needs the only CPU: without lending this deadlocks.
+                            Status s = executor.submit(WorkItem{task_id(2), cpus(1), [&] {
+                                                         meter.enter(unit);
+                                                         meter.leave(unit);
+                                                         std::lock_guard lock(mutex);
+                                                         child_done = true;
+                                                         cv.notify_all();
+                                                       }});
+                            CHECK(s.ok());
+                            meter.leave(unit);
+                            {
+                              Executor::BlockingScope blocking;
+                              std::unique_lock lock(mutex);
+                              cv.wait(lock, [&] { return child_done; });
+                            }
+                            meter.enter(unit);
+                            meter.leave(unit);
+                            parent_done.store(true);
+                          }})
+              .ok());
+  while (!parent_done.load()) std::this_thread::sleep_for(1ms);
+  CHECK(meter.peak.load() == unit);
+  std::vector<WorkItem> left = executor.drain();
+  executor.join();
+  CHECK(executor.stats().available == cpus(1));
+}

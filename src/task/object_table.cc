@@ -1,0 +1,119 @@
+#include "task/object_table.h"
+
+#include "base/assert.h"
+
+namespace shoal::detail {
+
+void ObjectTable::create_pending(const ObjectId& id) {
+  std::lock_guard lock(mutex_);
+  bool inserted = entries_.try_emplace(id).second;
+  SHOAL_ASSERT(inserted, id.hex());
+}
+
+void ObjectTable::create_ready(const ObjectId& id, ObjectValuePtr value) {
+  SHOAL_ASSERT(value != nullptr);
+  std::lock_guard lock(mutex_);
+  auto [it, inserted] = entries_.try_emplace(id);
+  SHOAL_ASSERT(inserted, id.hex());
+  it->second.value = std::move(value);
+}
+
+bool ObjectTable::complete(const ObjectId& id, ObjectValuePtr value) {
+  SHOAL_ASSERT(value != nullptr);
+  std::vector<std::pair<uint64_t, Callback>> callbacks;
+  ObjectValuePtr freed;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.value != nullptr) return false;
+    callbacks = std::move(it->second.callbacks);
+    if (it->second.refs == 0) {
+      freed = std::move(value);  // nobody can see it any more
+      entries_.erase(it);
+    } else {
+      it->second.value = value;
+    }
+  }
+  const ObjectValuePtr& delivered = freed ? freed : value;
+  for (auto& [token, callback] : callbacks) callback(delivered);
+  return true;
+}
+
+Result<ObjectValuePtr> ObjectTable::lookup(const ObjectId& id) const {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return Status::not_found("object " + id.hex() + " is not known here (freed, or owned by another process)");
+  }
+  return it->second.value;
+}
+
+Result<uint64_t> ObjectTable::on_ready(const ObjectId& id, Callback callback) {
+  ObjectValuePtr value;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) {
+      return Status::not_found("object " + id.hex() + " is not known here (freed, or owned by another process)");
+    }
+    if (it->second.value == nullptr) {
+      uint64_t token = next_token_++;
+      it->second.callbacks.emplace_back(token, std::move(callback));
+      return token;
+    }
+    value = it->second.value;
+  }
+  callback(value);
+  return uint64_t{0};
+}
+
+void ObjectTable::cancel_callback(const ObjectId& id, uint64_t token) {
+  Callback dropped;
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  auto& callbacks = it->second.callbacks;
+  for (auto c = callbacks.begin(); c != callbacks.end(); ++c) {
+    if (c->first == token) {
+      dropped = std::move(c->second);  // destroyed after the lock is released
+      callbacks.erase(c);
+      return;
+    }
+  }
+}
+
+void ObjectTable::add_ref(const ObjectId& id) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it != entries_.end()) ++it->second.refs;
+}
+
+void ObjectTable::remove_ref(const ObjectId& id) {
+  ObjectValuePtr freed;
+  std::vector<std::pair<uint64_t, Callback>> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    SHOAL_ASSERT(it->second.refs > 0, id.hex());
+    if (--it->second.refs > 0 || it->second.value == nullptr) return;  // pending: freed when it completes
+    freed = std::move(it->second.value);
+    dropped = std::move(it->second.callbacks);
+    entries_.erase(it);
+  }
+}
+
+std::size_t ObjectTable::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
+void ObjectTable::clear() {
+  std::unordered_map<ObjectId, Entry> entries;
+  {
+    std::lock_guard lock(mutex_);
+    entries.swap(entries_);
+  }
+}
+
+}  // namespace shoal::detail

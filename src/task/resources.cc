@@ -1,0 +1,128 @@
+#include "task/resources.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "base/assert.h"
+
+namespace shoal::detail {
+
+namespace {
+
+Result<int64_t> to_units(std::string_view name, double wholes) {
+  if (name.empty()) return Status::invalid_argument("a resource has an empty name");
+  if (!std::isfinite(wholes) || wholes < 0 || wholes > ResourceSet::kWholesMax) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%g", wholes);
+    return Status::invalid_argument("resource " + std::string(name) + " = " + text +
+                                    ": must be a number from 0 to 1e14");
+  }
+  return static_cast<int64_t>(std::llround(wholes * ResourceSet::kUnitsPerWhole));
+}
+
+}  // namespace
+
+Result<ResourceSet> ResourceSet::from_request(const ResourceRequest& request) {
+  std::vector<std::pair<std::string, double>> wholes = {
+      {std::string(kCpu), request.cpus},
+      {std::string(kGpu), request.gpus},
+      {std::string(kMemory), static_cast<double>(request.memory_bytes)},
+  };
+  for (const auto& [name, quantity] : request.custom) {
+    if (name == kCpu || name == kGpu || name == kMemory) {
+      return Status::invalid_argument("resource " + name + " is built in: use cpus(), gpus() or memory()");
+    }
+    wholes.emplace_back(name, quantity);
+  }
+  return from_wholes(wholes);
+}
+
+Result<ResourceSet> ResourceSet::from_wholes(const std::vector<std::pair<std::string, double>>& wholes) {
+  ResourceSet out;
+  for (const auto& [name, quantity] : wholes) {
+    Result<int64_t> units = to_units(name, quantity);
+    if (!units.ok()) return units.status();
+    out.set_units(name, out.units(name) + *units);
+  }
+  return out;
+}
+
+int64_t ResourceSet::units(std::string_view name) const {
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), name,
+                             [](const auto& entry, std::string_view n) { return entry.first < n; });
+  return it != entries_.end() && it->first == name ? it->second : 0;
+}
+
+void ResourceSet::set_units(std::string_view name, int64_t units) {
+  SHOAL_ASSERT(units >= 0, name, units);
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), name,
+                             [](const auto& entry, std::string_view n) { return entry.first < n; });
+  if (it != entries_.end() && it->first == name) {
+    if (units == 0) {
+      entries_.erase(it);
+    } else {
+      it->second = units;
+    }
+  } else if (units != 0) {
+    entries_.emplace(it, std::string(name), units);
+  }
+}
+
+bool ResourceSet::fits_in(const ResourceSet& other) const {
+  for (const auto& [name, units] : entries_) {
+    if (units > other.units(name)) return false;
+  }
+  return true;
+}
+
+void ResourceSet::add(const ResourceSet& other) {
+  for (const auto& [name, units] : other.entries_) set_units(name, this->units(name) + units);
+}
+
+void ResourceSet::subtract(const ResourceSet& other) {
+  SHOAL_ASSERT(other.fits_in(*this), other.to_string(), to_string());
+  for (const auto& [name, units] : other.entries_) set_units(name, this->units(name) - units);
+}
+
+std::string ResourceSet::key() const {
+  std::string out;
+  for (const auto& [name, units] : entries_) {
+    out += name;
+    out += '=';
+    out += std::to_string(units);
+    out += ';';
+  }
+  return out;
+}
+
+std::string ResourceSet::to_string() const {
+  if (entries_.empty()) return "nothing";
+  std::string out;
+  char number[64];
+  for (const auto& [name, units] : entries_) {
+    if (!out.empty()) out += ", ";
+    out += name;
+    out += ' ';
+    if (name == kMemory) {
+      double bytes = static_cast<double>(units) / kUnitsPerWhole;
+      std::snprintf(number, sizeof number, "%.0f MiB", bytes / (1024.0 * 1024.0));
+    } else {
+      std::snprintf(number, sizeof number, "%g", static_cast<double>(units) / kUnitsPerWhole);
+    }
+    out += number;
+  }
+  return out;
+}
+
+void NodeResources::acquire(const ResourceSet& demand) {
+  SHOAL_ASSERT(can_run(demand), demand.to_string(), available_.to_string());
+  available_.subtract(demand);
+}
+
+void NodeResources::release(const ResourceSet& demand) {
+  available_.add(demand);
+  SHOAL_ASSERT(available_.fits_in(total_), demand.to_string(), available_.to_string(), total_.to_string());
+}
+
+}  // namespace shoal::detail

@@ -1,0 +1,82 @@
+// ResourceSet and NodeResources: fixed-point quantities, feasibility,
+// acquire/release, validation.
+#include "task/resources.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+using namespace shoal;
+using namespace shoal::detail;
+
+TEST_CASE("resources: requests become fixed-point sets; bad quantities are refused") {
+  ResourceRequest request;
+  request.cpus = 0.5;
+  request.gpus = 1;
+  request.memory_bytes = 1 << 20;
+  request.custom["ssd"] = 2;
+  Result<ResourceSet> set = ResourceSet::from_request(request);
+  REQUIRE(set.ok());
+  CHECK(set->units("CPU") == 5'000);
+  CHECK(set->wholes("GPU") == 1.0);
+  CHECK(set->wholes("memory") == 1 << 20);
+  CHECK(set->units("ssd") == 20'000);
+  CHECK(set->units("none") == 0);
+  CHECK(set->to_string() == "CPU 0.5, GPU 1, memory 1 MiB, ssd 2");
+
+  ResourceRequest zero{.cpus = 0};
+  CHECK(ResourceSet::from_request(zero)->empty());
+
+  for (double bad : {-1.0, std::nan(""), std::numeric_limits<double>::infinity(), 1e15}) {
+    ResourceRequest r;
+    r.cpus = bad;
+    Result<ResourceSet> s = ResourceSet::from_request(r);
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.status().message().find("CPU") != std::string::npos);
+  }
+  ResourceRequest builtin;
+  builtin.custom["CPU"] = 1;
+  CHECK_FALSE(ResourceSet::from_request(builtin).ok());
+  ResourceRequest unnamed;
+  unnamed.custom[""] = 1;
+  CHECK_FALSE(ResourceSet::from_request(unnamed).ok());
+}
+
+TEST_CASE("resources: fits, add, subtract, keys") {
+  ResourceSet node = *ResourceSet::from_wholes({{"CPU", 2}, {"GPU", 1}});
+  ResourceSet one_cpu = *ResourceSet::from_wholes({{"CPU", 1}});
+  ResourceSet three_cpu = *ResourceSet::from_wholes({{"CPU", 3}});
+  ResourceSet tpu = *ResourceSet::from_wholes({{"TPU", 1}});
+  CHECK(one_cpu.fits_in(node));
+  CHECK_FALSE(three_cpu.fits_in(node));
+  CHECK_FALSE(tpu.fits_in(node));
+  CHECK(ResourceSet().fits_in(node));
+  ResourceSet sum = one_cpu;
+  sum.add(one_cpu);
+  CHECK(sum.units("CPU") == 20'000);
+  sum.subtract(one_cpu);
+  CHECK(sum == one_cpu);
+  sum.subtract(one_cpu);
+  CHECK(sum.empty());
+  CHECK(one_cpu.key() == ResourceSet::from_wholes({{"CPU", 0.5}, {"CPU", 0.5}})->key());
+  CHECK(one_cpu.key() != three_cpu.key());
+}
+
+TEST_CASE("resources: a node never hands out more than it has") {
+  NodeResources node(*ResourceSet::from_wholes({{"CPU", 2}}));
+  ResourceSet half = *ResourceSet::from_wholes({{"CPU", 0.5}});
+  ResourceSet two = *ResourceSet::from_wholes({{"CPU", 2}});
+  CHECK(node.feasible(two));
+  CHECK_FALSE(node.feasible(*ResourceSet::from_wholes({{"CPU", 2.5}})));
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(node.can_run(half));
+    node.acquire(half);
+  }
+  CHECK_FALSE(node.can_run(half));
+  CHECK_FALSE(node.can_run(two));
+  node.release(half);
+  CHECK(node.can_run(half));
+  for (int i = 0; i < 3; ++i) node.release(half);
+  CHECK(node.available() == node.total());
+}
