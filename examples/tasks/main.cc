@@ -70,24 +70,27 @@ int main(int argc, char** argv) {
   std::vector<shoal::ObjectRef<long>> fibs;
   for (int n = 0; n < 40; ++n) fibs.push_back(shoal::task(fibonacci).remote(n));
   std::vector<long> values = shoal::get(fibs);  // waits for all
-  std::cout << "fibonacci(0..39): ..., " << values[37] << ", " << values[38] << ", " << values[39] << "\n";
+  std::cout << "fibonacci(0..39): ..., " << values[37] << ", " << values[38] << ", " << values[39]
+            << "\n";
 
   // 2. Chain: an ObjectRef passed as an argument is resolved before the call.
   shoal::ObjectRef<long> sum = shoal::task(add).remote(fibs[38], fibs[37]);
-  std::cout << "fibonacci(38) + fibonacci(37) = " << sum.get() << " (fibonacci(39) = " << values[39] << ")\n";
+  std::cout << "fibonacci(38) + fibonacci(37) = " << sum.get() << " (fibonacci(39) = " << values[39]
+            << ")\n";
 
   // 3. An actor, fed with refs: calls run in the order they were made.
   auto accumulator = shoal::actor<Accumulator>("fibs").remote();
   for (const auto& ref : fibs) accumulator.task(&Accumulator::add).remote(ref);
   Summary summary = accumulator.task(&Accumulator::summary).remote().get();
-  std::cout << accumulator.task(&Accumulator::name).remote().get() << ": " << summary.count << " values, total "
-            << summary.total << ", largest " << summary.largest << "\n";
+  std::cout << accumulator.task(&Accumulator::name).remote().get() << ": " << summary.count
+            << " values, total " << summary.total << ", largest " << summary.largest << "\n";
 
   // 4. Failures come back at get(), with what was thrown and where.
   try {
     shoal::task(fibonacci).remote(-1).get();
   } catch (const shoal::TaskError& e) {
-    std::cout << "as expected, " << e.function() << " threw " << e.exception_type() << ": " << e.message() << "\n";
+    std::cout << "as expected, " << e.function() << " threw " << e.exception_type() << ": "
+              << e.message() << "\n";
   }
   return 0;
 }  // ~Cluster shuts shoal down

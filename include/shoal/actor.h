@@ -82,7 +82,8 @@ ActorPtr unpack_actor_handle(const msgpack::object& object, const std::string* e
                              const char* type_name);
 
 [[noreturn]] void throw_unregistered_class(const std::string& type);
-[[noreturn]] void throw_unregistered_method(const std::string& class_name, const std::string& method_type);
+[[noreturn]] void throw_unregistered_method(const std::string& class_name,
+                                            const std::string& method_type);
 [[noreturn]] void throw_wrong_actor_class(std::string_view name, const std::string& actual,
                                           const std::string& wanted);
 
@@ -98,11 +99,13 @@ const std::string& registered_class_name() {
 template <typename A>
 struct ConstructorParam {
   using D = std::decay_t<A>;
-  using type = std::conditional_t<std::is_same_v<D, const char*> || std::is_same_v<D, char*>, std::string, D>;
+  using type = std::conditional_t<std::is_same_v<D, const char*> || std::is_same_v<D, char*>,
+                                  std::string, D>;
 };
 template <typename U>
 struct ConstructorParam<ObjectRef<U>> {
-  static_assert(!std::is_void_v<U>, "shoal::actor<T>(...): an ObjectRef<void> cannot be an argument");
+  static_assert(!std::is_void_v<U>,
+                "shoal::actor<T>(...): an ObjectRef<void> cannot be an argument");
   using type = U;
 };
 template <typename A>
@@ -123,10 +126,13 @@ class ActorHandle {
   // A call of `method` (registered with SHOAL_ACTOR); .remote(args...) sends it.
   template <typename M>
   ActorTaskBuilder<T, M> task(M method) const {
-    static_assert(detail::MethodPointer<M>, "ActorHandle::task() takes a member function pointer (&Class::method)");
+    static_assert(detail::MethodPointer<M>,
+                  "ActorHandle::task() takes a member function pointer (&Class::method)");
     if (!state_) throw Error(Status::invalid_argument("task() on an empty ActorHandle"));
-    const std::string* name = detail::Registry::instance().method_name(typeid(T), detail::method_key(method));
-    if (name == nullptr) detail::throw_unregistered_method(state_->class_name, detail::type_name<M>());
+    const std::string* name =
+        detail::Registry::instance().method_name(typeid(T), detail::method_key(method));
+    if (name == nullptr)
+      detail::throw_unregistered_method(state_->class_name, detail::type_name<M>());
     return ActorTaskBuilder<T, M>(state_, *name);
   }
 
@@ -149,8 +155,9 @@ class ActorHandle {
 template <typename T, typename M>
 class ActorTaskBuilder {
   using Traits = detail::FunctionTraits<M>;
-  static_assert(std::is_base_of_v<typename Traits::Class, T>,
-                "shoal: handle.task(&Class::method): the method is not a member of the actor's class");
+  static_assert(
+      std::is_base_of_v<typename Traits::Class, T>,
+      "shoal: handle.task(&Class::method): the method is not a member of the actor's class");
 
  public:
   using Return = std::conditional_t<std::is_void_v<typename Traits::Return>, void,
@@ -167,7 +174,8 @@ class ActorTaskBuilder {
     detail::TaskSpec spec;
     spec.function = method_;
     spec.options.max_retries = 0;
-    spec.args = detail::make_arguments<typename Traits::Params>(spec.contained, std::forward<Args>(args)...);
+    spec.args = detail::make_arguments<typename Traits::Params>(spec.contained,
+                                                                std::forward<Args>(args)...);
     return ObjectRef<Return>(detail::submit_actor_task(*actor_, std::move(spec)));
   }
 
@@ -241,7 +249,8 @@ ActorBuilder<T> actor(A&&... args) {
   const std::string& class_name = detail::registered_class_name<T>();
   detail::Contained contained;
   std::vector<detail::TaskArg> targs =
-      detail::make_arguments<std::tuple<detail::ConstructorParamT<A>...>>(contained, std::forward<A>(args)...);
+      detail::make_arguments<std::tuple<detail::ConstructorParamT<A>...>>(contained,
+                                                                          std::forward<A>(args)...);
   return ActorBuilder<T>(class_name, Registration::key(), std::move(targs), std::move(contained));
 }
 
@@ -252,7 +261,8 @@ template <typename T>
 ActorHandle<T> get_actor(std::string_view name, std::string_view name_space = {}) {
   const std::string& class_name = detail::registered_class_name<T>();
   detail::ActorPtr state = detail::lookup_actor(name, name_space);
-  if (state->class_name != class_name) detail::throw_wrong_actor_class(name, state->class_name, class_name);
+  if (state->class_name != class_name)
+    detail::throw_wrong_actor_class(name, state->class_name, class_name);
   return ActorHandle<T>(std::move(state));
 }
 

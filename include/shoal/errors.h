@@ -45,8 +45,8 @@ struct ErrorInfo {
   std::string message;         // what() of the exception, or shoal's explanation
   std::string function;        // registered name: "add", "Counter::incr"
   TaskId task_id;
-  std::string node_id;         // the node the task ran (or was to run) on
-  uint32_t attempts = 0;       // how many times it ran (retries included)
+  std::string node_id;    // the node the task ran (or was to run) on
+  uint32_t attempts = 0;  // how many times it ran (retries included)
 
   // "task add (task 3f.., node 9a..) threw std::runtime_error: boom"
   std::string to_string() const;

@@ -41,13 +41,17 @@ struct Options {
   double cpus = 0;
   double gpus = 0;
   uint64_t memory_bytes = 0;
-  std::map<std::string, double> resources;       // custom resources
-  std::map<std::string, std::string> labels;     // what label selectors match
-  std::string address;                           // kConnect: "HOST:PORT" of a node
-  std::string name_space = "default";            // of named actors
+  std::map<std::string, double> resources;    // custom resources
+  std::map<std::string, std::string> labels;  // what label selectors match
+  std::string address;                        // kConnect: "HOST:PORT" of a node
+  std::string name_space = "default";         // of named actors
   // Threads of the executor (CPU tasks plus those blocked in get()).
   // 0: max(64, 4 x cpus). Never fewer than ceil(cpus).
   int executor_threads_max = 0;
+  // Bytes of object values kept at once (put() and results with live refs);
+  // beyond it put() throws and tasks fail, kResourceExhausted. 0: 30% of
+  // physical memory (Ray's default object store size).
+  uint64_t object_store_bytes_max = 0;
   uint64_t seed = 0;  // ids and the node id; 0: from the OS
 };
 

@@ -73,7 +73,9 @@ class ObjectRefBase {
   }
   void msgpack_unpack(const msgpack::object& object) { state_ = detail::unpack_object_ref(object); }
 
-  friend bool operator==(const ObjectRefBase& a, const ObjectRefBase& b) { return a.id() == b.id(); }
+  friend bool operator==(const ObjectRefBase& a, const ObjectRefBase& b) {
+    return a.id() == b.id();
+  }
 
  protected:
   ObjectRefBase() = default;

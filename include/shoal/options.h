@@ -77,11 +77,11 @@ struct ActorOptions {
   // run), an actor asks for nothing unless told: its methods run on its own
   // thread(s), not in the task executor.
   ResourceRequest resources{.cpus = 0};
-  std::string name;           // non-empty: get_actor(name, name_space) finds it
-  std::string name_space;     // empty: the namespace given to init()
-  bool detached = false;      // false: dies when the last handle is gone
-  int max_restarts = 0;       // -1: restart forever
-  int max_concurrency = 1;    // > 1: methods run on this many threads, unordered
+  std::string name;         // non-empty: get_actor(name, name_space) finds it
+  std::string name_space;   // empty: the namespace given to init()
+  bool detached = false;    // false: dies when the last handle is gone
+  int max_restarts = 0;     // -1: restart forever
+  int max_concurrency = 1;  // > 1: methods run on this many threads, unordered
   SchedulingStrategy strategy;
   std::map<std::string, std::string> labels;
 };

@@ -221,19 +221,22 @@ InvokeResult invoke_with_args(const std::string& name, ArgBytes args, Call&& cal
   typename DecayedTupleOf<Params>::type values;
   bool read = [&]<std::size_t... I>(std::index_sequence<I...>) {
     return (read_argument(name, I, args[I], std::get<I>(values), result) && ...);
-  }(std::make_index_sequence<kArity>{});
+  }
+  (std::make_index_sequence<kArity>{});
   if (!read) return result;
   try {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      using R = decltype(call(static_cast<std::tuple_element_t<I, Params>&&>(std::get<I>(values))...));
+      using R =
+          decltype(call(static_cast<std::tuple_element_t<I, Params>&&>(std::get<I>(values))...));
       if constexpr (std::is_void_v<R>) {
         call(static_cast<std::tuple_element_t<I, Params>&&>(std::get<I>(values))...);
         result.value.bytes.assign(1, static_cast<char>(0xc0));  // msgpack nil
       } else {
-        result.value =
-            serialize_value(call(static_cast<std::tuple_element_t<I, Params>&&>(std::get<I>(values))...));
+        result.value = serialize_value(
+            call(static_cast<std::tuple_element_t<I, Params>&&>(std::get<I>(values))...));
       }
-    }(std::make_index_sequence<kArity>{});
+    }
+    (std::make_index_sequence<kArity>{});
   } catch (...) {
     result.error = error_from_current_exception();
   }
@@ -247,7 +250,8 @@ void register_function(std::string name, F fn) {
   std::uintptr_t key = function_key(fn);
   Invoker invoker = [fn, display = name](void*, ArgBytes args) {
     return invoke_with_args<typename Traits::Params>(
-        display, args, [fn](auto&&... a) -> decltype(auto) { return fn(std::forward<decltype(a)>(a)...); });
+        display, args,
+        [fn](auto&&... a) -> decltype(auto) { return fn(std::forward<decltype(a)>(a)...); });
   };
   Registry::instance().add_function(std::move(name), key, std::move(invoker));
 }
@@ -263,7 +267,8 @@ template <typename... Fs>
 bool register_functions(const char* names_text, Fs... fns) {
   std::vector<std::string> names = parse_registration_names(names_text);
   if (names.size() != sizeof...(Fs)) {
-    note_registration_error(std::string("SHOAL_REMOTE(") + names_text + "): could not split the names");
+    note_registration_error(std::string("SHOAL_REMOTE(") + names_text +
+                            "): could not split the names");
     return false;
   }
   std::size_t i = 0;
@@ -278,11 +283,13 @@ void register_method(std::string name, M method) {
                 "shoal: SHOAL_ACTOR(Class, &Class::method...) lists a method of another class");
   check_signature<Traits>();
   Invoker invoker = [method, display = name](void* self, ArgBytes args) {
-    return invoke_with_args<typename Traits::Params>(display, args, [&](auto&&... a) -> decltype(auto) {
-      return (static_cast<T*>(self)->*method)(std::forward<decltype(a)>(a)...);
-    });
+    return invoke_with_args<typename Traits::Params>(
+        display, args, [&](auto&&... a) -> decltype(auto) {
+          return (static_cast<T*>(self)->*method)(std::forward<decltype(a)>(a)...);
+        });
   };
-  Registry::instance().add_method(typeid(T), std::move(name), method_key(method), std::move(invoker));
+  Registry::instance().add_method(typeid(T), std::move(name), method_key(method),
+                                  std::move(invoker));
 }
 
 template <typename T, typename M>
@@ -332,7 +339,7 @@ struct ConstructorRegistration {
 #define SHOAL_PP_CAT(a, b) SHOAL_PP_CAT_IMPL(a, b)
 
 // Registers free functions (and overloads picked with SHOAL_OVERLOAD).
-#define SHOAL_REMOTE(...)                                                          \
+#define SHOAL_REMOTE(...)                                                                  \
   [[maybe_unused]] static const bool SHOAL_PP_CAT(shoal_remote_registered_, __COUNTER__) = \
       ::shoal::detail::register_functions(#__VA_ARGS__, __VA_ARGS__)
 

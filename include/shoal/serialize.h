@@ -70,8 +70,8 @@ struct DeserializeLimits {
   static constexpr std::size_t kDepthMax = 64;
   static constexpr std::size_t kContainerElementsMax = std::size_t{1} << 26;
 
-  std::size_t bytes_max = kBytesMax;  // size of the whole value
-  std::size_t depth_max = kDepthMax;  // arrays/maps inside arrays/maps
+  std::size_t bytes_max = kBytesMax;                           // size of the whole value
+  std::size_t depth_max = kDepthMax;                           // arrays/maps inside arrays/maps
   std::size_t container_elements_max = kContainerElementsMax;  // per array/map
 };
 
@@ -84,12 +84,11 @@ struct StringWriter {
 };
 
 template <typename T>
-concept HasMsgpackMembers =
-    std::is_class_v<T> &&
+concept HasMsgpackMembers = std::is_class_v<T> &&
     requires(const T& c, T& m, msgpack::packer<StringWriter>& p, const msgpack::object& o) {
-      c.msgpack_pack(p);
-      m.msgpack_unpack(o);
-    };
+  c.msgpack_pack(p);
+  m.msgpack_unpack(o);
+};
 
 // CulpritOf<T>::type is NoCulprit when T is serializable, else the first
 // type inside T that is not (so the error names vector<Foo*>'s Foo*).
@@ -104,9 +103,10 @@ struct FirstCulprit {
 };
 template <typename T, typename... Ts>
 struct FirstCulprit<T, Ts...> {
-  using type = std::conditional_t<std::is_same_v<typename CulpritOf<std::remove_cv_t<T>>::type, NoCulprit>,
-                                  typename FirstCulprit<Ts...>::type,
-                                  typename CulpritOf<std::remove_cv_t<T>>::type>;
+  using type =
+      std::conditional_t<std::is_same_v<typename CulpritOf<std::remove_cv_t<T>>::type, NoCulprit>,
+                         typename FirstCulprit<Ts...>::type,
+                         typename CulpritOf<std::remove_cv_t<T>>::type>;
 };
 
 template <typename T>
@@ -241,8 +241,9 @@ Status deserialize_into(std::string_view bytes, T& out, const DeserializeLimits&
     SHOAL_RETURN_IF_ERROR(detail::validate_msgpack(bytes, limits));
     try {
       std::size_t offset = 0;
-      msgpack::object_handle handle = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr,
-                                                      detail::unpack_limit_for(bytes.size(), limits));
+      msgpack::object_handle handle =
+          msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr,
+                          detail::unpack_limit_for(bytes.size(), limits));
       handle.get().convert(out);
       return Status();
     } catch (...) {

@@ -135,7 +135,8 @@ constexpr void check_arguments() {
   if constexpr (std::tuple_size_v<Params> == sizeof...(Args)) {
     []<std::size_t... I>(std::index_sequence<I...>) {
       static_assert((CheckArgument<I, std::tuple_element_t<I, Params>, Args>::value && ...));
-    }(std::index_sequence_for<Args...>{});
+    }
+    (std::index_sequence_for<Args...>{});
   }
 }
 
@@ -148,7 +149,8 @@ void add_argument(TaskArg& out, Contained& contained, Arg&& arg) {
   if constexpr (!arg_compatible<Param, Arg>() || !Serializable<P>) {
     // Reported by check_arguments / check_serializable; nothing more to say.
   } else if constexpr (IsObjectRef<A>::value && !IsObjectRef<P>::value) {
-    if (!arg.valid()) throw Error(Status::invalid_argument("remote(): an argument is an empty ObjectRef"));
+    if (!arg.valid())
+      throw Error(Status::invalid_argument("remote(): an argument is an empty ObjectRef"));
     out.ref = arg.state();
   } else if constexpr (std::is_same_v<A, P>) {
     serialize_arg(arg, out, contained);
@@ -163,8 +165,10 @@ std::vector<TaskArg> make_arguments(Contained& contained, Args&&... args) {
   std::vector<TaskArg> out(sizeof...(Args));
   if constexpr (std::tuple_size_v<Params> == sizeof...(Args)) {  // else check_arguments reported it
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (add_argument<std::tuple_element_t<I, Params>>(out[I], contained, std::forward<Args>(args)), ...);
-    }(std::index_sequence_for<Args...>{});
+      (add_argument<std::tuple_element_t<I, Params>>(out[I], contained, std::forward<Args>(args)),
+       ...);
+    }
+    (std::index_sequence_for<Args...>{});
   }
   return out;
 }
@@ -208,7 +212,8 @@ class TaskBuilder : public detail::PlacementSetters<TaskBuilder<F>> {
     detail::TaskSpec spec;
     spec.function = name_;
     spec.options = options_;
-    spec.args = detail::make_arguments<typename Traits::Params>(spec.contained, std::forward<Args>(args)...);
+    spec.args = detail::make_arguments<typename Traits::Params>(spec.contained,
+                                                                std::forward<Args>(args)...);
     return ObjectRef<Return>(detail::submit_task(std::move(spec)));
   }
 
@@ -231,8 +236,8 @@ TaskBuilder<R (*)(A...)> task(const RemoteFunction<R(A...)>& fn) {
   return TaskBuilder<R (*)(A...)>(fn.name);
 }
 template <typename F>
-  requires(!detail::FunctionPointer<std::decay_t<F>> && !detail::IsRemoteFunction<std::decay_t<F>>::value)
-void task(F&&) {
+requires(!detail::FunctionPointer<std::decay_t<F>> &&
+         !detail::IsRemoteFunction<std::decay_t<F>>::value) void task(F&&) {
   static_assert(detail::kAlwaysFalse<F>,
                 "shoal::task() takes a function registered with SHOAL_REMOTE (not a lambda or a "
                 "function object); pick an overload with SHOAL_OVERLOAD(f, ArgTypes...)");
@@ -264,7 +269,8 @@ auto get_all(const std::vector<ObjectRef<T>>& refs, Timeout timeout) {
   } else {
     std::vector<T> out;
     out.reserve(values.size());
-    for (std::size_t i = 0; i < values.size(); ++i) out.push_back(value_as<T>(*values[i], refs[i].id()));
+    for (std::size_t i = 0; i < values.size(); ++i)
+      out.push_back(value_as<T>(*values[i], refs[i].id()));
     return out;
   }
 }

@@ -251,7 +251,8 @@ void ActorRunner::construct() {
   std::optional<ErrorInfo> error = creation->dependency_error;
   std::unique_ptr<ActorInstance> instance;
   if (!error) {
-    const Constructor* constructor = Registry::instance().constructor(config_.class_name, creation->spec.function);
+    const Constructor* constructor =
+        Registry::instance().constructor(config_.class_name, creation->spec.function);
     if (constructor == nullptr) {
       error = ErrorInfo{};
       error->code = Status::Code::kNotFound;
@@ -265,9 +266,10 @@ void ActorRunner::construct() {
   }
   std::unique_lock lock(mutex_);
   if (error) {
-    ErrorInfo death = died_error("its constructor failed: " +
-                                 (error->exception_type.empty() ? error->message
-                                                                : error->exception_type + ": " + error->message));
+    ErrorInfo death =
+        died_error("its constructor failed: " +
+                   (error->exception_type.empty() ? error->message
+                                                  : error->exception_type + ": " + error->message));
     death.exception_type = error->exception_type;
     death.task_id = creation->task_id;
     state_ = State::kDead;

@@ -43,12 +43,12 @@ namespace shoal::detail {
 struct ActorCall {
   TaskId task_id;
   ObjectId return_id;
-  TaskSpec spec;                           // holds the arguments (and their refs) alive
-  std::vector<ObjectValuePtr> arg_values;  // per argument: the resolved ref's value, else null
+  TaskSpec spec;                              // holds the arguments (and their refs) alive
+  std::vector<ObjectValuePtr> arg_values;     // per argument: the resolved ref's value, else null
   std::optional<ErrorInfo> dependency_error;  // an argument's task failed: fail without running
   std::atomic<bool> cancel_requested{false};
   std::size_t deps_remaining = 0;  // the owner's bookkeeping, under the owner's lock
-  bool ready = false;  // arguments resolved; guarded by the runner's mutex
+  bool ready = false;              // arguments resolved; guarded by the runner's mutex
 };
 using ActorCallPtr = std::shared_ptr<ActorCall>;
 
@@ -77,7 +77,7 @@ class ActorRunner {
   // Spawns the threads. kResourceExhausted if no thread could be started
   // (the actor is then dead).
   Status start();
-  void enqueue(ActorCallPtr call);    // fails it at once if the actor is dead
+  void enqueue(ActorCallPtr call);  // fails it at once if the actor is dead
   void mark_ready(const ActorCallPtr& call);
   // Drops a queued call (completing it with TaskCancelled) and returns true;
   // for a running call sets its flag and returns true; false otherwise.
@@ -99,7 +99,7 @@ class ActorRunner {
   // The next call to run (lock held): the head if ready, or with several
   // threads the first ready one.
   ActorCallPtr take_next();
-  void construct();                   // on thread 0, no lock held
+  void construct();                         // on thread 0, no lock held
   void run_call(const ActorCallPtr& call);  // no lock held
   ErrorInfo died_error(const std::string& message) const;
   // Moves every queued call out (lock held); complete them after unlocking.
@@ -111,17 +111,17 @@ class ActorRunner {
 
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  State state_ = State::kConstructing;        // guarded
-  ActorCallPtr creation_;                     // guarded; the constructor call
-  std::deque<ActorCallPtr> queue_;            // guarded
-  std::vector<ActorCallPtr> running_calls_;   // guarded
-  std::unique_ptr<ActorInstance> instance_;   // guarded (written by thread 0)
-  std::optional<ErrorInfo> death_;            // guarded: why it died
-  int restarts_ = 0;                          // guarded
-  bool stop_when_idle_ = false;               // guarded
-  int live_threads_ = 0;                      // guarded
-  std::vector<std::thread> threads_;          // guarded
-  bool joined_ = false;                       // guarded
+  State state_ = State::kConstructing;       // guarded
+  ActorCallPtr creation_;                    // guarded; the constructor call
+  std::deque<ActorCallPtr> queue_;           // guarded
+  std::vector<ActorCallPtr> running_calls_;  // guarded
+  std::unique_ptr<ActorInstance> instance_;  // guarded (written by thread 0)
+  std::optional<ErrorInfo> death_;           // guarded: why it died
+  int restarts_ = 0;                         // guarded
+  bool stop_when_idle_ = false;              // guarded
+  int live_threads_ = 0;                     // guarded
+  std::vector<std::thread> threads_;         // guarded
+  bool joined_ = false;                      // guarded
 };
 
 }  // namespace shoal::detail

@@ -79,16 +79,18 @@ int slow_value(int v) {
   std::this_thread::sleep_for(20ms);
   return v;
 }
-int add_via_actor(ActorHandle<Counter> counter, int by) { return counter.task(&Counter::incr).remote(by).get(); }
+int add_via_actor(ActorHandle<Counter> counter, int by) {
+  return counter.task(&Counter::incr).remote(by).get();
+}
 int square(int x) { return x * x; }
 
 }  // namespace actor_test
 
 using namespace actor_test;
 
-SHOAL_ACTOR(actor_test::Counter, &actor_test::Counter::incr, &actor_test::Counter::get, &actor_test::Counter::history,
-            &actor_test::Counter::reset, &actor_test::Counter::fail, &actor_test::Counter::wait_release,
-            &actor_test::Counter::describe);
+SHOAL_ACTOR(actor_test::Counter, &actor_test::Counter::incr, &actor_test::Counter::get,
+            &actor_test::Counter::history, &actor_test::Counter::reset, &actor_test::Counter::fail,
+            &actor_test::Counter::wait_release, &actor_test::Counter::describe);
 SHOAL_ACTOR(actor_test::Pool, &actor_test::Pool::work, &actor_test::Pool::max_seen);
 SHOAL_ACTOR(actor_test::Fragile, &actor_test::Fragile::ping);
 SHOAL_ACTOR(actor_test::Other, &actor_test::Other::ping);
@@ -165,14 +167,17 @@ TEST_CASE("actors: named actors, namespaces, wrong class and unknown names") {
   Cluster cluster = start(2);
   ActorHandle<Counter> hits = actor<Counter>(7).name("hits").remote();
   ActorHandle<Counter> other_ns = actor<Counter>(1).name("hits", "team").remote();
-  CHECK_THROWS_WITH_AS(actor<Counter>().name("hits").remote(), doctest::Contains("already exists"), Error);
+  CHECK_THROWS_WITH_AS(actor<Counter>().name("hits").remote(), doctest::Contains("already exists"),
+                       Error);
 
   ActorHandle<Counter> found = get_actor<Counter>("hits");
   CHECK(found == hits);
   CHECK(found.task(&Counter::incr).remote(1).get() == 8);
   CHECK(get_actor<Counter>("hits", "team").task(&Counter::get).remote().get() == 1);
-  CHECK_THROWS_WITH_AS(get_actor<Counter>("nobody"), doctest::Contains("no live actor named nobody"), Error);
-  CHECK_THROWS_WITH_AS(get_actor<Other>("hits"), doctest::Contains("is a actor_test::Counter"), Error);
+  CHECK_THROWS_WITH_AS(get_actor<Counter>("nobody"),
+                       doctest::Contains("no live actor named nobody"), Error);
+  CHECK_THROWS_WITH_AS(get_actor<Other>("hits"), doctest::Contains("is a actor_test::Counter"),
+                       Error);
   kill(other_ns);
   wait_until([] {
     try {
@@ -250,14 +255,16 @@ TEST_CASE("actors: handles pass to tasks and round trip through msgpack") {
   CHECK(counter.task(&Counter::get).remote().get() == 10);
 
   std::string bytes = serialize(std::vector<ActorHandle<Counter>>{counter, ActorHandle<Counter>()});
-  Result<std::vector<ActorHandle<Counter>>> back = deserialize<std::vector<ActorHandle<Counter>>>(bytes);
+  Result<std::vector<ActorHandle<Counter>>> back =
+      deserialize<std::vector<ActorHandle<Counter>>>(bytes);
   REQUIRE(back.ok());
   CHECK((*back)[0] == counter);
   CHECK_FALSE((*back)[1].valid());
   CHECK((*back)[0].task(&Counter::incr).remote(5).get() == 15);
   Result<ActorHandle<Other>> wrong = deserialize<ActorHandle<Other>>(serialize(counter));
   REQUIRE_FALSE(wrong.ok());
-  CHECK(wrong.status().message().find("not an ActorHandle<actor_test::Other>") != std::string::npos);
+  CHECK(wrong.status().message().find("not an ActorHandle<actor_test::Other>") !=
+        std::string::npos);
   CHECK_FALSE(deserialize<ActorHandle<Counter>>(serialize(std::string("x"))).ok());
 }
 
@@ -272,13 +279,9 @@ TEST_CASE("actors: an actor stops when its last handle is gone, unless detached"
   CHECK(result.get() == 2);  // calls already submitted still run
   wait_until([&] { return g_destroyed.load() == destroyed + 1; });
   wait_until([] { return local_runtime().live_actor_count() == 0; });
-  {
-    ActorHandle<Counter> keeper = actor<Counter>(5).name("keeper").detached().remote();
-  }
+  { ActorHandle<Counter> keeper = actor<Counter>(5).name("keeper").detached().remote(); }
   CHECK(get_actor<Counter>("keeper").task(&Counter::get).remote().get() == 5);
-  {
-    ActorHandle<Counter> named = actor<Counter>().name("temporary").remote();
-  }
+  { ActorHandle<Counter> named = actor<Counter>().name("temporary").remote(); }
   wait_until([] {
     try {
       get_actor<Counter>("temporary");
@@ -298,7 +301,8 @@ TEST_CASE("actors: resources are held for the actor's life") {
   kill(big);
   CHECK(starved.get(10s) == 9);
   ActorHandle<Counter> too_big = actor<Counter>().cpus(3).remote();
-  CHECK_THROWS_WITH_AS(too_big.task(&Counter::get).remote().get(), doctest::Contains("CPU 3"), ActorDied);
+  CHECK_THROWS_WITH_AS(too_big.task(&Counter::get).remote().get(), doctest::Contains("CPU 3"),
+                       ActorDied);
 }
 
 TEST_CASE("actors: refs as constructor arguments, cancel of a queued call") {

@@ -28,7 +28,7 @@ namespace {
 std::mutex g_runtime_mutex;
 std::shared_ptr<Runtime> g_runtime;  // guarded by g_runtime_mutex
 
-thread_local Contained* tls_contained = nullptr;                // NOLINT: serialization context
+thread_local Contained* tls_contained = nullptr;                  // NOLINT: serialization context
 thread_local const std::atomic<bool>* tls_cancel_flag = nullptr;  // NOLINT: the running task's
 
 std::shared_ptr<Runtime> require_runtime() {
@@ -42,9 +42,10 @@ std::shared_ptr<Runtime> require_runtime() {
 std::shared_ptr<Runtime> runtime_of(const RefState& ref) {
   std::shared_ptr<Runtime> runtime = ref.runtime.lock();
   if (!runtime) {
-    throw Error(Status::unavailable("object " + ref.id.hex() +
-                                    ": the shoal runtime that made this ObjectRef is shut down (or shoal "
-                                    "was not initialized when it was read)"));
+    throw Error(
+        Status::unavailable("object " + ref.id.hex() +
+                            ": the shoal runtime that made this ObjectRef is shut down (or shoal "
+                            "was not initialized when it was read)"));
   }
   return runtime;
 }
@@ -59,7 +60,8 @@ Deadline deadline_after(Timeout timeout) {
   if (!timeout) return std::nullopt;
   auto now = Clock::now();
   if (*timeout > std::chrono::hours(24 * 365 * 100)) return std::nullopt;  // effectively forever
-  return now + std::chrono::duration_cast<Clock::duration>(std::max(*timeout, std::chrono::nanoseconds(0)));
+  return now + std::chrono::duration_cast<Clock::duration>(
+                   std::max(*timeout, std::chrono::nanoseconds(0)));
 }
 
 }  // namespace
@@ -74,7 +76,9 @@ CancelFlagScope::CancelFlagScope(const std::atomic<bool>* flag) : previous_(tls_
 }
 CancelFlagScope::~CancelFlagScope() { tls_cancel_flag = previous_; }
 
-ContainedCollector::ContainedCollector(Contained* out) : previous_(tls_contained) { tls_contained = out; }
+ContainedCollector::ContainedCollector(Contained* out) : previous_(tls_contained) {
+  tls_contained = out;
+}
 ContainedCollector::~ContainedCollector() { tls_contained = previous_; }
 
 void note_contained(const RefPtr& ref) {
@@ -93,7 +97,8 @@ ActorHandleState::~ActorHandleState() {
 }
 
 RefPtr adopt_ref(ObjectId id, std::string owner_address) {
-  if (std::shared_ptr<Runtime> runtime = current_runtime()) return runtime->adopt_ref(id, std::move(owner_address));
+  if (std::shared_ptr<Runtime> runtime = current_runtime())
+    return runtime->adopt_ref(id, std::move(owner_address));
   return std::make_shared<const RefState>(id, std::move(owner_address), std::weak_ptr<Runtime>());
 }
 
@@ -101,17 +106,21 @@ ActorPtr adopt_actor(ActorId id, std::string class_name, std::string owner_addre
   if (std::shared_ptr<Runtime> runtime = current_runtime()) {
     return runtime->adopt_actor(id, std::move(class_name), std::move(owner_address));
   }
-  return std::make_shared<const ActorHandleState>(id, std::move(class_name), std::move(owner_address),
-                                                  std::weak_ptr<Runtime>());
+  return std::make_shared<const ActorHandleState>(
+      id, std::move(class_name), std::move(owner_address), std::weak_ptr<Runtime>());
 }
 
-RefPtr submit_task(TaskSpec spec) { return unwrap(require_runtime()->submit_task(std::move(spec))); }
+RefPtr submit_task(TaskSpec spec) {
+  return unwrap(require_runtime()->submit_task(std::move(spec)));
+}
 
 RefPtr submit_actor_task(const ActorHandleState& actor, TaskSpec spec) {
   return unwrap(require_runtime()->submit_actor_task(actor, std::move(spec)));
 }
 
-ActorPtr create_actor(ActorSpec spec) { return unwrap(require_runtime()->create_actor(std::move(spec))); }
+ActorPtr create_actor(ActorSpec spec) {
+  return unwrap(require_runtime()->create_actor(std::move(spec)));
+}
 
 RefPtr put_value(SerializedValue value) { return unwrap(require_runtime()->put(std::move(value))); }
 
@@ -121,10 +130,12 @@ std::vector<ObjectValuePtr> get_values(std::span<const RefState* const> refs, Ti
   Result<std::vector<ObjectValuePtr>> values = runtime_of(*refs.front())->get(refs, deadline);
   if (!values.ok() && values.status().code() == Status::Code::kDeadlineExceeded && timeout) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*timeout).count();
-    std::string after = ms > 0 || timeout->count() == 0
-                            ? std::to_string(ms) + " ms"
-                            : std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(*timeout).count()) +
-                                  " us";
+    std::string after =
+        ms > 0 || timeout->count() == 0
+            ? std::to_string(ms) + " ms"
+            : std::to_string(
+                  std::chrono::duration_cast<std::chrono::microseconds>(*timeout).count()) +
+                  " us";
     throw GetTimeout("get() timed out after " + after + ": " + values.status().message());
   }
   return unwrap(std::move(values));
@@ -135,17 +146,21 @@ ObjectValuePtr get_value(const RefState& ref, Timeout timeout) {
   return std::move(get_values(refs, timeout).front());
 }
 
-std::vector<bool> wait_values(std::span<const RefState* const> refs, std::size_t num_ready, Timeout timeout) {
+std::vector<bool> wait_values(std::span<const RefState* const> refs, std::size_t num_ready,
+                              Timeout timeout) {
   if (refs.empty()) return {};
   Deadline deadline = deadline_after(timeout);
   return unwrap(runtime_of(*refs.front())->wait(refs, num_ready, deadline));
 }
 
-bool cancel_task(const RefState& ref, bool force) { return unwrap(runtime_of(ref)->cancel(ref, force)); }
+bool cancel_task(const RefState& ref, bool force) {
+  return unwrap(runtime_of(ref)->cancel(ref, force));
+}
 
 void kill_actor(const ActorHandleState& actor, bool no_restart) {
   std::shared_ptr<Runtime> runtime = actor.runtime.lock();
-  if (!runtime) throw Error(Status::unavailable("kill(): the shoal runtime of this actor is shut down"));
+  if (!runtime)
+    throw Error(Status::unavailable("kill(): the shoal runtime of this actor is shut down"));
   Status status = runtime->kill_actor(actor, no_restart);
   if (!status.ok()) throw_status(status);
 }
@@ -177,7 +192,8 @@ Options connect(std::string address) {
   return options;
 }
 
-Cluster::Cluster(Cluster&& other) noexcept : node_id_(std::move(other.node_id_)), active_(other.active_) {
+Cluster::Cluster(Cluster&& other) noexcept
+    : node_id_(std::move(other.node_id_)), active_(other.active_) {
   other.active_ = false;
 }
 
@@ -217,6 +233,7 @@ Result<std::shared_ptr<detail::Runtime>> make_local_runtime(const Options& optio
     return Status::invalid_argument("shoal::init: cpus and gpus must be 0 or more");
   }
   uint64_t memory = options.memory_bytes > 0 ? options.memory_bytes : physical_memory_bytes();
+  if (memory == 0) memory = uint64_t{4} << 30;
   std::vector<std::pair<std::string, double>> wholes = {
       {"CPU", cpus}, {"GPU", options.gpus}, {"memory", static_cast<double>(memory)}};
   for (const auto& [name, quantity] : options.resources) wholes.emplace_back(name, quantity);
@@ -227,7 +244,8 @@ Result<std::shared_ptr<detail::Runtime>> make_local_runtime(const Options& optio
   }
 
   uint64_t seed = options.seed;
-  if (seed == 0) seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  if (seed == 0)
+    seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
   std::mt19937_64 rng(seed);
   uint64_t node_hi = rng();
   uint64_t node_lo = rng();
@@ -239,9 +257,14 @@ Result<std::shared_ptr<detail::Runtime>> make_local_runtime(const Options& optio
   config.labels = options.labels;
   config.name_space = options.name_space.empty() ? "default" : options.name_space;
   int cpu_threads = static_cast<int>(std::ceil(cpus));
-  config.executor_threads_max =
-      options.executor_threads_max > 0 ? std::max(options.executor_threads_max, cpu_threads)
-                                       : std::max(64, 4 * cpu_threads);
+  config.executor_threads_max = options.executor_threads_max > 0
+                                    ? std::max(options.executor_threads_max, cpu_threads)
+                                    : std::max(64, 4 * cpu_threads);
+  const uint64_t kFallbackStoreBytes = uint64_t{4} << 30;  // when the OS does not say
+  config.object_store_bytes_max = options.object_store_bytes_max > 0
+                                      ? options.object_store_bytes_max
+                                  : physical_memory_bytes() > 0 ? physical_memory_bytes() / 10 * 3
+                                                                : kFallbackStoreBytes;
   return std::shared_ptr<detail::Runtime>(detail::LocalRuntime::create(std::move(config)));
 }
 
@@ -253,14 +276,17 @@ Result<Cluster> init(Options options) {
     case Options::Mode::kLocal:
       break;
     case Options::Mode::kConnect:
-      return Status::unavailable("shoal::init: connecting to a cluster (" +
-                                 (options.address.empty() ? std::string("no address given") : options.address) +
-                                 ") is not available yet: this build runs tasks in this process only "
-                                 "(shoal::local()); the distributed runtime comes next");
+      return Status::unavailable(
+          "shoal::init: connecting to a cluster (" +
+          (options.address.empty() ? std::string("no address given") : options.address) +
+          ") is not available yet: this build runs tasks in this process only "
+          "(shoal::local()); the distributed runtime comes next");
     case Options::Mode::kNode:
       return Status::unavailable(
-          "shoal::init: running this program as a cluster node (start/--join) is not available yet: "
-          "this build runs tasks in this process only (shoal::local()); use shoal::run_main() for a "
+          "shoal::init: running this program as a cluster node (start/--join) is not available "
+          "yet: "
+          "this build runs tasks in this process only (shoal::local()); use shoal::run_main() for "
+          "a "
           "plain node");
   }
   Result<std::shared_ptr<detail::Runtime>> runtime = make_local_runtime(options);
@@ -280,7 +306,8 @@ Result<Cluster> init(Options options) {
 Result<Options> options_from_args(int argc, char** argv) {
   Options options = local();
   bool address_given = false;
-  auto value_of = [&](int& i, std::string_view arg, std::string_view flag) -> std::optional<std::string> {
+  auto value_of = [&](int& i, std::string_view arg,
+                      std::string_view flag) -> std::optional<std::string> {
     if (arg == flag) {
       if (i + 1 >= argc) return std::nullopt;
       return std::string(argv[++i]);
@@ -288,7 +315,8 @@ Result<Options> options_from_args(int argc, char** argv) {
     return std::string(arg.substr(flag.size() + 1));  // --flag=value
   };
   auto is_flag = [](std::string_view arg, std::string_view flag) {
-    return arg == flag || (arg.size() > flag.size() && arg.substr(0, flag.size()) == flag && arg[flag.size()] == '=');
+    return arg == flag || (arg.size() > flag.size() && arg.substr(0, flag.size()) == flag &&
+                           arg[flag.size()] == '=');
   };
   if (argc >= 2 && std::string_view(argv[1]) == "start") options.mode = Options::Mode::kNode;
   for (int i = 1; i < argc; ++i) {

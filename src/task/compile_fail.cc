@@ -20,7 +20,7 @@ void cases() {
 #elif defined(SHOAL_CASE_SERIALIZE)
   (void)shoal::serialize(NotSerializableThing{});
 #elif defined(SHOAL_CASE_NESTED)
-  (void)shoal::put(std::vector<std::pair<int, NotSerializableThing>>{});
+  (void)shoal::put(std::vector<std::pair<int, NotSerializableThing> >{});
 #elif defined(SHOAL_CASE_ARGUMENT_TYPE)
   (void)shoal::task(add).remote(1, std::string("two"));
 #elif defined(SHOAL_CASE_ARGUMENT_COUNT)

@@ -34,13 +34,17 @@ std::string ErrorInfo::to_string() const {
 
 Error::Error(Status status) : std::runtime_error(status.to_string()), status_(std::move(status)) {}
 
-TaskError::TaskError(ErrorInfo info) : Error(Status::internal(info.to_string())), info_(std::move(info)) {}
+TaskError::TaskError(ErrorInfo info)
+    : Error(Status::internal(info.to_string())), info_(std::move(info)) {}
 
-TaskCancelled::TaskCancelled(ErrorInfo info) : Error(Status::cancelled(info.to_string())), info_(std::move(info)) {}
+TaskCancelled::TaskCancelled(ErrorInfo info)
+    : Error(Status::cancelled(info.to_string())), info_(std::move(info)) {}
 
-ActorDied::ActorDied(ErrorInfo info) : Error(Status::unavailable(info.to_string())), info_(std::move(info)) {}
+ActorDied::ActorDied(ErrorInfo info)
+    : Error(Status::unavailable(info.to_string())), info_(std::move(info)) {}
 
-GetTimeout::GetTimeout(std::string message) : Error(Status::deadline_exceeded(std::move(message))) {}
+GetTimeout::GetTimeout(std::string message)
+    : Error(Status::deadline_exceeded(std::move(message))) {}
 
 namespace detail {
 
@@ -66,8 +70,8 @@ void throw_status(const Status& status) {
 
 std::string demangle(const char* mangled_name) {
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(mangled_name, nullptr, nullptr, &status),
-                                                   std::free);
+  std::unique_ptr<char, void (*)(void*)> demangled(
+      abi::__cxa_demangle(mangled_name, nullptr, nullptr, &status), std::free);
   return status == 0 && demangled ? std::string(demangled.get()) : std::string(mangled_name);
 }
 

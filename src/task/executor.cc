@@ -19,7 +19,8 @@ thread_local Executor::Worker* tls_worker = nullptr;  // NOLINT: per pool thread
 }  // namespace
 
 Executor::Executor(Config config)
-    : threads_max_(std::clamp(config.threads_max, std::max(config.threads_min, 1), kThreadsMaxLimit)),
+    : threads_max_(
+          std::clamp(config.threads_max, std::max(config.threads_min, 1), kThreadsMaxLimit)),
       resources_(std::move(config.total)) {
   std::lock_guard lock(mutex_);
   for (int i = 0; i < std::max(config.threads_min, 1) && i < threads_max_; ++i) {

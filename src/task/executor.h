@@ -49,9 +49,9 @@ class Executor {
   static constexpr int kThreadsMaxLimit = 4096;
 
   struct Config {
-    ResourceSet total;    // what the node has
-    int threads_min = 1;  // started at once (ceil(CPUs))
-    int threads_max = 64; // CPU-bound items plus items blocked in get()
+    ResourceSet total;     // what the node has
+    int threads_min = 1;   // started at once (ceil(CPUs))
+    int threads_max = 64;  // CPU-bound items plus items blocked in get()
   };
   struct Stats {
     std::size_t queued = 0;
@@ -115,19 +115,19 @@ class Executor {
 
   const int threads_max_;
   mutable std::mutex mutex_;
-  std::condition_variable work_cv_;       // idle threads wait for items
-  std::condition_variable reacquire_cv_;  // unblocked items wait for their demand
-  NodeResources resources_;                              // guarded by mutex_
-  std::map<std::string, std::deque<Queued>> classes_;    // guarded: demand key -> FIFO
-  std::size_t queued_ = 0;                               // guarded
-  std::size_t running_ = 0;                              // guarded
-  std::size_t blocked_ = 0;                              // guarded
-  std::size_t idle_ = 0;                                 // guarded
-  std::size_t reacquiring_ = 0;                          // guarded
-  uint64_t next_sequence_ = 0;                           // guarded
-  bool draining_ = false;                                // guarded
-  bool joined_ = false;                                  // guarded
-  std::vector<std::thread> threads_;                     // guarded
+  std::condition_variable work_cv_;                    // idle threads wait for items
+  std::condition_variable reacquire_cv_;               // unblocked items wait for their demand
+  NodeResources resources_;                            // guarded by mutex_
+  std::map<std::string, std::deque<Queued>> classes_;  // guarded: demand key -> FIFO
+  std::size_t queued_ = 0;                             // guarded
+  std::size_t running_ = 0;                            // guarded
+  std::size_t blocked_ = 0;                            // guarded
+  std::size_t idle_ = 0;                               // guarded
+  std::size_t reacquiring_ = 0;                        // guarded
+  uint64_t next_sequence_ = 0;                         // guarded
+  bool draining_ = false;                              // guarded
+  bool joined_ = false;                                // guarded
+  std::vector<std::thread> threads_;                   // guarded
 };
 
 }  // namespace shoal::detail

@@ -73,14 +73,17 @@ TEST_CASE("executor: a demand over the node's total is refused; cancel and drain
 
   std::latch started(1);
   std::atomic<bool> release{false};
-  REQUIRE(executor.submit(WorkItem{task_id(2), cpus(1), [&] {
-                            started.count_down();
-                            while (!release.load()) std::this_thread::sleep_for(1ms);
-                          }})
+  REQUIRE(executor
+              .submit(WorkItem{task_id(2), cpus(1),
+                               [&] {
+                                 started.count_down();
+                                 while (!release.load()) std::this_thread::sleep_for(1ms);
+                               }})
               .ok());
   started.wait();
   std::atomic<int> ran{0};
-  for (int i = 3; i < 6; ++i) REQUIRE(executor.submit(WorkItem{task_id(i), cpus(1), [&] { ran.fetch_add(1); }}).ok());
+  for (int i = 3; i < 6; ++i)
+    REQUIRE(executor.submit(WorkItem{task_id(i), cpus(1), [&] { ran.fetch_add(1); }}).ok());
   std::optional<WorkItem> cancelled = executor.cancel(task_id(4));
   REQUIRE(cancelled);
   CHECK(cancelled->task_id == task_id(4));
@@ -102,27 +105,29 @@ TEST_CASE("executor: an item blocked in a wait lends its CPU, then takes it back
   bool child_done = false;
   std::atomic<bool> parent_done{false};
   const int64_t unit = ResourceSet::kUnitsPerWhole;
-  REQUIRE(executor.submit(WorkItem{task_id(1), cpus(1), [&] {
-                            meter.enter(unit);
-                            // The child needs the only CPU: without lending this deadlocks.
-                            Status s = executor.submit(WorkItem{task_id(2), cpus(1), [&] {
-                                                         meter.enter(unit);
-                                                         meter.leave(unit);
-                                                         std::lock_guard lock(mutex);
-                                                         child_done = true;
-                                                         cv.notify_all();
-                                                       }});
-                            CHECK(s.ok());
-                            meter.leave(unit);
-                            {
-                              Executor::BlockingScope blocking;
-                              std::unique_lock lock(mutex);
-                              cv.wait(lock, [&] { return child_done; });
-                            }
-                            meter.enter(unit);
-                            meter.leave(unit);
-                            parent_done.store(true);
-                          }})
+  REQUIRE(executor
+              .submit(WorkItem{task_id(1), cpus(1),
+                               [&] {
+                                 meter.enter(unit);
+                                 // The child needs the only CPU: without lending this deadlocks.
+                                 Status s = executor.submit(WorkItem{task_id(2), cpus(1), [&] {
+                                                                       meter.enter(unit);
+                                                                       meter.leave(unit);
+                                                                       std::lock_guard lock(mutex);
+                                                                       child_done = true;
+                                                                       cv.notify_all();
+                                                                     }});
+                                 CHECK(s.ok());
+                                 meter.leave(unit);
+                                 {
+                                   Executor::BlockingScope blocking;
+                                   std::unique_lock lock(mutex);
+                                   cv.wait(lock, [&] { return child_done; });
+                                 }
+                                 meter.enter(unit);
+                                 meter.leave(unit);
+                                 parent_done.store(true);
+                               }})
               .ok());
   while (!parent_done.load()) std::this_thread::sleep_for(1ms);
   CHECK(meter.peak.load() == unit);

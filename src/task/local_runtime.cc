@@ -28,13 +28,14 @@ struct LocalRuntime::Task {
 struct LocalRuntime::Waiter {
   std::mutex mutex;
   std::condition_variable cv;
-  std::size_t remaining = 0;                 // guarded
-  std::vector<ObjectValuePtr> values;        // guarded
+  std::size_t remaining = 0;           // guarded
+  std::vector<ObjectValuePtr> values;  // guarded
 };
 
 namespace {
 
-std::vector<std::string_view> argument_views(const TaskSpec& spec, const std::vector<ObjectValuePtr>& values) {
+std::vector<std::string_view> argument_views(const TaskSpec& spec,
+                                             const std::vector<ObjectValuePtr>& values) {
   std::vector<std::string_view> views;
   views.reserve(spec.args.size());
   for (std::size_t i = 0; i < spec.args.size(); ++i) {
@@ -96,36 +97,69 @@ ErrorInfo LocalRuntime::cancelled_error(const std::string& function, const TaskI
   return error;
 }
 
-std::optional<ErrorInfo> LocalRuntime::placement_error(const ResourceSet& demand,
-                                                       const SchedulingStrategy& strategy,
-                                                       const std::map<std::string, std::string>& labels,
-                                                       const std::string& what) const {
+std::optional<ErrorInfo> LocalRuntime::placement_error(
+    const ResourceSet& demand, const SchedulingStrategy& strategy,
+    const std::map<std::string, std::string>& labels, std::string_view kind,
+    const std::string& name) const {
+  auto what = [&] { return std::string(kind) + " " + name; };  // only on errors
   if (!demand.fits_in(config_.total)) {
     return system_error(Status::Code::kResourceExhausted,
-                        what + " needs " + demand.to_string() + " but the only node (local mode) has " +
-                            config_.total.to_string() + " in total: it can never run");
+                        what() + " needs " + demand.to_string() +
+                            " but the only node (local mode) has " + config_.total.to_string() +
+                            " in total: it can never run");
   }
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
     if (affinity->node_id != config_.node_id && !affinity->soft) {
       return system_error(Status::Code::kUnavailable,
-                          what + " must run on node " + affinity->node_id +
-                              ", which is not in this cluster (local mode has one node, " + config_.node_id + ")");
+                          what() + " must run on node " + affinity->node_id +
+                              ", which is not in this cluster (local mode has one node, " +
+                              config_.node_id + ")");
     }
   }
   if (std::holds_alternative<PlacementGroupStrategy>(strategy)) {
-    return system_error(Status::Code::kUnavailable,
-                        what + " asks for a placement group bundle: placement groups are not available in "
-                               "local mode yet");
+    return system_error(
+        Status::Code::kUnavailable,
+        what() +
+            " asks for a placement group bundle: placement groups are not available in "
+            "local mode yet");
   }
   for (const auto& [key, value] : labels) {
     auto it = config_.labels.find(key);
     if (it == config_.labels.end() || it->second != value) {
       return system_error(Status::Code::kResourceExhausted,
-                          what + " needs label " + key + "=" + value +
+                          what() + " needs label " + key + "=" + value +
                               ", which the only node (local mode) does not have");
     }
   }
   return std::nullopt;
+}
+
+std::optional<ErrorInfo> LocalRuntime::storage_error(uint64_t bytes, std::string_view what,
+                                                     const std::string& name) const {
+  if (bytes > DeserializeLimits::kBytesMax) {
+    return system_error(Status::Code::kResourceExhausted,
+                        std::string(what) + name + " is " + std::to_string(bytes) +
+                            " bytes, over the limit of one object (" +
+                            std::to_string(DeserializeLimits::kBytesMax) + ")");
+  }
+  uint64_t used = objects_.bytes();
+  if (used + bytes > config_.object_store_bytes_max) {
+    return system_error(Status::Code::kResourceExhausted,
+                        std::string(what) + name + " (" + std::to_string(bytes) +
+                            " bytes) does not fit in the object store: " + std::to_string(used) +
+                            " of " + std::to_string(config_.object_store_bytes_max) +
+                            " bytes are held by live ObjectRefs");
+  }
+  return std::nullopt;
+}
+
+Status LocalRuntime::check_in_flight(std::string_view kind, const std::string& function) const {
+  std::lock_guard lock(tasks_mutex_);
+  std::size_t in_flight = tasks_.size() + actor_calls_.size();
+  if (in_flight < config_.tasks_in_flight_max) return Status();
+  return Status::resource_exhausted(
+      std::string(kind) + " " + function + ": " + std::to_string(in_flight) +
+      " tasks are already submitted and not finished (the limit); get() some first");
 }
 
 // ---- Tasks ------------------------------------------------------------------
@@ -133,10 +167,13 @@ std::optional<ErrorInfo> LocalRuntime::placement_error(const ResourceSet& demand
 Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
   Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
-  if (!demand.ok()) return Status::invalid_argument("task " + spec.function + ": " + demand.status().message());
+  if (!demand.ok())
+    return Status::invalid_argument("task " + spec.function + ": " + demand.status().message());
   if (spec.options.max_retries < -1) {
-    return Status::invalid_argument("task " + spec.function + ": max_retries must be -1 (no limit) or more");
+    return Status::invalid_argument("task " + spec.function +
+                                    ": max_retries must be -1 (no limit) or more");
   }
+  SHOAL_RETURN_IF_ERROR(check_in_flight("task", spec.function));
   auto task = std::make_shared<Task>();
   task->id = new_task_id();
   task->return_id = ObjectId::for_task_return(task->id, 0);
@@ -145,8 +182,9 @@ Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
   objects_.create_pending(task->return_id);
   RefPtr ref = new_ref(task->return_id);
 
-  std::optional<ErrorInfo> error = placement_error(task->demand, task->spec.options.strategy,
-                                                   task->spec.options.labels, "task " + task->spec.function);
+  std::optional<ErrorInfo> error =
+      placement_error(task->demand, task->spec.options.strategy, task->spec.options.labels,
+                      "task", task->spec.function);
   if (error) {
     fail(task, std::move(*error));
     return ref;
@@ -166,8 +204,9 @@ Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
     }
   }
   if (task->state == Task::State::kDone) {
-    complete_object(task->return_id,
-                    ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
+    complete_object(
+        task->return_id,
+        ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
     return ref;
   }
   if (ref_args.empty()) {
@@ -180,9 +219,9 @@ Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
         arg.id, [this, task, i](const ObjectValuePtr& value) { on_task_argument(task, i, value); });
     if (!token.ok()) {
       auto missing = std::make_shared<ObjectValue>();
-      missing->error = system_error(Status::Code::kNotFound, "argument " + std::to_string(i + 1) + " of " +
-                                                                 task->spec.function + ": " +
-                                                                 token.status().message());
+      missing->error = system_error(Status::Code::kNotFound, "argument " + std::to_string(i + 1) +
+                                                                 " of " + task->spec.function +
+                                                                 ": " + token.status().message());
       on_task_argument(task, i, missing);
     }
   }
@@ -219,12 +258,15 @@ void LocalRuntime::enqueue(const std::shared_ptr<Task>& task) {
     if (task->state != Task::State::kWaiting) return;
     task->state = Task::State::kQueued;
   }
-  Status status = executor_.submit(WorkItem{task->id, task->demand, [this, task] { run_task(task); }});
+  Status status =
+      executor_.submit(WorkItem{task->id, task->demand, [this, task] { run_task(task); }});
   if (!status.ok()) {
     if (status.code() == Status::Code::kCancelled) {
-      finish(task, ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
+      finish(task, ObjectValue{
+                       {}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
     } else {
-      fail(task, system_error(status.code(), "task " + task->spec.function + " cannot run: " + status.message()));
+      fail(task, system_error(status.code(),
+                              "task " + task->spec.function + " cannot run: " + status.message()));
     }
   }
 }
@@ -237,14 +279,17 @@ void LocalRuntime::run_task(const std::shared_ptr<Task>& task) {
     ++task->attempts;
   }
   if (task->cancel_requested.load()) {
-    finish(task, ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "the task was cancelled")});
+    finish(task,
+           ObjectValue{
+               {}, {}, cancelled_error(task->spec.function, task->id, "the task was cancelled")});
     return;
   }
   ObjectValue value;
   const Invoker* invoker = Registry::instance().function(task->spec.function);
   if (invoker == nullptr) {
-    value.error = system_error(Status::Code::kNotFound, "function " + task->spec.function +
-                                                            " is not registered in this binary (SHOAL_REMOTE)");
+    value.error = system_error(
+        Status::Code::kNotFound,
+        "function " + task->spec.function + " is not registered in this binary (SHOAL_REMOTE)");
   } else {
     std::vector<std::string_view> views = argument_views(task->spec, task->arg_values);
     InvokeResult result;
@@ -260,13 +305,22 @@ void LocalRuntime::run_task(const std::shared_ptr<Task>& task) {
     }
   }
   if (task->cancel_requested.load()) {
-    finish(task, ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "the task was cancelled")});
+    finish(task,
+           ObjectValue{
+               {}, {}, cancelled_error(task->spec.function, task->id, "the task was cancelled")});
     return;
+  }
+  if (!value.error) {
+    if (auto error = storage_error(value.bytes.size(), "the result of ", task->spec.function)) {
+      value = ObjectValue{};
+      value.error = std::move(error);
+    }
   }
   if (value.error) {
     const TaskOptions& options = task->spec.options;
-    bool retry = value.error->kind == ErrorKind::kTaskException && options.retry_exceptions &&
-                 (options.max_retries < 0 || task->attempts <= static_cast<uint32_t>(options.max_retries));
+    bool retry =
+        value.error->kind == ErrorKind::kTaskException && options.retry_exceptions &&
+        (options.max_retries < 0 || task->attempts <= static_cast<uint32_t>(options.max_retries));
     if (retry) {
       {
         std::lock_guard lock(tasks_mutex_);
@@ -331,7 +385,8 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   if (options.max_restarts < -1) {
     return Status::invalid_argument(what + ": max_restarts must be -1 (no limit) or more");
   }
-  const std::string& name_space = options.name_space.empty() ? config_.name_space : options.name_space;
+  const std::string& name_space =
+      options.name_space.empty() ? config_.name_space : options.name_space;
 
   ActorId id{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
   auto creation = std::make_shared<ActorCall>();
@@ -340,21 +395,28 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   creation->spec.args = std::move(spec.args);
   creation->spec.contained = std::move(spec.contained);
   ActorRunner::Callbacks callbacks{
-      [this](const ActorCallPtr& call, ObjectValue value) { on_call_complete(call, std::move(value)); },
+      [this](const ActorCallPtr& call, ObjectValue value) {
+        on_call_complete(call, std::move(value));
+      },
       [this, id](const ErrorInfo& death) { on_actor_exit(id, death); }};
   auto runner = std::make_shared<ActorRunner>(
-      ActorRunner::Config{id, spec.class_name, config_.node_id, options.max_concurrency, options.max_restarts},
+      ActorRunner::Config{id, spec.class_name, config_.node_id, options.max_concurrency,
+                          options.max_restarts},
       creation, std::move(callbacks));
 
   std::vector<std::shared_ptr<ActorRunner>> exited;
   {
     std::lock_guard lock(actors_mutex_);
     if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+    if (actors_.size() >= config_.actors_max) {
+      return Status::resource_exhausted(what + ": " + std::to_string(actors_.size()) +
+                                        " actors are alive (the limit); kill some first");
+    }
     if (!options.name.empty()) {
       auto [it, inserted] = named_.try_emplace({name_space, options.name}, id);
       if (!inserted) {
-        return Status::already_exists("an actor named " + options.name + " already exists in namespace " +
-                                      name_space);
+        return Status::already_exists("an actor named " + options.name +
+                                      " already exists in namespace " + name_space);
       }
     }
     ActorRecord record;
@@ -370,9 +432,10 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   }
   for (auto& r : exited) r->join();  // actors that exited earlier
   exited.clear();
-  auto handle = std::make_shared<const ActorHandleState>(id, spec.class_name, address_, weak_from_this());
+  auto handle =
+      std::make_shared<const ActorHandleState>(id, spec.class_name, address_, weak_from_this());
 
-  std::optional<ErrorInfo> error = placement_error(*demand, options.strategy, options.labels, what);
+  std::optional<ErrorInfo> error = placement_error(*demand, options.strategy, options.labels, "actor", spec.class_name);
   if (error) {
     runner->kill(false, error->message);
     on_actor_exit(id, *error);
@@ -386,18 +449,18 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   }
   // Resources are held for the actor's life: a lease from the executor,
   // granted when they are free (the actor waits until then).
-  Status submitted = executor_.submit(WorkItem{
-      creation->task_id, *demand,
-      [this, runner, id] {
-        {
-          std::lock_guard lock(actors_mutex_);
-          auto it = actors_.find(id);
-          if (it != actors_.end()) it->second.holds_resources = true;
-        }
-        Status started = runner->start();
-        (void)started;
-      },
-      true});
+  Status submitted = executor_.submit(WorkItem{creation->task_id, *demand,
+                                               [this, runner, id] {
+                                                 {
+                                                   std::lock_guard lock(actors_mutex_);
+                                                   auto it = actors_.find(id);
+                                                   if (it != actors_.end())
+                                                     it->second.holds_resources = true;
+                                                 }
+                                                 Status started = runner->start();
+                                                 (void)started;
+                                               },
+                                               true});
   if (!submitted.ok()) {
     runner->kill(false, submitted.message());
     on_actor_exit(id, system_error(submitted.code(), submitted.message()));
@@ -405,7 +468,8 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   return handle;
 }
 
-void LocalRuntime::resolve_call(const ActorCallPtr& call, const std::shared_ptr<ActorRunner>& runner) {
+void LocalRuntime::resolve_call(const ActorCallPtr& call,
+                                const std::shared_ptr<ActorRunner>& runner) {
   std::vector<std::size_t> ref_args;
   for (std::size_t i = 0; i < call->spec.args.size(); ++i) {
     if (call->spec.args[i].ref) ref_args.push_back(i);
@@ -421,20 +485,23 @@ void LocalRuntime::resolve_call(const ActorCallPtr& call, const std::shared_ptr<
   }
   for (std::size_t i : ref_args) {
     const RefState& arg = *call->spec.args[i].ref;
-    Result<uint64_t> token = objects_.on_ready(
-        arg.id, [this, call, runner, i](const ObjectValuePtr& value) { on_call_argument(call, runner, i, value); });
+    Result<uint64_t> token =
+        objects_.on_ready(arg.id, [this, call, runner, i](const ObjectValuePtr& value) {
+          on_call_argument(call, runner, i, value);
+        });
     if (!token.ok()) {
       auto missing = std::make_shared<ObjectValue>();
-      missing->error = system_error(Status::Code::kNotFound, "argument " + std::to_string(i + 1) + " of " +
-                                                                 call->spec.function + ": " +
-                                                                 token.status().message());
+      missing->error = system_error(Status::Code::kNotFound, "argument " + std::to_string(i + 1) +
+                                                                 " of " + call->spec.function +
+                                                                 ": " + token.status().message());
       on_call_argument(call, runner, i, missing);
     }
   }
 }
 
-void LocalRuntime::on_call_argument(const ActorCallPtr& call, const std::shared_ptr<ActorRunner>& runner,
-                                    std::size_t index, const ObjectValuePtr& value) {
+void LocalRuntime::on_call_argument(const ActorCallPtr& call,
+                                    const std::shared_ptr<ActorRunner>& runner, std::size_t index,
+                                    const ObjectValuePtr& value) {
   {
     std::lock_guard lock(tasks_mutex_);
     if (index >= call->arg_values.size()) return;  // the call already completed (actor killed)
@@ -447,6 +514,7 @@ void LocalRuntime::on_call_argument(const ActorCallPtr& call, const std::shared_
 
 Result<RefPtr> LocalRuntime::submit_actor_task(const ActorHandleState& actor, TaskSpec spec) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  SHOAL_RETURN_IF_ERROR(check_in_flight("actor call", spec.function));
   auto call = std::make_shared<ActorCall>();
   call->task_id = new_task_id();
   call->return_id = ObjectId::for_task_return(call->task_id, 0);
@@ -471,7 +539,8 @@ Result<RefPtr> LocalRuntime::submit_actor_task(const ActorHandleState& actor, Ta
     error.message = "actor " + actor.class_name + " (" + actor.id.hex() + ") is dead";
     if (death) {
       error.exception_type = death->exception_type;
-      error.message = death->kind == ErrorKind::kActorDied ? death->message : error.message + ": " + death->message;
+      error.message = death->kind == ErrorKind::kActorDied ? death->message
+                                                           : error.message + ": " + death->message;
     }
     error.function = call->spec.function;
     error.task_id = call->task_id;
@@ -508,6 +577,15 @@ void LocalRuntime::on_call_complete(const ActorCallPtr& call, ObjectValue value)
   arg_values.clear();
   args.clear();
   contained = {};
+  if (!value.error) {
+    if (auto error = storage_error(value.bytes.size(), "the result of ", call->spec.function)) {
+      error->function = call->spec.function;
+      error->task_id = call->task_id;
+      error->node_id = config_.node_id;
+      value = ObjectValue{};
+      value.error = std::move(error);
+    }
+  }
   complete_object(call->return_id, std::move(value));
 }
 
@@ -567,8 +645,8 @@ ActorPtr LocalRuntime::adopt_actor(ActorId id, std::string class_name, std::stri
     auto it = actors_.find(id);
     if (it != actors_.end()) ++it->second.handles;
   }
-  return std::make_shared<const ActorHandleState>(id, std::move(class_name), std::move(owner_address),
-                                                  weak_from_this());
+  return std::make_shared<const ActorHandleState>(id, std::move(class_name),
+                                                  std::move(owner_address), weak_from_this());
 }
 
 void LocalRuntime::release_actor(const ActorHandleState& actor) noexcept {
@@ -595,6 +673,8 @@ std::size_t LocalRuntime::live_actor_count() const {
 
 Result<RefPtr> LocalRuntime::put(SerializedValue value) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  if (auto error = storage_error(value.bytes.size(), "put(): the value", ""))
+    return Status(error->code, error->message);
   ObjectId id = ObjectId::for_put(new_task_id());
   auto stored = std::make_shared<ObjectValue>();
   stored->bytes = std::move(value.bytes);
@@ -622,7 +702,8 @@ std::string LocalRuntime::describe_pending(std::span<const RefState* const> refs
       if (first == nullptr) first = refs[i];
     }
   }
-  std::string out = std::to_string(pending) + " of " + std::to_string(refs.size()) + " objects not ready";
+  std::string out =
+      std::to_string(pending) + " of " + std::to_string(refs.size()) + " objects not ready";
   if (first == nullptr) return out;
   out += "; the first is " + first->id.hex();
   TaskId producer = first->id.task_id();
@@ -636,13 +717,15 @@ std::string LocalRuntime::describe_pending(std::span<const RefState* const> refs
   return out;
 }
 
-Status LocalRuntime::wait_for(std::span<const RefState* const> refs, std::size_t needed, Deadline deadline,
-                              std::vector<ObjectValuePtr>& values, bool timeout_is_error) {
+Status LocalRuntime::wait_for(std::span<const RefState* const> refs, std::size_t needed,
+                              Deadline deadline, std::vector<ObjectValuePtr>& values,
+                              bool timeout_is_error) {
   values.assign(refs.size(), nullptr);
   std::size_t ready = 0;
   for (std::size_t i = 0; i < refs.size(); ++i) {
     if (refs[i]->owner_address != address_) {
-      return Status::not_found("object " + refs[i]->id.hex() + " is owned by " + refs[i]->owner_address +
+      return Status::not_found("object " + refs[i]->id.hex() + " is owned by " +
+                               refs[i]->owner_address +
                                ", which this process (local mode) cannot reach");
     }
     Result<ObjectValuePtr> value = objects_.lookup(refs[i]->id);
@@ -659,12 +742,13 @@ Status LocalRuntime::wait_for(std::span<const RefState* const> refs, std::size_t
   Executor::BlockingScope blocking;  // lend this task's CPUs while it waits
   for (std::size_t i = 0; i < refs.size(); ++i) {
     if (values[i]) continue;
-    Result<uint64_t> token = objects_.on_ready(refs[i]->id, [waiter, i](const ObjectValuePtr& value) {
-      std::lock_guard lock(waiter->mutex);
-      if (waiter->values[i] != nullptr) return;
-      waiter->values[i] = value;
-      if (waiter->remaining > 0 && --waiter->remaining == 0) waiter->cv.notify_all();
-    });
+    Result<uint64_t> token =
+        objects_.on_ready(refs[i]->id, [waiter, i](const ObjectValuePtr& value) {
+          std::lock_guard lock(waiter->mutex);
+          if (waiter->values[i] != nullptr) return;
+          waiter->values[i] = value;
+          if (waiter->remaining > 0 && --waiter->remaining == 0) waiter->cv.notify_all();
+        });
     if (!token.ok()) {
       for (auto [index, t] : tokens) objects_.cancel_callback(refs[index]->id, t);
       return token.status();
@@ -688,18 +772,20 @@ Status LocalRuntime::wait_for(std::span<const RefState* const> refs, std::size_t
   return Status();
 }
 
-Result<std::vector<ObjectValuePtr>> LocalRuntime::get(std::span<const RefState* const> refs, Deadline deadline) {
+Result<std::vector<ObjectValuePtr>> LocalRuntime::get(std::span<const RefState* const> refs,
+                                                      Deadline deadline) {
   std::vector<ObjectValuePtr> values;
   Status status = wait_for(refs, refs.size(), deadline, values, true);
   if (!status.ok()) return status;
   return values;
 }
 
-Result<std::vector<bool>> LocalRuntime::wait(std::span<const RefState* const> refs, std::size_t num_ready,
-                                             Deadline deadline) {
+Result<std::vector<bool>> LocalRuntime::wait(std::span<const RefState* const> refs,
+                                             std::size_t num_ready, Deadline deadline) {
   if (num_ready < 1 || num_ready > refs.size()) {
-    return Status::invalid_argument("wait(): num_ready is " + std::to_string(num_ready) + " but there are " +
-                                    std::to_string(refs.size()) + " refs (it must be 1 to that)");
+    return Status::invalid_argument("wait(): num_ready is " + std::to_string(num_ready) +
+                                    " but there are " + std::to_string(refs.size()) +
+                                    " refs (it must be 1 to that)");
   }
   std::unordered_set<ObjectId> seen;
   for (const RefState* ref : refs) {
@@ -741,11 +827,13 @@ Result<bool> LocalRuntime::cancel(const RefState& ref, bool /*force*/) {
     const std::string message = "the task was cancelled";
     switch (state) {
       case Task::State::kWaiting:
-        complete_object(task->return_id, ObjectValue{{}, {}, cancelled_error(task->spec.function, id, message)});
+        complete_object(task->return_id,
+                        ObjectValue{{}, {}, cancelled_error(task->spec.function, id, message)});
         return true;
       case Task::State::kQueued: {
         std::optional<WorkItem> item = executor_.cancel(id);
-        if (item) finish(task, ObjectValue{{}, {}, cancelled_error(task->spec.function, id, message)});
+        if (item)
+          finish(task, ObjectValue{{}, {}, cancelled_error(task->spec.function, id, message)});
         return true;  // else it is starting: run_task sees the flag
       }
       case Task::State::kRunning:
@@ -798,8 +886,9 @@ void LocalRuntime::shutdown() {
     for (auto& task : unfinished) tasks_.erase(task->id);
   }
   for (auto& task : unfinished) {
-    complete_object(task->return_id,
-                    ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
+    complete_object(
+        task->return_id,
+        ObjectValue{{}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
   }
   queued.clear();
   unfinished.clear();

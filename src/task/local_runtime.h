@@ -42,13 +42,19 @@ namespace shoal::detail {
 class LocalRuntime final : public Runtime {
  public:
   struct Config {
-    std::string node_id;  // 32 hex digits
+    std::string node_id;     // 32 hex digits
     uint64_t id_prefix = 1;  // the high word of every id made here; not 0
     ResourceSet total;       // the node's resources
     std::map<std::string, std::string> labels;
     std::string name_space = "default";
     int executor_threads_max = 64;
+    uint64_t object_store_bytes_max = uint64_t{1} << 32;  // values of ready objects, all together
+    std::size_t tasks_in_flight_max =
+        kTasksInFlightMax;                // submitted, not finished (actor calls too)
+    std::size_t actors_max = kActorsMax;  // live actors (each has its own threads)
   };
+  static constexpr std::size_t kTasksInFlightMax = 1'000'000;
+  static constexpr std::size_t kActorsMax = 4096;
 
   static std::shared_ptr<LocalRuntime> create(Config config);
   ~LocalRuntime() override;
@@ -61,7 +67,8 @@ class LocalRuntime final : public Runtime {
   Result<RefPtr> submit_actor_task(const ActorHandleState& actor, TaskSpec spec) override;
   Result<ActorPtr> create_actor(ActorSpec spec) override;
   Result<RefPtr> put(SerializedValue value) override;
-  Result<std::vector<ObjectValuePtr>> get(std::span<const RefState* const> refs, Deadline deadline) override;
+  Result<std::vector<ObjectValuePtr>> get(std::span<const RefState* const> refs,
+                                          Deadline deadline) override;
   Result<std::vector<bool>> wait(std::span<const RefState* const> refs, std::size_t num_ready,
                                  Deadline deadline) override;
   Result<bool> cancel(const RefState& ref, bool force) override;
@@ -100,13 +107,21 @@ class LocalRuntime final : public Runtime {
 
   TaskId new_task_id();
   RefPtr new_ref(const ObjectId& id);
-  std::optional<ErrorInfo> placement_error(const ResourceSet& demand, const SchedulingStrategy& strategy,
+  std::optional<ErrorInfo> placement_error(const ResourceSet& demand,
+                                           const SchedulingStrategy& strategy,
                                            const std::map<std::string, std::string>& labels,
-                                           const std::string& what) const;
-  ErrorInfo cancelled_error(const std::string& function, const TaskId& id, const std::string& message) const;
+                                           std::string_view kind, const std::string& name) const;
+  // An error when a value of `bytes` cannot be stored (over one object's
+  // limit, or the store is full).
+  std::optional<ErrorInfo> storage_error(uint64_t bytes, std::string_view what,
+                                         const std::string& name) const;
+  Status check_in_flight(std::string_view kind, const std::string& function) const;
+  ErrorInfo cancelled_error(const std::string& function, const TaskId& id,
+                            const std::string& message) const;
 
   // Normal tasks.
-  void on_task_argument(const std::shared_ptr<Task>& task, std::size_t index, const ObjectValuePtr& value);
+  void on_task_argument(const std::shared_ptr<Task>& task, std::size_t index,
+                        const ObjectValuePtr& value);
   void enqueue(const std::shared_ptr<Task>& task);
   void run_task(const std::shared_ptr<Task>& task);
   void finish(const std::shared_ptr<Task>& task, ObjectValue value);
@@ -139,13 +154,13 @@ class LocalRuntime final : public Runtime {
   std::unordered_map<TaskId, CallEntry> actor_calls_;        // guarded: not yet finished
 
   mutable std::mutex actors_mutex_;
-  std::unordered_map<ActorId, ActorRecord> actors_;                     // guarded: live actors
-  std::map<std::pair<std::string, std::string>, ActorId> named_;       // guarded: (namespace, name)
-  std::vector<std::shared_ptr<ActorRunner>> graveyard_;                // guarded: exited, to join
+  std::unordered_map<ActorId, ActorRecord> actors_;               // guarded: live actors
+  std::map<std::pair<std::string, std::string>, ActorId> named_;  // guarded: (namespace, name)
+  std::vector<std::shared_ptr<ActorRunner>> graveyard_;           // guarded: exited, to join
   // Why recent actors died, for calls through handles that outlive them.
   static constexpr std::size_t kDeadActorsRemembered = 10'000;
-  std::unordered_map<ActorId, ErrorInfo> dead_;                        // guarded
-  std::deque<ActorId> dead_order_;                                     // guarded: oldest first
+  std::unordered_map<ActorId, ErrorInfo> dead_;  // guarded
+  std::deque<ActorId> dead_order_;               // guarded: oldest first
 };
 
 }  // namespace shoal::detail

@@ -58,6 +58,7 @@ int spin(int id) {
   while (!g_release.load() && !shoal::cancel_requested()) std::this_thread::sleep_for(1ms);
   return id;
 }
+std::string big_string(int n) { return std::string(static_cast<std::size_t>(n), 'x'); }
 int mark_run(int x) {
   g_runs.fetch_add(1);
   return x;
@@ -90,9 +91,12 @@ int fan_in(int n) {
 
 using namespace tasks_test;
 
-SHOAL_REMOTE(tasks_test::square, tasks_test::add, tasks_test::sum, tasks_test::concat, tasks_test::noop);
-SHOAL_REMOTE(tasks_test::busy, tasks_test::fail_with, tasks_test::spin, tasks_test::mark_run, tasks_test::flaky);
-SHOAL_REMOTE(tasks_test::make_refs, tasks_test::sum_refs, tasks_test::fan_in);
+SHOAL_REMOTE(tasks_test::square, tasks_test::add, tasks_test::sum, tasks_test::concat,
+             tasks_test::noop);
+SHOAL_REMOTE(tasks_test::busy, tasks_test::fail_with, tasks_test::spin, tasks_test::mark_run,
+             tasks_test::flaky);
+SHOAL_REMOTE(tasks_test::make_refs, tasks_test::sum_refs, tasks_test::fan_in,
+             tasks_test::big_string);
 
 namespace {
 
@@ -140,7 +144,8 @@ TEST_CASE("tasks: init, double init, modes not built yet, shutdown") {
   const char* address_args[] = {"app", "--address", "h:1"};
   CHECK(options_from_args(3, const_cast<char**>(address_args))->mode == Options::Mode::kConnect);
   const char* bad_args[] = {"app", "--cpus", "many"};
-  CHECK(options_from_args(3, const_cast<char**>(bad_args)).status().message().find("--cpus") != std::string::npos);
+  CHECK(options_from_args(3, const_cast<char**>(bad_args)).status().message().find("--cpus") !=
+        std::string::npos);
   CHECK(init(local(-1)).status().code() == Status::Code::kInvalidArgument);
 }
 
@@ -158,9 +163,9 @@ TEST_CASE("tasks: 10,000 tasks fan out with correct results") {
 
 TEST_CASE("tasks: ObjectRef arguments chain into a DAG") {
   Cluster cluster = start(2);
-  ObjectRef<int> a = task(square).remote(3);          // 9
-  ObjectRef<int> b = task(add).remote(a, 1);          // 10
-  ObjectRef<int> c = task(add).remote(a, b);          // 19
+  ObjectRef<int> a = task(square).remote(3);  // 9
+  ObjectRef<int> b = task(add).remote(a, 1);  // 10
+  ObjectRef<int> c = task(add).remote(a, b);  // 19
   ObjectRef<long> d = task(sum).remote(std::vector<int>{1, 2, 3});
   ObjectRef<std::string> e = task(concat).remote("ab", std::string("cd"));
   ObjectRef<std::string> f = task(concat).remote(e, e);
@@ -268,7 +273,7 @@ TEST_CASE("tasks: cancel a queued task, a task waiting for arguments and a runni
   g_runs = 0;
   ObjectRef<int> running = task(spin).remote(1);
   while (g_started.load() == 0) std::this_thread::sleep_for(1ms);
-  ObjectRef<int> queued = task(mark_run).remote(2);   // the only CPU is taken
+  ObjectRef<int> queued = task(mark_run).remote(2);  // the only CPU is taken
   ObjectRef<int> waiting = task(add).remote(running, 1);
   CHECK(cancel(queued));
   CHECK(cancel(waiting));
@@ -337,7 +342,7 @@ TEST_CASE("tasks: wait returns the first ready refs in order, at most num_ready"
   for (const auto& r : two.ready) CHECK(r != slow);
 
   WaitResult<int> all = wait(refs, 4, 30ms);  // the timeout passes: no exception
-  CHECK(all.ready.size() == 3);                // failed counts as ready
+  CHECK(all.ready.size() == 3);               // failed counts as ready
   REQUIRE(all.not_ready.size() == 1);
   CHECK(all.not_ready[0] == slow);
   CHECK(all.ready[0] == fast1);  // in the order given
@@ -403,9 +408,11 @@ TEST_CASE("tasks: strategies and labels in local mode") {
   CHECK(task(square).strategy(node_affinity("ffff", true)).remote(5).get() == 25);  // soft
   CHECK_THROWS_WITH_AS(task(square).strategy(node_affinity("ffff")).remote(1).get(),
                        doctest::Contains("not in this cluster"), Error);
-  CHECK_THROWS_WITH_AS(task(square).label("zone", "b").remote(1).get(), doctest::Contains("zone=b"), Error);
-  CHECK_THROWS_WITH_AS(task(square).strategy(placement_group_bundle(PlacementGroupId{1, 2}, 0)).remote(1).get(),
-                       doctest::Contains("placement groups"), Error);
+  CHECK_THROWS_WITH_AS(task(square).label("zone", "b").remote(1).get(), doctest::Contains("zone=b"),
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      task(square).strategy(placement_group_bundle(PlacementGroupId{1, 2}, 0)).remote(1).get(),
+      doctest::Contains("placement groups"), Error);
 }
 
 TEST_CASE("tasks: nested tasks that wait for children do not deadlock one CPU") {
@@ -432,4 +439,49 @@ TEST_CASE("tasks: after shutdown, refs report it") {
     while (g_started.load() == 0) std::this_thread::sleep_for(1ms);
   }  // shutdown: the spinning task sees cancel_requested() and returns
   g_release = true;
+}
+
+TEST_CASE(
+    "tasks: the object store's size is bounded; put() and results that do not fit fail clearly") {
+  Options options = local(2);
+  options.object_store_bytes_max = 10'000;
+  Result<Cluster> cluster = init(options);
+  REQUIRE(cluster.ok());
+  ObjectRef<std::string> small = put(std::string(6'000, 'a'));
+  CHECK_THROWS_WITH_AS(put(std::string(6'000, 'b')),
+                       doctest::Contains("does not fit in the object store"), Error);
+  CHECK_THROWS_WITH_AS(task(big_string).remote(6'000).get(),
+                       doctest::Contains("the result of tasks_test::big_string"), Error);
+  small = {};  // frees its bytes
+  CHECK(task(big_string).remote(6'000).get().size() == 6'000);
+}
+
+TEST_CASE(
+    "tasks: the runtime bounds tasks in flight (used directly through the Runtime interface)") {
+  detail::LocalRuntime::Config config;
+  config.node_id = std::string(32, 'a');
+  config.total = *detail::ResourceSet::from_wholes({{"CPU", 1}});
+  config.tasks_in_flight_max = 2;
+  std::shared_ptr<detail::LocalRuntime> runtime = detail::LocalRuntime::create(config);
+  auto spin_spec = [] {
+    detail::TaskSpec spec;
+    spec.function = "tasks_test::spin";
+    spec.args.push_back(detail::TaskArg{serialize(1), nullptr});
+    return spec;
+  };
+  g_release = false;
+  Result<detail::RefPtr> first = runtime->submit_task(spin_spec());
+  Result<detail::RefPtr> second = runtime->submit_task(spin_spec());
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  Result<detail::RefPtr> third = runtime->submit_task(spin_spec());
+  CHECK(third.status().code() == Status::Code::kResourceExhausted);
+  CHECK(third.status().message().find("already submitted and not finished") != std::string::npos);
+  g_release = true;
+  const detail::RefState* refs[] = {first->get(), second->get()};
+  Result<std::vector<detail::ObjectValuePtr>> values = runtime->get(refs, std::nullopt);
+  REQUIRE(values.ok());
+  CHECK(deserialize<int>((*values)[0]->bytes).value() == 1);
+  CHECK(runtime->submit_task(spin_spec()).ok());
+  runtime->shutdown();
 }

@@ -15,6 +15,7 @@ void ObjectTable::create_ready(const ObjectId& id, ObjectValuePtr value) {
   std::lock_guard lock(mutex_);
   auto [it, inserted] = entries_.try_emplace(id);
   SHOAL_ASSERT(inserted, id.hex());
+  bytes_ += value->bytes.size();
   it->second.value = std::move(value);
 }
 
@@ -31,6 +32,7 @@ bool ObjectTable::complete(const ObjectId& id, ObjectValuePtr value) {
       freed = std::move(value);  // nobody can see it any more
       entries_.erase(it);
     } else {
+      bytes_ += value->bytes.size();
       it->second.value = value;
     }
   }
@@ -43,7 +45,8 @@ Result<ObjectValuePtr> ObjectTable::lookup(const ObjectId& id) const {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(id);
   if (it == entries_.end()) {
-    return Status::not_found("object " + id.hex() + " is not known here (freed, or owned by another process)");
+    return Status::not_found("object " + id.hex() +
+                             " is not known here (freed, or owned by another process)");
   }
   return it->second.value;
 }
@@ -54,7 +57,8 @@ Result<uint64_t> ObjectTable::on_ready(const ObjectId& id, Callback callback) {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(id);
     if (it == entries_.end()) {
-      return Status::not_found("object " + id.hex() + " is not known here (freed, or owned by another process)");
+      return Status::not_found("object " + id.hex() +
+                               " is not known here (freed, or owned by another process)");
     }
     if (it->second.value == nullptr) {
       uint64_t token = next_token_++;
@@ -96,8 +100,10 @@ void ObjectTable::remove_ref(const ObjectId& id) {
     auto it = entries_.find(id);
     if (it == entries_.end()) return;
     SHOAL_ASSERT(it->second.refs > 0, id.hex());
-    if (--it->second.refs > 0 || it->second.value == nullptr) return;  // pending: freed when it completes
+    if (--it->second.refs > 0 || it->second.value == nullptr)
+      return;  // pending: freed when it completes
     freed = std::move(it->second.value);
+    bytes_ -= freed->bytes.size();
     dropped = std::move(it->second.callbacks);
     entries_.erase(it);
   }
@@ -108,11 +114,17 @@ std::size_t ObjectTable::size() const {
   return entries_.size();
 }
 
+uint64_t ObjectTable::bytes() const {
+  std::lock_guard lock(mutex_);
+  return bytes_;
+}
+
 void ObjectTable::clear() {
   std::unordered_map<ObjectId, Entry> entries;
   {
     std::lock_guard lock(mutex_);
     entries.swap(entries_);
+    bytes_ = 0;
   }
 }
 

@@ -53,6 +53,8 @@ class ObjectTable {
   void remove_ref(const ObjectId& id);  // no-op for unknown ids
 
   std::size_t size() const;
+  // Bytes of the values held (ready objects only).
+  uint64_t bytes() const;
   // Drops every entry (shutdown); pending callbacks never run.
   void clear();
 
@@ -66,6 +68,7 @@ class ObjectTable {
   mutable std::mutex mutex_;
   std::unordered_map<ObjectId, Entry> entries_;  // guarded by mutex_
   uint64_t next_token_ = 1;                      // guarded by mutex_
+  uint64_t bytes_ = 0;                           // guarded by mutex_
 };
 
 }  // namespace shoal::detail

@@ -21,7 +21,8 @@ std::string trim(std::string_view text) {
 
 // "(x)" -> "x", repeatedly.
 std::string strip_parentheses(std::string name) {
-  while (name.size() >= 2 && name.front() == '(' && name.back() == ')') name = trim(name.substr(1, name.size() - 2));
+  while (name.size() >= 2 && name.front() == '(' && name.back() == ')')
+    name = trim(name.substr(1, name.size() - 2));
   return name;
 }
 
@@ -114,7 +115,8 @@ void Registry::add_actor_class(std::string name, std::type_index type) {
   class_types_.emplace(std::move(name), type);
 }
 
-void Registry::add_method(std::type_index type, std::string name, std::string key, Invoker invoker) {
+void Registry::add_method(std::type_index type, std::string name, std::string key,
+                          Invoker invoker) {
   std::unique_lock lock(mutex_);
   ClassEntry& entry = classes_[type];
   auto by_key = entry.method_names_by_key.find(key);
@@ -212,8 +214,8 @@ Status Registry::status() const {
 ErrorInfo argument_count_error(const std::string& name, std::size_t expected, std::size_t got) {
   ErrorInfo error;
   error.code = Status::Code::kInvalidArgument;
-  error.message = name + " takes " + std::to_string(expected) + " arguments but the call has " + std::to_string(got) +
-                  " (are both sides the same version of the program?)";
+  error.message = name + " takes " + std::to_string(expected) + " arguments but the call has " +
+                  std::to_string(got) + " (are both sides the same version of the program?)";
   return error;
 }
 
@@ -227,23 +229,27 @@ ErrorInfo argument_error(const std::string& name, std::size_t index, const std::
 }
 
 void throw_unregistered_function(const std::string& signature) {
-  throw Error(Status::not_found("shoal::task(): this function (" + signature +
-                                ") is not registered: add SHOAL_REMOTE(its name) at namespace scope"));
+  throw Error(
+      Status::not_found("shoal::task(): this function (" + signature +
+                        ") is not registered: add SHOAL_REMOTE(its name) at namespace scope"));
 }
 
 void throw_unregistered_class(const std::string& type) {
   throw Error(Status::not_found("class " + type +
-                                " is not registered as an actor: add SHOAL_ACTOR(" + type + ", &" + type +
-                                "::method, ...) at namespace scope"));
+                                " is not registered as an actor: add SHOAL_ACTOR(" + type + ", &" +
+                                type + "::method, ...) at namespace scope"));
 }
 
 void throw_unregistered_method(const std::string& class_name, const std::string& method_type) {
   throw Error(Status::not_found("this method of " + class_name + " (" + method_type +
-                                ") is not registered: list it in SHOAL_ACTOR(" + class_name + ", ...)"));
+                                ") is not registered: list it in SHOAL_ACTOR(" + class_name +
+                                ", ...)"));
 }
 
-void throw_wrong_actor_class(std::string_view name, const std::string& actual, const std::string& wanted) {
-  throw Error(Status::invalid_argument("actor " + std::string(name) + " is a " + actual + ", not a " + wanted));
+void throw_wrong_actor_class(std::string_view name, const std::string& actual,
+                             const std::string& wanted) {
+  throw Error(Status::invalid_argument("actor " + std::string(name) + " is a " + actual +
+                                       ", not a " + wanted));
 }
 
 }  // namespace shoal::detail

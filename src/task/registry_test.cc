@@ -41,12 +41,14 @@ struct Calculator {
 
 }  // namespace registry_test
 
-SHOAL_REMOTE(registry_test::add, registry_test::quiet, SHOAL_OVERLOAD(registry_test::scale, int, int),
+SHOAL_REMOTE(registry_test::add, registry_test::quiet,
+             SHOAL_OVERLOAD(registry_test::scale, int, int),
              SHOAL_OVERLOAD(registry_test::scale, double, double));
-SHOAL_REMOTE(registry_test::greet, registry_test::nothing, registry_test::sum_refs, registry_test::mutate,
-             registry_test::throws);
+SHOAL_REMOTE(registry_test::greet, registry_test::nothing, registry_test::sum_refs,
+             registry_test::mutate, registry_test::throws);
 SHOAL_ACTOR(registry_test::Calculator, SHOAL_OVERLOAD(registry_test::Calculator::add, int),
-            SHOAL_OVERLOAD(registry_test::Calculator::add, int, int), &registry_test::Calculator::get);
+            SHOAL_OVERLOAD(registry_test::Calculator::add, int, int),
+            &registry_test::Calculator::get);
 
 using namespace registry_test;
 
@@ -67,7 +69,8 @@ TEST_CASE("registry: names from the macro text") {
         std::vector<std::string>{"Counter::incr", "Counter::get"});
   CHECK(detail::parse_registration_names("SHOAL_OVERLOAD(scale, int, std::map<int, int>), f") ==
         std::vector<std::string>{"scale(int, std::map<int, int>)", "f"});
-  CHECK(detail::parse_registration_names("SHOAL_OVERLOAD(Calc::get)") == std::vector<std::string>{"Calc::get()"});
+  CHECK(detail::parse_registration_names("SHOAL_OVERLOAD(Calc::get)") ==
+        std::vector<std::string>{"Calc::get()"});
   CHECK(detail::parse_registration_names("static_cast<int (*)(int, int)>(f)") ==
         std::vector<std::string>{"static_cast<int (*)(int, int)>(f)"});
   CHECK(detail::parse_registration_names("").empty());
@@ -78,7 +81,8 @@ TEST_CASE("registry: functions, overloads and methods are found by pointer and b
   CHECK(registry.status().ok());
   REQUIRE(registry.function_name(detail::function_key(&add)) != nullptr);
   CHECK(*registry.function_name(detail::function_key(&add)) == "registry_test::add");
-  CHECK(*registry.function_name(detail::function_key(overload<int, int>(scale))) == "registry_test::scale(int, int)");
+  CHECK(*registry.function_name(detail::function_key(overload<int, int>(scale))) ==
+        "registry_test::scale(int, int)");
   CHECK(*registry.function_name(detail::function_key(SHOAL_OVERLOAD(scale, double, double))) ==
         "registry_test::scale(double, double)");
   CHECK(*registry.function_name(detail::function_key(&quiet)) == "registry_test::quiet");
@@ -86,11 +90,13 @@ TEST_CASE("registry: functions, overloads and methods are found by pointer and b
   CHECK(registry.function("nope") == nullptr);
   CHECK(registry.class_name(typeid(Calculator)) != nullptr);
   CHECK(*registry.class_name(typeid(Calculator)) == "registry_test::Calculator");
-  CHECK(*registry.method_name(typeid(Calculator), detail::method_key(overload<int, int>(&Calculator::add))) ==
+  CHECK(*registry.method_name(typeid(Calculator),
+                              detail::method_key(overload<int, int>(&Calculator::add))) ==
         "registry_test::Calculator::add(int, int)");
   CHECK(*registry.method_name(typeid(Calculator), detail::method_key(&Calculator::get)) ==
         "registry_test::Calculator::get");
-  CHECK(registry.method("registry_test::Calculator", "registry_test::Calculator::add(int)") != nullptr);
+  CHECK(registry.method("registry_test::Calculator", "registry_test::Calculator::add(int)") !=
+        nullptr);
   CHECK(registry.method("registry_test::Calculator", "registry_test::Calculator::mul") == nullptr);
   std::vector<std::string> names = registry.names();
   CHECK(std::find(names.begin(), names.end(), "registry_test::greet") != names.end());
@@ -106,11 +112,13 @@ TEST_CASE("registry: invoking by name reads arguments, runs, serializes the resu
   REQUIRE_FALSE(r.error);
   CHECK(deserialize<int>(r.value.bytes).value() == 42);
 
-  r = call("registry_test::scale(double, double)", {serialize(2.0), serialize(3)});  // int widens to double
+  r = call("registry_test::scale(double, double)",
+           {serialize(2.0), serialize(3)});  // int widens to double
   REQUIRE_FALSE(r.error);
   CHECK(deserialize<double>(r.value.bytes).value() == 6.5);
 
-  r = call("registry_test::greet", {serialize(std::string("ann")), serialize(std::vector<int>{1, 2})});
+  r = call("registry_test::greet",
+           {serialize(std::string("ann")), serialize(std::vector<int>{1, 2})});
   CHECK(deserialize<std::string>(r.value.bytes).value() == "ann:2");
 
   r = call("registry_test::mutate", {serialize(std::string("x"))});
@@ -130,7 +138,8 @@ TEST_CASE("registry: bad arguments and exceptions become error records") {
   r = call("registry_test::add", {serialize(1), serialize(std::string("two"))});
   REQUIRE(r.error);
   CHECK(r.error->kind == ErrorKind::kSystem);
-  CHECK(r.error->message.find("argument 2 of registry_test::add (int) could not be read") != std::string::npos);
+  CHECK(r.error->message.find("argument 2 of registry_test::add (int) could not be read") !=
+        std::string::npos);
 
   r = call("registry_test::add", {serialize(1), std::string("\xdd\xff\xff\xff\xff", 5)});
   REQUIRE(r.error);
@@ -153,7 +162,8 @@ TEST_CASE("registry: two functions under one name are reported") {
   registry.add_function("f", 1, nullptr);  // the same function twice (two TUs): fine
   CHECK(registry.status().ok());
   registry.add_function("f", 2, nullptr);
-  CHECK(registry.status().message().find("two different functions are registered as f") != std::string::npos);
+  CHECK(registry.status().message().find("two different functions are registered as f") !=
+        std::string::npos);
   registry.add_actor_class("A", typeid(int));
   registry.add_actor_class("A", typeid(double));
   CHECK(registry.status().message().find("actor class A") != std::string::npos);

@@ -24,6 +24,10 @@ Result<int64_t> to_units(std::string_view name, double wholes) {
 }  // namespace
 
 Result<ResourceSet> ResourceSet::from_request(const ResourceRequest& request) {
+  if (request.cpus == 1 && request.gpus == 0 && request.memory_bytes == 0 && request.custom.empty()) {
+    static const ResourceSet kOneCpu = *from_wholes({{std::string(kCpu), 1}});  // the default task
+    return kOneCpu;
+  }
   std::vector<std::pair<std::string, double>> wholes = {
       {std::string(kCpu), request.cpus},
       {std::string(kGpu), request.gpus},
@@ -31,14 +35,16 @@ Result<ResourceSet> ResourceSet::from_request(const ResourceRequest& request) {
   };
   for (const auto& [name, quantity] : request.custom) {
     if (name == kCpu || name == kGpu || name == kMemory) {
-      return Status::invalid_argument("resource " + name + " is built in: use cpus(), gpus() or memory()");
+      return Status::invalid_argument("resource " + name +
+                                      " is built in: use cpus(), gpus() or memory()");
     }
     wholes.emplace_back(name, quantity);
   }
   return from_wholes(wholes);
 }
 
-Result<ResourceSet> ResourceSet::from_wholes(const std::vector<std::pair<std::string, double>>& wholes) {
+Result<ResourceSet> ResourceSet::from_wholes(
+    const std::vector<std::pair<std::string, double>>& wholes) {
   ResourceSet out;
   for (const auto& [name, quantity] : wholes) {
     Result<int64_t> units = to_units(name, quantity);
@@ -122,7 +128,8 @@ void NodeResources::acquire(const ResourceSet& demand) {
 
 void NodeResources::release(const ResourceSet& demand) {
   available_.add(demand);
-  SHOAL_ASSERT(available_.fits_in(total_), demand.to_string(), available_.to_string(), total_.to_string());
+  SHOAL_ASSERT(available_.fits_in(total_), demand.to_string(), available_.to_string(),
+               total_.to_string());
 }
 
 }  // namespace shoal::detail

@@ -36,7 +36,9 @@ class ResourceSet {
   static Result<ResourceSet> from_wholes(const std::vector<std::pair<std::string, double>>& wholes);
 
   int64_t units(std::string_view name) const;
-  double wholes(std::string_view name) const { return static_cast<double>(units(name)) / kUnitsPerWhole; }
+  double wholes(std::string_view name) const {
+    return static_cast<double>(units(name)) / kUnitsPerWhole;
+  }
   void set_units(std::string_view name, int64_t units);  // 0 removes
 
   bool empty() const { return entries_.empty(); }

@@ -92,8 +92,8 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
                                                   Deadline deadline) = 0;
   // ready[i] per ref, once num_ready (1..refs.size()) are ready or at the
   // deadline. kInvalidArgument for a bad num_ready or duplicate refs.
-  virtual Result<std::vector<bool>> wait(std::span<const RefState* const> refs, std::size_t num_ready,
-                                         Deadline deadline) = 0;
+  virtual Result<std::vector<bool>> wait(std::span<const RefState* const> refs,
+                                         std::size_t num_ready, Deadline deadline) = 0;
 
   // ---- Control ------------------------------------------------------------------
   // True when the task had not finished; its object then fails with

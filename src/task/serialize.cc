@@ -58,30 +58,82 @@ Status read_header(const uint8_t* p, std::size_t remaining, Header& h) {
     h.payload_bytes = tag & 0x1f;
   } else {
     switch (tag) {
-      case 0xc4: ok = sized(1, 0); break;  // bin 8/16/32
-      case 0xc5: ok = sized(2, 0); break;
-      case 0xc6: ok = sized(4, 0); break;
-      case 0xc7: ok = sized(1, 1); break;  // ext 8/16/32
-      case 0xc8: ok = sized(2, 1); break;
-      case 0xc9: ok = sized(4, 1); break;
-      case 0xca: h.payload_bytes = 4; break;  // float 32/64
-      case 0xcb: h.payload_bytes = 8; break;
-      case 0xcc: case 0xd0: h.payload_bytes = 1; break;  // (u)int 8..64
-      case 0xcd: case 0xd1: h.payload_bytes = 2; break;
-      case 0xce: case 0xd2: h.payload_bytes = 4; break;
-      case 0xcf: case 0xd3: h.payload_bytes = 8; break;
-      case 0xd4: h.payload_bytes = 2; break;  // fixext 1..16 (+ type byte)
-      case 0xd5: h.payload_bytes = 3; break;
-      case 0xd6: h.payload_bytes = 5; break;
-      case 0xd7: h.payload_bytes = 9; break;
-      case 0xd8: h.payload_bytes = 17; break;
-      case 0xd9: ok = sized(1, 0); break;  // str 8/16/32
-      case 0xda: ok = sized(2, 0); break;
-      case 0xdb: ok = sized(4, 0); break;
-      case 0xdc: ok = need(3) && container(read_be(p + 1, 2), false, 2); break;
-      case 0xdd: ok = need(5) && container(read_be(p + 1, 4), false, 4); break;
-      case 0xde: ok = need(3) && container(read_be(p + 1, 2), true, 2); break;
-      case 0xdf: ok = need(5) && container(read_be(p + 1, 4), true, 4); break;
+      case 0xc4:
+        ok = sized(1, 0);
+        break;  // bin 8/16/32
+      case 0xc5:
+        ok = sized(2, 0);
+        break;
+      case 0xc6:
+        ok = sized(4, 0);
+        break;
+      case 0xc7:
+        ok = sized(1, 1);
+        break;  // ext 8/16/32
+      case 0xc8:
+        ok = sized(2, 1);
+        break;
+      case 0xc9:
+        ok = sized(4, 1);
+        break;
+      case 0xca:
+        h.payload_bytes = 4;
+        break;  // float 32/64
+      case 0xcb:
+        h.payload_bytes = 8;
+        break;
+      case 0xcc:
+      case 0xd0:
+        h.payload_bytes = 1;
+        break;  // (u)int 8..64
+      case 0xcd:
+      case 0xd1:
+        h.payload_bytes = 2;
+        break;
+      case 0xce:
+      case 0xd2:
+        h.payload_bytes = 4;
+        break;
+      case 0xcf:
+      case 0xd3:
+        h.payload_bytes = 8;
+        break;
+      case 0xd4:
+        h.payload_bytes = 2;
+        break;  // fixext 1..16 (+ type byte)
+      case 0xd5:
+        h.payload_bytes = 3;
+        break;
+      case 0xd6:
+        h.payload_bytes = 5;
+        break;
+      case 0xd7:
+        h.payload_bytes = 9;
+        break;
+      case 0xd8:
+        h.payload_bytes = 17;
+        break;
+      case 0xd9:
+        ok = sized(1, 0);
+        break;  // str 8/16/32
+      case 0xda:
+        ok = sized(2, 0);
+        break;
+      case 0xdb:
+        ok = sized(4, 0);
+        break;
+      case 0xdc:
+        ok = need(3) && container(read_be(p + 1, 2), false, 2);
+        break;
+      case 0xdd:
+        ok = need(5) && container(read_be(p + 1, 4), false, 4);
+        break;
+      case 0xde:
+        ok = need(3) && container(read_be(p + 1, 2), true, 2);
+        break;
+      case 0xdf:
+        ok = need(5) && container(read_be(p + 1, 4), true, 4);
+        break;
       default:  // 0xc1: never used
         return Status::invalid_argument("byte 0xc1 is not msgpack");
     }
@@ -96,7 +148,8 @@ Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits)
   if (bytes.empty()) return Status::invalid_argument("no bytes (an empty value)");
   if (bytes.size() > limits.bytes_max) {
     return Status::resource_exhausted("the value is " + std::to_string(bytes.size()) +
-                                      " bytes, over the limit of " + std::to_string(limits.bytes_max));
+                                      " bytes, over the limit of " +
+                                      std::to_string(limits.bytes_max));
   }
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   const std::size_t size = bytes.size();
@@ -109,7 +162,9 @@ Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits)
       continue;
     }
     --stack.back();
-    if (pos >= size) return Status::invalid_argument("truncated: " + std::to_string(size) + " bytes end mid-value");
+    if (pos >= size)
+      return Status::invalid_argument("truncated: " + std::to_string(size) +
+                                      " bytes end mid-value");
     Header h;
     SHOAL_RETURN_IF_ERROR(read_header(data + pos, size - pos, h));
     pos += h.header_bytes;
@@ -121,8 +176,9 @@ Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits)
                                           std::to_string(limits.container_elements_max));
       }
       if (h.children > remaining) {  // every value takes at least one byte
-        return Status::invalid_argument("truncated: a container claims " + std::to_string(h.elements) +
-                                        " entries but only " + std::to_string(remaining) + " bytes follow");
+        return Status::invalid_argument("truncated: a container claims " +
+                                        std::to_string(h.elements) + " entries but only " +
+                                        std::to_string(remaining) + " bytes follow");
       }
       if (h.children > 0) {
         if (stack.size() > limits.depth_max) {
@@ -133,8 +189,9 @@ Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits)
       }
     } else {
       if (h.payload_bytes > remaining) {
-        return Status::invalid_argument("truncated: " + std::to_string(h.payload_bytes) + " bytes of data announced, " +
-                                        std::to_string(remaining) + " present");
+        return Status::invalid_argument("truncated: " + std::to_string(h.payload_bytes) +
+                                        " bytes of data announced, " + std::to_string(remaining) +
+                                        " present");
       }
       pos += h.payload_bytes;
     }
@@ -148,8 +205,8 @@ Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits)
 msgpack::unpack_limit unpack_limit_for(std::size_t size, const DeserializeLimits& limits) {
   // validate_msgpack has checked all of this; these are a second line.
   std::size_t elements = std::min(limits.container_elements_max, size);
-  return msgpack::unpack_limit(elements, std::min(limits.container_elements_max, size / 2 + 1), size, size, size,
-                               limits.depth_max + 1);
+  return msgpack::unpack_limit(elements, std::min(limits.container_elements_max, size / 2 + 1),
+                               size, size, size, limits.depth_max + 1);
 }
 
 Status deserialize_error(const std::string& type_name) {
@@ -161,7 +218,8 @@ Status deserialize_error(const std::string& type_name) {
   } catch (const msgpack::unpack_error& e) {
     return Status::invalid_argument(prefix + "malformed msgpack (" + e.what() + ")");
   } catch (const msgpack::type_error&) {
-    return Status::invalid_argument(prefix + "the bytes hold another type (or a number out of range)");
+    return Status::invalid_argument(prefix +
+                                    "the bytes hold another type (or a number out of range)");
   } catch (const Error& e) {
     return Status(e.status().code(), prefix + e.status().message());
   } catch (const std::bad_alloc&) {
@@ -173,7 +231,8 @@ Status deserialize_error(const std::string& type_name) {
   }
 }
 
-std::string describe_read_failure(const ObjectId& id, const std::string& type, const Status& status) {
+std::string describe_read_failure(const ObjectId& id, const std::string& type,
+                                  const Status& status) {
   return "object " + id.hex() + " cannot be read as " + type + ": " + status.message();
 }
 
@@ -185,7 +244,8 @@ RefPtr unpack_object_ref(const msgpack::object& object) {
     throw Error(Status::invalid_argument("an ObjectRef is msgpack ext type 17 of 16 to 271 bytes"));
   }
   const char* data = object.via.ext.data();
-  return adopt_ref(ObjectId::from_bytes(data), std::string(data + kIdBytes, object.via.ext.size - kIdBytes));
+  return adopt_ref(ObjectId::from_bytes(data),
+                   std::string(data + kIdBytes, object.via.ext.size - kIdBytes));
 }
 
 ActorPtr unpack_actor_handle(const msgpack::object& object, const std::string* expected_class,
@@ -194,24 +254,29 @@ ActorPtr unpack_actor_handle(const msgpack::object& object, const std::string* e
   constexpr std::size_t kIdBytes = ActorId::kSizeBytes;
   if (object.type != msgpack::type::EXT || object.via.ext.type() != kActorHandleExtType ||
       object.via.ext.size < kIdBytes + 1) {
-    throw Error(Status::invalid_argument("an ActorHandle is msgpack ext type 18 of at least 17 bytes"));
+    throw Error(
+        Status::invalid_argument("an ActorHandle is msgpack ext type 18 of at least 17 bytes"));
   }
   const char* data = object.via.ext.data();
   const std::size_t size = object.via.ext.size;
   const std::size_t class_size = static_cast<uint8_t>(data[kIdBytes]);
-  if (kIdBytes + 1 + class_size > size || size - kIdBytes - 1 - class_size > kOwnerAddressBytesMax) {
-    throw Error(Status::invalid_argument("an ActorHandle's class name or owner address has a bad length"));
+  if (kIdBytes + 1 + class_size > size ||
+      size - kIdBytes - 1 - class_size > kOwnerAddressBytesMax) {
+    throw Error(
+        Status::invalid_argument("an ActorHandle's class name or owner address has a bad length"));
   }
   std::string class_name(data + kIdBytes + 1, class_size);
   if (expected_class == nullptr) {
-    throw Error(Status::invalid_argument("class " + demangle(type_name) + " is not registered with SHOAL_ACTOR"));
+    throw Error(Status::invalid_argument("class " + demangle(type_name) +
+                                         " is not registered with SHOAL_ACTOR"));
   }
   if (class_name != *expected_class) {
-    throw Error(Status::invalid_argument("a handle to an actor of class " + class_name + " is not an ActorHandle<" +
-                                         *expected_class + ">"));
+    throw Error(Status::invalid_argument("a handle to an actor of class " + class_name +
+                                         " is not an ActorHandle<" + *expected_class + ">"));
   }
-  return adopt_actor(ActorId::from_bytes(data), std::move(class_name),
-                     std::string(data + kIdBytes + 1 + class_size, size - kIdBytes - 1 - class_size));
+  return adopt_actor(
+      ActorId::from_bytes(data), std::move(class_name),
+      std::string(data + kIdBytes + 1 + class_size, size - kIdBytes - 1 - class_size));
 }
 
 }  // namespace shoal::detail

@@ -58,13 +58,15 @@ using namespace serialize_test;
 static_assert(Serializable<int> && Serializable<const double> && Serializable<bool>);
 static_assert(Serializable<std::string> && Serializable<std::vector<std::byte>>);
 static_assert(Serializable<std::map<std::string, std::vector<std::optional<Point>>>>);
-static_assert(Serializable<std::tuple<int, Shape, Color, Plain>> && Serializable<std::array<int, 3>>);
+static_assert(Serializable<std::tuple<int, Shape, Color, Plain>> &&
+              Serializable<std::array<int, 3>>);
 static_assert(Serializable<ObjectRef<int>> && Serializable<std::vector<ObjectRef<Point>>>);
 static_assert(!Serializable<int*> && !Serializable<const char*> && !Serializable<std::string_view>);
 static_assert(!Serializable<NoDefine> && !Serializable<NoDefault>);
 static_assert(!Serializable<std::vector<std::map<int, NoDefine>>>);
 static_assert(std::is_same_v<detail::CulpritOf<std::vector<std::map<int, int*>>>::type, int*>);
-static_assert(std::is_same_v<detail::CulpritOf<std::pair<int, std::optional<NoDefine>>>::type, NoDefine>);
+static_assert(
+    std::is_same_v<detail::CulpritOf<std::pair<int, std::optional<NoDefine>>>::type, NoDefine>);
 
 template <typename T>
 void check_round_trip(const T& value) {
@@ -137,7 +139,8 @@ TEST_CASE("serialize: ObjectRefs round trip inside values (id and owner), empty 
   CHECK(id1.task_id() == TaskId{0x1122334455667788, 0x99aaull << 16});
 
   // Refs of refs, and in maps.
-  std::map<std::string, ObjectRef<ObjectRef<int>>> nested{{"k", ObjectRef<ObjectRef<int>>(ref1.state())}};
+  std::map<std::string, ObjectRef<ObjectRef<int>>> nested{
+      {"k", ObjectRef<ObjectRef<int>>(ref1.state())}};
   auto nested_back = deserialize<decltype(nested)>(serialize(nested));
   REQUIRE(nested_back.ok());
   CHECK(nested_back->at("k").id() == id1);
@@ -147,7 +150,8 @@ TEST_CASE("serialize: ObjectRefs round trip inside values (id and owner), empty 
   // A ref that is not ext type 17 is an error, not a crash.
   CHECK_FALSE(deserialize<ObjectRef<int>>(serialize(42)).ok());
   std::string bad_ext = "\xd4\x05\x01";  // fixext 1 of type 5
-  CHECK(deserialize<ObjectRef<int>>(bad_ext).status().message().find("ext type 17") != std::string::npos);
+  CHECK(deserialize<ObjectRef<int>>(bad_ext).status().message().find("ext type 17") !=
+        std::string::npos);
 }
 
 TEST_CASE("deserialize: wrong types and out-of-range numbers are errors naming the type") {
@@ -175,7 +179,8 @@ TEST_CASE("deserialize: truncations, trailing bytes, reserved bytes and empty in
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Status::Code::kInvalidArgument);
   }
-  CHECK(deserialize<Shape>(bytes + '\x01').status().message().find("follow the value") != std::string::npos);
+  CHECK(deserialize<Shape>(bytes + '\x01').status().message().find("follow the value") !=
+        std::string::npos);
   CHECK(deserialize<int>("\xc1").status().message().find("0xc1") != std::string::npos);
   CHECK(deserialize<int>("").status().message().find("empty") != std::string::npos);
 }
@@ -188,13 +193,15 @@ TEST_CASE("deserialize: bombs are refused before anything is allocated") {
   CHECK(a.status().code() == Status::Code::kResourceExhausted);  // over the per-container limit
   // Under the limit but more entries than bytes.
   std::string claim = std::string("\xdd\x00\x10\x00\x00", 5) + std::string(100, '\x01');
-  CHECK(deserialize<std::vector<int>>(claim).status().message().find("only 100 bytes") != std::string::npos);
+  CHECK(deserialize<std::vector<int>>(claim).status().message().find("only 100 bytes") !=
+        std::string::npos);
   // Maps: every entry needs two values.
   std::string map_claim = std::string("\xde\x00\x40", 3) + std::string(100, '\x01');
   CHECK_FALSE(deserialize<std::map<int, int>>(map_claim).ok());
   // A str32 announcing 4 GiB.
   std::string str_bomb = std::string("\xdb\xff\xff\xff\xff", 5) + "abc";
-  CHECK(deserialize<std::string>(str_bomb).status().message().find("truncated") != std::string::npos);
+  CHECK(deserialize<std::string>(str_bomb).status().message().find("truncated") !=
+        std::string::npos);
   // Nesting: 100 levels of one-element arrays.
   std::string deep(100, '\x91');
   deep += '\x01';
@@ -216,8 +223,9 @@ TEST_CASE("deserialize: bombs are refused before anything is allocated") {
         Status::Code::kResourceExhausted);
   small = DeserializeLimits{};
   small.container_elements_max = 3;
-  CHECK(deserialize<std::vector<int>>(serialize(std::vector<int>{1, 2, 3, 4}), small).status().code() ==
-        Status::Code::kResourceExhausted);
+  CHECK(deserialize<std::vector<int>>(serialize(std::vector<int>{1, 2, 3, 4}), small)
+            .status()
+            .code() == Status::Code::kResourceExhausted);
   CHECK(deserialize<std::vector<int>>(serialize(std::vector<int>{1, 2, 3}), small).ok());
 }
 
@@ -247,7 +255,8 @@ TEST_CASE("deserialize: 40,000 bit-flipped and random inputs never crash") {
     }
     if (rng() % 8 == 0) bytes.resize(rng() % bytes.size());
     ok += fuzz_one<Shape>(bytes) + fuzz_one<std::map<std::string, std::vector<int>>>(bytes) +
-          fuzz_one<std::tuple<int, std::string, std::vector<double>>>(bytes) + fuzz_one<WithRefs>(bytes);
+          fuzz_one<std::tuple<int, std::string, std::vector<double>>>(bytes) +
+          fuzz_one<WithRefs>(bytes);
     attempts += 4;
   }
   for (int round = 0; round < 10'000; ++round) {
@@ -282,6 +291,10 @@ TEST_CASE("wire: error records round trip; bad records are errors") {
   CHECK(back->to_string().find("threw std::runtime_error: boom") != std::string::npos);
   CHECK_FALSE(detail::decode_error_info(bytes.substr(0, bytes.size() - 1)).ok());
   const std::string e;
-  CHECK_FALSE(detail::decode_error_info(serialize(std::make_tuple(9, 0, e, e, e, std::vector<char>(16), e, 0))).ok());
-  CHECK_FALSE(detail::decode_error_info(serialize(std::make_tuple(1, 0, e, e, e, std::vector<char>(3), e, 0))).ok());
+  CHECK_FALSE(detail::decode_error_info(
+                  serialize(std::make_tuple(9, 0, e, e, e, std::vector<char>(16), e, 0)))
+                  .ok());
+  CHECK_FALSE(detail::decode_error_info(
+                  serialize(std::make_tuple(1, 0, e, e, e, std::vector<char>(3), e, 0)))
+                  .ok());
 }

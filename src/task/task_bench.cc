@@ -53,7 +53,8 @@ double rate(double seconds, long ops, const std::function<void()>& batch) {
 double multi(int clients, double seconds, long ops, const std::function<void()>& batch) {
   std::vector<double> rates(clients);
   std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c) threads.emplace_back([&, c] { rates[c] = rate(seconds, ops, batch); });
+  for (int c = 0; c < clients; ++c)
+    threads.emplace_back([&, c] { rates[c] = rate(seconds, ops, batch); });
   for (auto& t : threads) t.join();
   double total = 0;
   for (double r : rates) total += r;
@@ -88,13 +89,15 @@ int main(int argc, char** argv) {
   double tasks_async = rate(seconds, kBatch, [&] {
     std::vector<shoal::ObjectRef<int>> refs;
     refs.reserve(kBatch);
-    for (long i = 0; i < kBatch; ++i) refs.push_back(shoal::task(small_value).remote(static_cast<int>(i)));
+    for (long i = 0; i < kBatch; ++i)
+      refs.push_back(shoal::task(small_value).remote(static_cast<int>(i)));
     (void)shoal::get(refs);
   });
   double multi_tasks_async = multi(4, seconds, kBatch, [&] {
     std::vector<shoal::ObjectRef<int>> refs;
     refs.reserve(kBatch);
-    for (long i = 0; i < kBatch; ++i) refs.push_back(shoal::task(small_value).remote(static_cast<int>(i)));
+    for (long i = 0; i < kBatch; ++i)
+      refs.push_back(shoal::task(small_value).remote(static_cast<int>(i)));
     (void)shoal::get(refs);
   });
   auto actor = shoal::actor<Actor>().remote();
@@ -104,7 +107,8 @@ int main(int argc, char** argv) {
   double actor_async = rate(seconds, kBatch, [&] {
     std::vector<shoal::ObjectRef<int>> refs;
     refs.reserve(kBatch);
-    for (long i = 0; i < kBatch; ++i) refs.push_back(actor.task(&Actor::call).remote(static_cast<int>(i)));
+    for (long i = 0; i < kBatch; ++i)
+      refs.push_back(actor.task(&Actor::call).remote(static_cast<int>(i)));
     (void)shoal::get(refs);
   });
   const int kActors = 4;
@@ -115,7 +119,8 @@ int main(int argc, char** argv) {
     thread_local int mine = next.fetch_add(1) % kActors;
     std::vector<shoal::ObjectRef<int>> refs;
     refs.reserve(kBatch);
-    for (long i = 0; i < kBatch; ++i) refs.push_back(actors[mine].task(&Actor::call).remote(static_cast<int>(i)));
+    for (long i = 0; i < kBatch; ++i)
+      refs.push_back(actors[mine].task(&Actor::call).remote(static_cast<int>(i)));
     (void)shoal::get(refs);
   });
   double put_calls = rate(seconds, kBatch, [&] {
@@ -129,14 +134,20 @@ int main(int argc, char** argv) {
   std::vector<char> blob(kBlob, 'x');
   double put_gigabytes = rate(seconds, 1, [&] { (void)shoal::put(blob); }) * kBlob / 1e9;
   std::vector<char> copy(kBlob);
-  double memcpy_gigabytes = rate(seconds, 1, [&] { std::memcpy(copy.data(), blob.data(), kBlob); }) * kBlob / 1e9;
+  double memcpy_gigabytes =
+      rate(seconds, 1, [&] { std::memcpy(copy.data(), blob.data(), kBlob); }) * kBlob / 1e9;
 
   std::printf(
-      "{\"mode\": \"local\", \"cpus\": %g, \"single_client_tasks_sync\": %.0f, \"single_client_tasks_async\": %.0f, "
-      "\"multi_client_tasks_async\": %.0f, \"1_1_actor_calls_sync\": %.0f, \"1_1_actor_calls_async\": %.0f, "
-      "\"n_n_actor_calls_async\": %.0f, \"single_client_put_calls\": %.0f, \"single_client_get_calls\": %.0f, "
-      "\"single_client_put_gigabytes\": %.2f, \"baseline_invoke_calls\": %.0f, \"baseline_memcpy_gigabytes\": %.2f}\n",
-      cpus > 0 ? cpus : std::thread::hardware_concurrency(), tasks_sync, tasks_async, multi_tasks_async, actor_sync,
-      actor_async, n_n_actor_async, put_calls, get_calls, put_gigabytes, invoke_baseline, memcpy_gigabytes);
+      "{\"mode\": \"local\", \"cpus\": %g, \"single_client_tasks_sync\": %.0f, "
+      "\"single_client_tasks_async\": %.0f, "
+      "\"multi_client_tasks_async\": %.0f, \"1_1_actor_calls_sync\": %.0f, "
+      "\"1_1_actor_calls_async\": %.0f, "
+      "\"n_n_actor_calls_async\": %.0f, \"single_client_put_calls\": %.0f, "
+      "\"single_client_get_calls\": %.0f, "
+      "\"single_client_put_gigabytes\": %.2f, \"baseline_invoke_calls\": %.0f, "
+      "\"baseline_memcpy_gigabytes\": %.2f}\n",
+      cpus > 0 ? cpus : std::thread::hardware_concurrency(), tasks_sync, tasks_async,
+      multi_tasks_async, actor_sync, actor_async, n_n_actor_async, put_calls, get_calls,
+      put_gigabytes, invoke_baseline, memcpy_gigabytes);
   return 0;
 }

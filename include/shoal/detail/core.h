@@ -176,7 +176,8 @@ inline void throw_if_failed(const ObjectValue& value) {
 }
 // Reads an object's value as T; throws its failure, or Error if the bytes are
 // not a T.
-std::string describe_read_failure(const ObjectId& id, const std::string& type, const Status& status);
+std::string describe_read_failure(const ObjectId& id, const std::string& type,
+                                  const Status& status);
 template <typename T>
 T value_as(const ObjectValue& value, const ObjectId& id) {
   throw_if_failed(value);
