@@ -31,7 +31,9 @@
 // ActorId, the class name's length and bytes, the owner's address).
 //
 // Threading: any thread may use handles and builders. Methods of one actor
-// run on its thread(s) only, never on the caller's.
+// run on its thread(s) only, never on the caller's. A method that calls get()
+// on a later call of its own actor waits forever (the call cannot start until
+// the method returns), as in Ray.
 #pragma once
 
 #include <cstring>

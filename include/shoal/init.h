@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "shoal/status.h"
 
@@ -60,7 +61,8 @@ Options local(double cpus = 0);
 // A driver for the cluster a node at `address` belongs to.
 Options connect(std::string address);
 
-// Keeps shoal running; its destructor calls shutdown(). Move-only.
+// Keeps shoal running; its destructor calls shutdown() (if the shoal it
+// started is still the running one). Move-only.
 class Cluster {
  public:
   Cluster(Cluster&& other) noexcept;
@@ -74,9 +76,11 @@ class Cluster {
 
  private:
   friend Result<Cluster> init(Options options);
-  explicit Cluster(std::string node_id) : node_id_(std::move(node_id)), active_(true) {}
+  Cluster(std::string node_id, uint64_t generation)
+      : node_id_(std::move(node_id)), generation_(generation), active_(true) {}
 
   std::string node_id_;
+  uint64_t generation_ = 0;  // which init() this is: it shuts down that one only
   bool active_ = false;
 };
 

@@ -9,7 +9,10 @@
 //     std::optional, std::pair and std::tuple of supported types;
 //   - shoal::ObjectRef<T> and shoal::ActorHandle<T>, also inside other values;
 //   - user structs with MSGPACK_DEFINE(members...) (or MSGPACK_DEFINE_MAP) and
-//     a default constructor;
+//     a default constructor (the members must be serializable too: the
+//     concept cannot see them, msgpack-c reports a bad member). Reading an
+//     array with fewer elements than members leaves the rest default (an
+//     older writer); extra elements are ignored;
 //   - a type with hand-written msgpack adaptors, once it says so:
 //       template <> struct shoal::msgpack_adaptor_defined<MyType> : std::true_type {};
 // Anything else (pointers, std::string_view, std::variant, classes without

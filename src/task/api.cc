@@ -27,6 +27,7 @@ namespace {
 
 std::mutex g_runtime_mutex;
 std::shared_ptr<Runtime> g_runtime;  // guarded by g_runtime_mutex
+uint64_t g_generation = 0;           // guarded: counts init() calls
 
 thread_local Contained* tls_contained = nullptr;                  // NOLINT: serialization context
 thread_local const std::atomic<bool>* tls_cancel_flag = nullptr;  // NOLINT: the running task's
@@ -192,15 +193,34 @@ Options connect(std::string address) {
   return options;
 }
 
+namespace {
+
+// Shuts down the runtime `generation` started, if it is still the current one.
+void shutdown_generation(uint64_t generation) {
+  std::shared_ptr<detail::Runtime> runtime;
+  {
+    std::lock_guard lock(detail::g_runtime_mutex);
+    if (detail::g_generation != generation) return;
+    runtime = detail::g_runtime;
+  }
+  if (!runtime) return;
+  runtime->shutdown();  // with the runtime still installed: tasks finishing now may use it
+  std::lock_guard lock(detail::g_runtime_mutex);
+  if (detail::g_runtime == runtime) detail::g_runtime.reset();
+}
+
+}  // namespace
+
 Cluster::Cluster(Cluster&& other) noexcept
-    : node_id_(std::move(other.node_id_)), active_(other.active_) {
+    : node_id_(std::move(other.node_id_)), generation_(other.generation_), active_(other.active_) {
   other.active_ = false;
 }
 
 Cluster& Cluster::operator=(Cluster&& other) noexcept {
   if (this != &other) {
-    if (active_) shutdown();
+    if (active_) shutdown_generation(generation_);
     node_id_ = std::move(other.node_id_);
+    generation_ = other.generation_;
     active_ = other.active_;
     other.active_ = false;
   }
@@ -208,7 +228,7 @@ Cluster& Cluster::operator=(Cluster&& other) noexcept {
 }
 
 Cluster::~Cluster() {
-  if (active_) shutdown();
+  if (active_) shutdown_generation(generation_);
 }
 
 namespace {
@@ -292,15 +312,19 @@ Result<Cluster> init(Options options) {
   Result<std::shared_ptr<detail::Runtime>> runtime = make_local_runtime(options);
   if (!runtime.ok()) return runtime.status();
   std::string node_id = (*runtime)->node_id();
+  uint64_t generation = 0;
   {
     std::lock_guard lock(detail::g_runtime_mutex);
-    if (detail::g_runtime) {
-      (*runtime)->shutdown();
-      return Status::already_exists("shoal::init: shoal is already initialized in this process");
+    if (!detail::g_runtime) {
+      detail::g_runtime = *runtime;
+      generation = ++detail::g_generation;
     }
-    detail::g_runtime = std::move(*runtime);
   }
-  return Cluster(std::move(node_id));
+  if (generation == 0) {
+    (*runtime)->shutdown();
+    return Status::already_exists("shoal::init: shoal is already initialized in this process");
+  }
+  return Cluster(std::move(node_id), generation);
 }
 
 Result<Options> options_from_args(int argc, char** argv) {
@@ -357,15 +381,12 @@ Result<Cluster> init(int argc, char** argv) {
 }
 
 void shutdown() {
-  std::shared_ptr<detail::Runtime> runtime;
+  uint64_t generation;
   {
     std::lock_guard lock(detail::g_runtime_mutex);
-    runtime = detail::g_runtime;
+    generation = detail::g_generation;
   }
-  if (!runtime) return;
-  runtime->shutdown();  // with the runtime still installed: tasks finishing now may use it
-  std::lock_guard lock(detail::g_runtime_mutex);
-  if (detail::g_runtime == runtime) detail::g_runtime.reset();
+  shutdown_generation(generation);
 }
 
 bool is_initialized() { return detail::current_runtime() != nullptr; }

@@ -183,8 +183,8 @@ Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
   RefPtr ref = new_ref(task->return_id);
 
   std::optional<ErrorInfo> error =
-      placement_error(task->demand, task->spec.options.strategy, task->spec.options.labels,
-                      "task", task->spec.function);
+      placement_error(task->demand, task->spec.options.strategy, task->spec.options.labels, "task",
+                      task->spec.function);
   if (error) {
     fail(task, std::move(*error));
     return ref;
@@ -435,7 +435,8 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   auto handle =
       std::make_shared<const ActorHandleState>(id, spec.class_name, address_, weak_from_this());
 
-  std::optional<ErrorInfo> error = placement_error(*demand, options.strategy, options.labels, "actor", spec.class_name);
+  std::optional<ErrorInfo> error =
+      placement_error(*demand, options.strategy, options.labels, "actor", spec.class_name);
   if (error) {
     runner->kill(false, error->message);
     on_actor_exit(id, *error);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -147,6 +148,14 @@ TEST_CASE("tasks: init, double init, modes not built yet, shutdown") {
   CHECK(options_from_args(3, const_cast<char**>(bad_args)).status().message().find("--cpus") !=
         std::string::npos);
   CHECK(init(local(-1)).status().code() == Status::Code::kInvalidArgument);
+
+  // A Cluster whose shoal was shut down and replaced leaves the new one alone.
+  std::optional<Cluster> old = start(1);
+  shutdown();
+  Cluster current = start(1);
+  old.reset();
+  CHECK(is_initialized());
+  CHECK(task(square).remote(3).get() == 9);
 }
 
 TEST_CASE("tasks: 10,000 tasks fan out with correct results") {

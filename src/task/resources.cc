@@ -24,7 +24,8 @@ Result<int64_t> to_units(std::string_view name, double wholes) {
 }  // namespace
 
 Result<ResourceSet> ResourceSet::from_request(const ResourceRequest& request) {
-  if (request.cpus == 1 && request.gpus == 0 && request.memory_bytes == 0 && request.custom.empty()) {
+  if (request.cpus == 1 && request.gpus == 0 && request.memory_bytes == 0 &&
+      request.custom.empty()) {
     static const ResourceSet kOneCpu = *from_wholes({{std::string(kCpu), 1}});  // the default task
     return kOneCpu;
   }
