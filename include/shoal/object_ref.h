@@ -13,7 +13,10 @@
 // On the wire (inside msgpack values) a ref is the ext type 17 holding the
 // 16-byte ObjectId followed by the owner's address: the process that tracks
 // the object and can say where its value is. A default-constructed (empty)
-// ObjectRef is msgpack nil.
+// ObjectRef is msgpack nil. Refs inside task arguments, results and put()
+// values keep their objects alive with that value; bytes you make yourself
+// with shoal::serialize() do not (read back after the last ref is gone, the
+// ref's get() fails with kNotFound).
 //
 // Threading: any thread may copy, destroy, pass and get() refs. get() blocks
 // the calling thread; called from inside a task, it lends the task's CPUs to
