@@ -76,7 +76,7 @@ struct ActorOptions {
   // Held for the actor's whole life. Unlike Ray (1 CPU to schedule, 0 to
   // run), an actor asks for nothing unless told: its methods run on its own
   // thread(s), not in the task executor.
-  ResourceRequest resources{.cpus = 0};
+  ResourceRequest resources{.cpus = 0, .gpus = 0, .memory_bytes = 0, .custom = {}};
   std::string name;         // non-empty: get_actor(name, name_space) finds it
   std::string name_space;   // empty: the namespace given to init()
   bool detached = false;    // false: dies when the last handle is gone

@@ -3,13 +3,15 @@
 // A program that links libshoal.a *is* a node binary: calling run_main() from
 // main() gives it the whole `shoal` command line (`myapp start --join HOST`,
 // `myapp ctl status`, `myapp certs init DIR`, ...), so the same binary can run
-// on every machine of a cluster. Later versions add shoal::init() and remote
-// functions on top; run_main() stays the way to hand the process to the CLI.
+// on every machine of a cluster. run_main() stays the way to hand the
+// process to the CLI; the task API (shoal::init(), SHOAL_REMOTE, shoal::task,
+// actors, ObjectRefs) comes with this header too, from shoal/api.h.
 //
 // Build against the installed library with
 //   g++ -std=c++20 main.cc $(pkg-config --cflags --libs shoal)
 #pragma once
 
+#include "shoal/api.h"
 #include "shoal/status.h"
 
 namespace shoal {
