@@ -28,27 +28,7 @@ int fail(const std::string& message) {
   return kExitRuntimeError;
 }
 
-std::string json_string(kj::StringPtr s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string json_string(kj::StringPtr s) { return json_escape(std::string_view(s.cStr(), s.size())); }
 
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "0";

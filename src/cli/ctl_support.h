@@ -4,12 +4,18 @@
 #include <kj/async.h>
 
 #include <functional>
+#include <string>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "rpc.capnp.h"
 #include "shoal/status.h"
 
 namespace shoal::cli {
+
+// `s` as a JSON string literal (quotes included); control bytes escaped,
+// UTF-8 passed through.
+std::string json_escape(std::string_view s);
 
 // Connects to the node `options` names (or the local one), authenticates,
 // runs `fn` with its Node capability and waits for the result. Without

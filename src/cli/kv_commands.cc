@@ -10,14 +10,8 @@
 #include "meta/types.h"
 
 namespace shoal::cli {
-namespace {
 
-int fail(const std::string& message) {
-  std::fprintf(stderr, "shoalctl: %s\n", message.c_str());
-  return kExitRuntimeError;
-}
-
-std::string json_bytes(std::string_view s) {
+std::string json_escape(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
@@ -39,6 +33,13 @@ std::string json_bytes(std::string_view s) {
   return out + "\"";
 }
 
+namespace {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "shoalctl: %s\n", message.c_str());
+  return kExitRuntimeError;
+}
+
 std::string lease_hex(int64_t lease) {
   char buf[24];
   std::snprintf(buf, sizeof(buf), "%016" PRIx64, static_cast<uint64_t>(lease));
@@ -46,7 +47,7 @@ std::string lease_hex(int64_t lease) {
 }
 
 std::string kv_json(const meta::KeyValue& kv) {
-  return "{\"key\":" + json_bytes(kv.key) + ",\"value\":" + json_bytes(kv.value) +
+  return "{\"key\":" + json_escape(kv.key) + ",\"value\":" + json_escape(kv.value) +
          ",\"create_revision\":" + std::to_string(kv.create_revision) +
          ",\"mod_revision\":" + std::to_string(kv.mod_revision) + ",\"version\":" + std::to_string(kv.version) +
          ",\"lease\":\"" + (kv.lease ? lease_hex(kv.lease) : std::string()) + "\"}";
@@ -88,7 +89,7 @@ class PrintingWatcher final : public rpc::Watcher::Server {
       if (json_) {
         std::printf("{\"type\":\"%s\",\"key\":%s,\"value\":%s,\"mod_revision\":%" PRId64 ",\"version\":%" PRId64
                     "}\n",
-                    del ? "delete" : "put", json_bytes(key).c_str(), json_bytes(value).c_str(), e.getModRevision(),
+                    del ? "delete" : "put", json_escape(key).c_str(), json_escape(value).c_str(), e.getModRevision(),
                     e.getVersion());
       } else if (del) {
         std::printf("DELETE %s (revision %" PRId64 ")\n", key.c_str(), e.getModRevision());

@@ -6,6 +6,22 @@
 #include "meta/lessor.h"
 
 namespace shoal::control {
+namespace {
+
+WatchEventData to_watch_event(meta::Event&& e) {
+  WatchEventData w;
+  w.is_delete = e.type == meta::Event::Type::kDelete;
+  w.key = std::move(e.kv.key);
+  w.value = std::move(e.kv.value);
+  w.create_revision = e.kv.create_revision;
+  w.mod_revision = e.kv.mod_revision;
+  w.version = e.kv.version;
+  w.lease = e.kv.lease;
+  if (e.prev) w.prev_value = std::move(e.prev->value);
+  return w;
+}
+
+}  // namespace
 
 struct StateMachine::Impl {
   meta::KvStore kv;
@@ -45,18 +61,7 @@ StateMachine::Applied StateMachine::apply(uint64_t index, std::string_view comma
   Applied out;
   out.response = meta::encode_response(r.response);
   out.events.reserve(r.events.size());
-  for (auto& e : r.events) {
-    WatchEventData w;
-    w.is_delete = e.type == meta::Event::Type::kDelete;
-    w.key = std::move(e.kv.key);
-    w.value = std::move(e.kv.value);
-    w.create_revision = e.kv.create_revision;
-    w.mod_revision = e.kv.mod_revision;
-    w.version = e.kv.version;
-    w.lease = e.kv.lease;
-    if (e.prev) w.prev_value = std::move(e.prev->value);
-    out.events.push_back(std::move(w));
-  }
+  for (auto& e : r.events) out.events.push_back(to_watch_event(std::move(e)));
   return out;
 }
 
@@ -97,18 +102,7 @@ Result<std::vector<WatchEventData>> StateMachine::events_since(int64_t revision,
   while (next <= impl_->kv.revision() && out.size() < max) {
     auto batch = impl_->kv.events_since(next, key, range_end, max - out.size());
     if (!batch.ok()) return batch.status();
-    for (auto& e : batch->events) {
-      WatchEventData w;
-      w.is_delete = e.type == meta::Event::Type::kDelete;
-      w.key = std::move(e.kv.key);
-      w.value = std::move(e.kv.value);
-      w.create_revision = e.kv.create_revision;
-      w.mod_revision = e.kv.mod_revision;
-      w.version = e.kv.version;
-      w.lease = e.kv.lease;
-      if (e.prev) w.prev_value = std::move(e.prev->value);
-      out.push_back(std::move(w));
-    }
+    for (auto& e : batch->events) out.push_back(to_watch_event(std::move(e)));
     if (batch->next_revision <= next) break;
     next = batch->next_revision;
   }
