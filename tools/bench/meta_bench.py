@@ -26,22 +26,8 @@ import tempfile
 import threading
 import time
 
-
-def free_port():
-    for _ in range(100):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            t.close()
-            continue
-        t.close()
-        u.close()
-        return port
-    raise RuntimeError("no free port")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "cluster"))
+from harness import free_port  # noqa: E402  (a port free for TCP and UDP)
 
 
 def fsync_baseline(directory, n=300):
