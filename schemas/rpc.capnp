@@ -65,6 +65,75 @@ interface Node {
   # is the store's revision when the watch started.
 
   controlStatus @7 () -> (status :ControlStatus);
+
+  # --- Tasks and actors (src/task/cluster_runtime) ---------------------------
+  # The caller is the owner of the tasks it pushes: it resolved their
+  # arguments, picked this node, and keeps their return objects. Results go
+  # back through `owner` (one call in flight per owner session; the rest
+  # batch up behind it). Every method answers at once; none waits for user
+  # code to run.
+
+  pushTasks @8 (owner :TaskOwner, session :UInt64, tasks :List(TaskWire)) -> ();
+  # Queues the tasks on this node's executor.
+
+  createActor @9 (owner :TaskOwner, session :UInt64, actor :ActorWire) -> ();
+  # Starts an actor here; its constructor runs on the actor's thread. A
+  # constructor that throws makes every call fail with ActorDied naming it.
+
+  pushActorCalls @10 (owner :TaskOwner, session :UInt64, actorHi :UInt64, actorLo :UInt64,
+                      calls :List(TaskWire)) -> ();
+  # Method calls of one caller, in the order it made them.
+
+  killActor @11 (actorHi :UInt64, actorLo :UInt64, noRestart :Bool, reason :Text) -> (found :Bool);
+
+  cancelTask @12 (taskHi :UInt64, taskLo :UInt64, force :Bool) -> (found :Bool);
+
+  getObject @13 (objectHi :UInt64, objectLo :UInt64, waitMs :UInt32) -> (result :TaskResult);
+  # An object this process owns: its value, or its error. Waits up to waitMs
+  # for a pending one; NOT_READY (an error with code deadlineExceeded) after.
+
+  nodeInfo @14 () -> (nodeId :Text, functions :List(Text), actorClasses :List(Text),
+                      queuedTasks :UInt32, runningTasks :UInt32, actors :UInt32);
+  # What this node's binary can run (SHOAL_REMOTE functions, SHOAL_ACTOR
+  # classes), and its executor's load.
+}
+
+interface TaskOwner {
+  done @0 (results :List(TaskResult)) -> ();
+  # Finished tasks and actor calls; the node sends the next batch after the
+  # reply.
+}
+
+struct TaskWire {
+  taskHi @0 :UInt64;
+  taskLo @1 :UInt64;
+  function @2 :Text;             # registered name; "Class::method" for actor calls
+  args @3 :List(Data);           # msgpack of each parameter (refs already resolved)
+  resources @4 :ResourceSet;     # what it holds while it runs (tasks only)
+  maxRetries @5 :Int32;          # retries after an exception, with retryExceptions
+  retryExceptions @6 :Bool;
+  attempt @7 :UInt32;            # 1 on the first try
+}
+
+struct ActorWire {
+  actorHi @0 :UInt64;
+  actorLo @1 :UInt64;
+  className @2 :Text;
+  constructor @3 :Text;
+  args @4 :List(Data);
+  resources @5 :ResourceSet;     # held for the actor's life
+  maxRestarts @6 :Int32;
+  maxConcurrency @7 :Int32;
+}
+
+struct TaskResult {
+  taskHi @0 :UInt64;
+  taskLo @1 :UInt64;
+  union {
+    value @2 :Data;              # msgpack of the return value
+    error @3 :Data;              # task/wire.h encode_error_info
+  }
+  nodeId @4 :Text;               # where it ran
 }
 
 interface Watcher {

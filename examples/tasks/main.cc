@@ -1,8 +1,10 @@
 // Tasks and actors in a few lines: fan work out, chain results, keep state
 // in an actor, and see what a failure looks like.
 //
-//   build/src/task/tasks_example             local mode, every hardware thread
-//   build/src/task/tasks_example --cpus 2    local mode, 2 CPUs
+//   build/tests/unit/tasks_example                  local mode, every hardware thread
+//   build/tests/unit/tasks_example --cpus 2         local mode, 2 CPUs
+//   build/tests/unit/tasks_example --address H:P    a driver of a running cluster
+//   build/tests/unit/tasks_example start --join H:P a node of that cluster
 //
 // Copy this file to start a program: register functions and classes at
 // namespace scope, call shoal::init() in main, then task(...).remote(...).

@@ -7,17 +7,19 @@
 //   }                                          // ~Cluster: shoal::shutdown()
 //
 // Modes:
-//   local    (built) every task and actor runs in this process, on an executor
-//            pool with the given CPUs; for tests, examples and one machine.
-//   connect  (not built yet) a driver attached to a running cluster
-//            (`--address HOST:PORT`, or SHOAL_ADDRESS): tasks go to its nodes.
-//   node     (not built yet) the program is a node (`myapp start --join
-//            HOST:PORT`): the same CLI as `shoal`, plus its registered
-//            functions, so one binary serves every machine.
+//   local    every task and actor runs in this process, on an executor pool
+//            with the given CPUs; for tests, examples and one machine.
+//   connect  a driver attached to a running cluster (`--address HOST:PORT`,
+//            or SHOAL_ADDRESS): tasks and actors go to its nodes; this
+//            process owns their results.
+//   node     the program is a node (`myapp start --join HOST:PORT`): the same
+//            CLI as `shoal`, plus its registered functions, so one binary
+//            serves every machine. init(argc, argv) then runs the node until
+//            it stops and exits the process with its status (it never
+//            returns), like a Ray worker binary.
 // The distributed runtime implements the same interface as the local one
 // (src/task/runtime.h) behind this same API: code written against local mode
-// runs unchanged. Until it lands, connect and node modes return kUnavailable
-// with a message saying so; they never fall back to local mode silently.
+// runs unchanged.
 //
 // Threading: call init() and shutdown() from one thread (usually main), not
 // from inside tasks. Only one shoal instance exists per process at a time;
@@ -45,6 +47,9 @@ struct Options {
   std::map<std::string, double> resources;    // custom resources
   std::map<std::string, std::string> labels;  // what label selectors match
   std::string address;                        // kConnect: "HOST:PORT" of a node
+  // kConnect: the cluster's token file. Empty: $SHOAL_TOKEN_FILE, else that of
+  // a node running on this machine, else <default data dir>/token.
+  std::string token_file;
   std::string name_space = "default";         // of named actors
   // Threads of the executor (CPU tasks plus those blocked in get()).
   // 0: max(64, 4 x cpus). Never fewer than ceil(cpus).
@@ -86,13 +91,15 @@ class Cluster {
 
 // Starts shoal. Errors: kInvalidArgument for bad options (negative CPUs,
 // duplicate registered names), kAlreadyExists when already initialized,
-// kUnavailable for the modes not built yet.
+// kUnavailable when connect mode cannot reach the cluster; node mode needs
+// init(argc, argv) (kInvalidArgument here).
 Result<Cluster> init(Options options = local());
 
 // Options from the command line, then init(). Recognized (anything else is
-// left to the program): `start ...` as the first argument (node mode),
-// `--address HOST:PORT` / `--address=HOST:PORT` (connect; also the
-// SHOAL_ADDRESS environment variable), `--cpus N`, `--namespace NAME`.
+// left to the program): `start ...` as the first argument (node mode: runs
+// the node and exits, see above), `--address HOST:PORT` /
+// `--address=HOST:PORT` (connect; also the SHOAL_ADDRESS environment
+// variable), `--token-file PATH`, `--cpus N`, `--namespace NAME`.
 // Without them: local mode on every hardware thread.
 Result<Cluster> init(int argc, char** argv);
 // The Options init(argc, argv) would use; kInvalidArgument names a bad flag.

@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -25,6 +26,8 @@
 #include "rpc/peer_pool.h"
 #include "rpc/server.h"
 #include "rpc/tls.h"
+#include "task/cluster_runtime.h"
+#include "task/local_runtime.h"
 
 namespace shoal::node {
 namespace {
@@ -35,6 +38,30 @@ inline constexpr uint64_t kLoadRefreshMs = 1'000;     // own load pushed to goss
 inline constexpr uint64_t kLeaveTimeoutMs = 3'000;    // stop even if leave never completes
 
 std::string short_id(const std::string& id) { return id.substr(0, 8); }
+
+detail::ResourceSet to_resource_set(const gossip::Resources& r) {
+  std::vector<std::pair<std::string, double>> wholes = {
+      {"CPU", r.cpus}, {"GPU", r.gpus}, {"memory", static_cast<double>(r.memory_bytes)}};
+  for (const auto& [name, amount] : r.custom) wholes.emplace_back(name, amount);
+  auto set = detail::ResourceSet::from_wholes(wholes);
+  return set.ok() ? *set : detail::ResourceSet();
+}
+
+gossip::Resources to_gossip_resources(const detail::ResourceSet& set, const gossip::Resources& total) {
+  gossip::Resources out;
+  out.cpus = set.wholes("CPU");
+  out.gpus = set.wholes("GPU");
+  out.memory_bytes = static_cast<uint64_t>(set.wholes("memory"));
+  for (const auto& [name, amount] : total.custom) out.custom[name] = set.wholes(name);
+  return out;
+}
+
+uint64_t physical_memory() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page_size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)
+                                    : uint64_t{4} << 30;
+}
 
 // Seeds as numeric "ip:port" (gossip never resolves names per packet); the
 // node's own address is skipped.
@@ -93,6 +120,11 @@ struct Node::State {
   std::unique_ptr<rpc::Tls> tls;  // null: plaintext RPC
   std::unique_ptr<control::ControlPlane> control;
   Status fatal;  // set when the metadata store failed
+  // Tasks and actors: the engine runs what owners push here; the cluster
+  // runtime is this process's task API (user code of an embedding binary).
+  std::shared_ptr<detail::LocalRuntime> engine;
+  std::shared_ptr<detail::ClusterRuntime> tasks;
+  uint64_t tasks_generation = 0;
 
   uv_signal_t sigterm{};
   uv_signal_t sigint{};
@@ -224,7 +256,7 @@ Status Node::serve() {
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
-    return kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id);
+    return kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id, s.tasks.get());
   });
   if (s.tls) {
     s.rpc_server->set_stream_upgrade([&s](kj::Own<kj::AsyncIoStream> stream, std::string peer) {
@@ -257,6 +289,8 @@ Status Node::serve() {
     s.fatal = status;
     s.loop->stop();
   }));
+
+  SHOAL_RETURN_IF_ERROR(start_tasks());
 
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
@@ -370,14 +404,67 @@ void Node::start_timers_and_signals() {
   s.handles_started = true;
 }
 
+Status Node::start_tasks() {
+  State& s = *state_;
+  detail::LocalRuntime::Config engine;
+  engine.node_id = s.self.id;
+  engine.id_prefix = s.rng.next_u64() | 1;
+  engine.total = to_resource_set(s.self.total);
+  engine.labels = s.self.labels;
+  int cpu_threads = static_cast<int>(std::ceil(s.self.total.cpus));
+  engine.executor_threads_max = std::max(64, 4 * cpu_threads);
+  engine.object_store_bytes_max = physical_memory() / 10 * 3;
+  engine.placed_by_owner = true;
+  s.engine = detail::LocalRuntime::create(std::move(engine));
+
+  detail::ClusterRuntimeConfig config;
+  config.loop = s.loop.get();
+  config.peers = s.peers.get();
+  config.node_id = s.self.id;
+  config.address = s.self.address;
+  config.id_prefix = s.rng.next_u64() | 1;
+  config.engine = s.engine;
+  config.members = [&s] {
+    std::vector<detail::ClusterMember> out;
+    for (const gossip::Member& m : s.gossip->members()) {
+      if (m.state != gossip::MemberState::kAlive && m.state != gossip::MemberState::kSuspect) continue;
+      detail::ClusterMember c;
+      c.id = m.info.id;
+      c.address = m.info.address;
+      c.total = to_resource_set(m.info.total);
+      c.available = m.load.updated_ms == 0 ? c.total : to_resource_set(m.load.available);
+      c.labels = m.info.labels;
+      out.push_back(std::move(c));
+    }
+    return out;
+  };
+  config.kv = [&s](std::string request) -> kj::Promise<std::string> {
+    if (!s.control) return KJ_EXCEPTION(DISCONNECTED, "this node's metadata store is not running");
+    return s.control->kv(std::move(request), 0);
+  };
+  s.tasks = detail::ClusterRuntime::create(std::move(config));
+  auto generation = detail::install_runtime(s.tasks);
+  if (!generation.ok()) {
+    return Status(generation.status().code(),
+                  "cannot run the task runtime of this node: " + generation.status().message());
+  }
+  s.tasks_generation = *generation;
+  return {};
+}
+
 void Node::refresh_load() {
   State& s = *state_;
   if (!s.gossip) return;
-  // Nothing runs on a node yet (tasks and jobs come with later modules), so
-  // everything it has is available.
+  // What the executor has free: tasks, actors and jobs all take from it.
   gossip::Load load;
-  load.available = s.self.total;
-  load.running_tasks = 0;
+  if (s.engine) {
+    detail::Executor::Stats stats = s.engine->executor_stats();
+    load.available = to_gossip_resources(stats.available, s.self.total);
+    load.running_tasks = static_cast<uint32_t>(stats.running);
+  } else {
+    load.available = s.self.total;
+    load.running_tasks = 0;
+  }
   load.updated_ms = s.clock.now_ms();
   s.gossip->set_local_load(load);
 }
@@ -419,11 +506,20 @@ void Node::shutdown() {
       uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
     }
   }
+  // Tasks first: owned work fails, hosted work stops, and every promise of
+  // the runtime goes while the pool and the loop still exist.
+  if (s.tasks) {
+    detail::uninstall_runtime(s.tasks_generation);
+    s.tasks->shutdown();
+    s.tasks->teardown_on_loop();
+  }
   // Pending metadata requests fail first; RPC calls in flight go with the
   // server; the pool outlives every promise that used it.
   if (s.control) s.control->stop();
   s.listen_task.reset();
   s.rpc_server.reset();
+  s.tasks.reset();
+  s.engine.reset();
   s.peers.reset();
   s.control.reset();
   s.listener = nullptr;

@@ -32,6 +32,7 @@ class Node {
   Status check_seeds(const std::vector<std::string>& seeds);
   void start_timers_and_signals();
   void begin_leave(int signum);
+  Status start_tasks();
   void refresh_load();
   void shutdown();
 

@@ -4,6 +4,7 @@
 
 #include "control/control_plane.h"
 #include "gossip/service.h"
+#include "task/cluster_runtime.h"
 
 namespace shoal::node {
 namespace {
@@ -24,8 +25,8 @@ void fill_resources(rpc::ResourceSet::Builder out, const gossip::Resources& in) 
 }  // namespace
 
 NodeService::NodeService(gossip::GossipService& gossip, control::ControlPlane* control, const Clock& clock,
-                         std::string self_id)
-    : gossip_(gossip), control_(control), clock_(clock), self_id_(std::move(self_id)) {}
+                         std::string self_id, detail::ClusterRuntime* tasks)
+    : gossip_(gossip), control_(control), clock_(clock), self_id_(std::move(self_id)), tasks_(tasks) {}
 
 namespace {
 kj::Exception no_control() {
@@ -120,6 +121,58 @@ kj::Promise<void> NodeService::members(MembersContext context) {
       j++;
     }
   }
+  return kj::READY_NOW;
+}
+
+namespace {
+kj::Exception no_tasks() { return KJ_EXCEPTION(DISCONNECTED, "this node's task runtime is not running"); }
+}  // namespace
+
+kj::Promise<void> NodeService::pushTasks(PushTasksContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  return tasks_->serve_push_tasks(p.getOwner(), p.getSession(), p.getTasks());
+}
+
+kj::Promise<void> NodeService::createActor(CreateActorContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  return tasks_->serve_create_actor(p.getOwner(), p.getSession(), p.getActor());
+}
+
+kj::Promise<void> NodeService::pushActorCalls(PushActorCallsContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  return tasks_->serve_push_actor_calls(p.getOwner(), p.getSession(), ActorId{p.getActorHi(), p.getActorLo()},
+                                        p.getCalls());
+}
+
+kj::Promise<void> NodeService::killActor(KillActorContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  context.getResults().setFound(
+      tasks_->serve_kill_actor(ActorId{p.getActorHi(), p.getActorLo()}, p.getNoRestart(), p.getReason().cStr()));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::cancelTask(CancelTaskContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  context.getResults().setFound(tasks_->serve_cancel_task(TaskId{p.getTaskHi(), p.getTaskLo()}, p.getForce()));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::getObject(GetObjectContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  uint32_t wait_ms = std::min<uint32_t>(p.getWaitMs(), 8'000);  // under the caller's call timeout
+  return tasks_->serve_get_object(detail::object_id(p.getObjectHi(), p.getObjectLo()), wait_ms,
+                                  context.getResults().initResult());
+}
+
+kj::Promise<void> NodeService::nodeInfo(NodeInfoContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  tasks_->fill_node_info(context.getResults());
   return kj::READY_NOW;
 }
 

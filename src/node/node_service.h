@@ -14,6 +14,10 @@ namespace shoal::control {
 class ControlPlane;
 }
 
+namespace shoal::detail {
+class ClusterRuntime;
+}
+
 namespace shoal::node {
 
 class NodeService final : public rpc::Node::Server {
@@ -21,8 +25,9 @@ class NodeService final : public rpc::Node::Server {
   // `gossip` and `clock` must outlive every capability handed out; the node
   // destroys the RPC server (and so every connection) before gossip.
   // `control` may be null (then the metadata methods answer unavailable).
+  // `tasks` may be null (then the task methods answer unavailable).
   NodeService(gossip::GossipService& gossip, control::ControlPlane* control, const Clock& clock,
-              std::string self_id);
+              std::string self_id, detail::ClusterRuntime* tasks = nullptr);
 
  protected:
   kj::Promise<void> ping(PingContext context) override;
@@ -33,12 +38,20 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> leaseKeepAlive(LeaseKeepAliveContext context) override;
   kj::Promise<void> watch(WatchContext context) override;
   kj::Promise<void> controlStatus(ControlStatusContext context) override;
+  kj::Promise<void> pushTasks(PushTasksContext context) override;
+  kj::Promise<void> createActor(CreateActorContext context) override;
+  kj::Promise<void> pushActorCalls(PushActorCallsContext context) override;
+  kj::Promise<void> killActor(KillActorContext context) override;
+  kj::Promise<void> cancelTask(CancelTaskContext context) override;
+  kj::Promise<void> getObject(GetObjectContext context) override;
+  kj::Promise<void> nodeInfo(NodeInfoContext context) override;
 
  private:
   gossip::GossipService& gossip_;
   control::ControlPlane* control_;
   const Clock& clock_;
   std::string self_id_;
+  detail::ClusterRuntime* tasks_;
 };
 
 }  // namespace shoal::node

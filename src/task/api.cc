@@ -72,6 +72,19 @@ std::shared_ptr<Runtime> current_runtime() {
   return g_runtime;
 }
 
+Result<uint64_t> install_runtime(std::shared_ptr<Runtime> runtime) {
+  std::lock_guard lock(g_runtime_mutex);
+  if (g_runtime) return Status::already_exists("a shoal runtime is already running in this process");
+  g_runtime = std::move(runtime);
+  return ++g_generation;
+}
+
+void uninstall_runtime(uint64_t generation) {
+  std::shared_ptr<Runtime> old;
+  std::lock_guard lock(g_runtime_mutex);
+  if (g_generation == generation) old.swap(g_runtime);
+}
+
 CancelFlagScope::CancelFlagScope(const std::atomic<bool>* flag) : previous_(tls_cancel_flag) {
   tls_cancel_flag = flag;
 }
@@ -296,20 +309,15 @@ Result<Cluster> init(Options options) {
     case Options::Mode::kLocal:
       break;
     case Options::Mode::kConnect:
-      return Status::unavailable(
-          "shoal::init: connecting to a cluster (" +
-          (options.address.empty() ? std::string("no address given") : options.address) +
-          ") is not available yet: this build runs tasks in this process only "
-          "(shoal::local()); the distributed runtime comes next");
+      break;
     case Options::Mode::kNode:
-      return Status::unavailable(
-          "shoal::init: running this program as a cluster node (start/--join) is not available "
-          "yet: "
-          "this build runs tasks in this process only (shoal::local()); use shoal::run_main() for "
-          "a "
-          "plain node");
+      return Status::invalid_argument(
+          "shoal::init: node mode (start --join ...) runs through shoal::init(argc, argv), which runs "
+          "the node and exits");
   }
-  Result<std::shared_ptr<detail::Runtime>> runtime = make_local_runtime(options);
+  Result<std::shared_ptr<detail::Runtime>> runtime = options.mode == Options::Mode::kConnect
+                                                          ? detail::start_driver(options)
+                                                          : make_local_runtime(options);
   if (!runtime.ok()) return runtime.status();
   std::string node_id = (*runtime)->node_id();
   uint64_t generation = 0;
@@ -351,6 +359,10 @@ Result<Options> options_from_args(int argc, char** argv) {
       if (options.mode != Options::Mode::kNode) options.mode = Options::Mode::kConnect;
       options.address = *v;
       address_given = true;
+    } else if (is_flag(arg, "--token-file")) {
+      std::optional<std::string> v = value_of(i, arg, "--token-file");
+      if (!v || v->empty()) return Status::invalid_argument("--token-file needs a path");
+      options.token_file = *v;
     } else if (is_flag(arg, "--cpus")) {
       std::optional<std::string> v = value_of(i, arg, "--cpus");
       char* end = nullptr;
@@ -372,12 +384,6 @@ Result<Options> options_from_args(int argc, char** argv) {
     }
   }
   return options;
-}
-
-Result<Cluster> init(int argc, char** argv) {
-  Result<Options> options = options_from_args(argc, argv);
-  if (!options.ok()) return options.status();
-  return init(std::move(*options));
 }
 
 void shutdown() {

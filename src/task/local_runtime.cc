@@ -24,14 +24,6 @@ struct LocalRuntime::Task {
   uint32_t attempts = 0;
 };
 
-// One blocked get()/wait().
-struct LocalRuntime::Waiter {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::size_t remaining = 0;           // guarded
-  std::vector<ObjectValuePtr> values;  // guarded
-};
-
 namespace {
 
 std::vector<std::string_view> argument_views(const TaskSpec& spec,
@@ -108,6 +100,7 @@ std::optional<ErrorInfo> LocalRuntime::placement_error(
                             " but the only node (local mode) has " + config_.total.to_string() +
                             " in total: it can never run");
   }
+  if (config_.placed_by_owner) return std::nullopt;
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
     if (affinity->node_id != config_.node_id && !affinity->soft) {
       return system_error(Status::Code::kUnavailable,
@@ -721,54 +714,17 @@ std::string LocalRuntime::describe_pending(std::span<const RefState* const> refs
 Status LocalRuntime::wait_for(std::span<const RefState* const> refs, std::size_t needed,
                               Deadline deadline, std::vector<ObjectValuePtr>& values,
                               bool timeout_is_error) {
-  values.assign(refs.size(), nullptr);
-  std::size_t ready = 0;
-  for (std::size_t i = 0; i < refs.size(); ++i) {
-    if (refs[i]->owner_address != address_) {
-      return Status::not_found("object " + refs[i]->id.hex() + " is owned by " +
-                               refs[i]->owner_address +
+  std::vector<ObjectId> ids;
+  ids.reserve(refs.size());
+  for (const RefState* ref : refs) {
+    if (ref->owner_address != address_) {
+      return Status::not_found("object " + ref->id.hex() + " is owned by " + ref->owner_address +
                                ", which this process (local mode) cannot reach");
     }
-    Result<ObjectValuePtr> value = objects_.lookup(refs[i]->id);
-    if (!value.ok()) return value.status();
-    values[i] = std::move(*value);
-    if (values[i]) ++ready;
+    ids.push_back(ref->id);
   }
-  if (ready >= needed) return Status();
-
-  auto waiter = std::make_shared<Waiter>();
-  waiter->remaining = needed - ready;
-  waiter->values = values;
-  std::vector<std::pair<std::size_t, uint64_t>> tokens;
-  Executor::BlockingScope blocking;  // lend this task's CPUs while it waits
-  for (std::size_t i = 0; i < refs.size(); ++i) {
-    if (values[i]) continue;
-    Result<uint64_t> token =
-        objects_.on_ready(refs[i]->id, [waiter, i](const ObjectValuePtr& value) {
-          std::lock_guard lock(waiter->mutex);
-          if (waiter->values[i] != nullptr) return;
-          waiter->values[i] = value;
-          if (waiter->remaining > 0 && --waiter->remaining == 0) waiter->cv.notify_all();
-        });
-    if (!token.ok()) {
-      for (auto [index, t] : tokens) objects_.cancel_callback(refs[index]->id, t);
-      return token.status();
-    }
-    if (*token != 0) tokens.emplace_back(i, *token);
-  }
-  bool done;
-  {
-    std::unique_lock lock(waiter->mutex);
-    auto all_ready = [&] { return waiter->remaining == 0; };
-    if (deadline) {
-      done = waiter->cv.wait_until(lock, *deadline, all_ready);
-    } else {
-      waiter->cv.wait(lock, all_ready);
-      done = true;
-    }
-    values = waiter->values;
-  }
-  for (auto [index, t] : tokens) objects_.cancel_callback(refs[index]->id, t);
+  bool done = false;
+  SHOAL_RETURN_IF_ERROR(wait_ready(objects_, ids, needed, deadline, values, done));
   if (!done && timeout_is_error) return Status::deadline_exceeded(describe_pending(refs, values));
   return Status();
 }

@@ -52,6 +52,10 @@ class LocalRuntime final : public Runtime {
     std::size_t tasks_in_flight_max =
         kTasksInFlightMax;                // submitted, not finished (actor calls too)
     std::size_t actors_max = kActorsMax;  // live actors (each has its own threads)
+    // The engine of a cluster node (cluster_runtime.h): the owner already
+    // applied scheduling strategies and label selectors, so they are not
+    // checked again here.
+    bool placed_by_owner = false;
   };
   static constexpr std::size_t kTasksInFlightMax = 1'000'000;
   static constexpr std::size_t kActorsMax = 4096;
@@ -80,10 +84,17 @@ class LocalRuntime final : public Runtime {
   void release_actor(const ActorHandleState& actor) noexcept override;
   void shutdown() override;
 
+  // Engine use: runs `callback` once the object `ref` names is ready (now, if
+  // it is). kNotFound for an object this runtime does not hold.
+  Result<uint64_t> when_ready(const RefState& ref, ObjectTable::Callback callback) {
+    return objects_.on_ready(ref.id, std::move(callback));
+  }
+
   // For tests and benchmarks.
   std::size_t object_count() const { return objects_.size(); }
   std::size_t live_actor_count() const;
   Executor::Stats executor_stats() const { return executor_.stats(); }
+  const ResourceSet& executor_total() const { return executor_.total(); }
 
  private:
   struct Task;
@@ -101,7 +112,6 @@ class LocalRuntime final : public Runtime {
     ActorCallPtr call;
     ActorId actor;
   };
-  struct Waiter;
 
   explicit LocalRuntime(Config config);
 

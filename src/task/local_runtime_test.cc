@@ -4,6 +4,8 @@
 #include "task/local_runtime.h"
 
 #include <doctest/doctest.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -115,7 +117,7 @@ Cluster start(double cpus) {
 
 }  // namespace
 
-TEST_CASE("tasks: init, double init, modes not built yet, shutdown") {
+TEST_CASE("tasks: init, double init, other modes' errors, shutdown") {
   CHECK_FALSE(is_initialized());
   CHECK_THROWS_AS(task(square).remote(1), Error);  // not initialized
   {
@@ -127,14 +129,34 @@ TEST_CASE("tasks: init, double init, modes not built yet, shutdown") {
   }
   CHECK_FALSE(is_initialized());
 
-  Result<Cluster> remote = init(shoal::connect("10.0.0.1:7400"));
+  // Connect mode: a missing token file, then a cluster nobody serves.
+  Options remote_options = shoal::connect("127.0.0.1:1");
+  remote_options.token_file = "/nonexistent/shoal-test-token";
+  Result<Cluster> remote = init(remote_options);
+  CHECK_FALSE(remote.ok());
+  CHECK(remote.status().message().find("token") != std::string::npos);
+  char token_path[] = "/tmp/shoal-test-token-XXXXXX";
+  int fd = mkstemp(token_path);
+  REQUIRE(fd >= 0);
+  std::string token(64, 'a');
+  REQUIRE(write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size()));
+  close(fd);
+  remote_options.token_file = token_path;
+  remote = init(remote_options);
+  unlink(token_path);
   CHECK(remote.status().code() == Status::Code::kUnavailable);
-  CHECK(remote.status().message().find("not available yet") != std::string::npos);
+  CHECK(remote.status().message().find("cannot reach the cluster at 127.0.0.1:1") != std::string::npos);
   CHECK_FALSE(is_initialized());
 
-  const char* node_args[] = {"app", "start", "--join", "10.0.0.1:7400"};
-  Result<Cluster> node = init(4, const_cast<char**>(node_args));
-  CHECK(node.status().code() == Status::Code::kUnavailable);
+  // Node mode runs through init(argc, argv) (which runs the node and exits).
+  Options node_options;
+  node_options.mode = Options::Mode::kNode;
+  CHECK(init(node_options).status().code() == Status::Code::kInvalidArgument);
+  const char* node_args[] = {"app", "start", "--join", "10.0.0.1:7400", "--token-file", "t"};
+  Result<Options> parsed_node = options_from_args(6, const_cast<char**>(node_args));
+  REQUIRE(parsed_node.ok());
+  CHECK(parsed_node->mode == Options::Mode::kNode);
+  CHECK(parsed_node->token_file == "t");
 
   const char* args[] = {"app", "--cpus=3", "--namespace", "jobs", "--other-flag"};
   Result<Options> options = options_from_args(5, const_cast<char**>(args));

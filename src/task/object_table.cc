@@ -1,5 +1,9 @@
 #include "task/object_table.h"
 
+#include <condition_variable>
+
+#include "task/executor.h"
+
 #include "base/assert.h"
 
 namespace shoal::detail {
@@ -92,6 +96,24 @@ void ObjectTable::add_ref(const ObjectId& id) {
   if (it != entries_.end()) ++it->second.refs;
 }
 
+void ObjectTable::complete_all_pending(const ObjectValuePtr& value) {
+  std::vector<ObjectId> pending;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, entry] : entries_) {
+      if (!entry.value) pending.push_back(id);
+    }
+  }
+  for (const ObjectId& id : pending) complete(id, value);
+}
+
+bool ObjectTable::add_ref_or_create(const ObjectId& id) {
+  std::lock_guard lock(mutex_);
+  auto [it, inserted] = entries_.try_emplace(id);
+  if (!inserted) ++it->second.refs;
+  return inserted;
+}
+
 void ObjectTable::remove_ref(const ObjectId& id) {
   ObjectValuePtr freed;
   std::vector<std::pair<uint64_t, Callback>> dropped;
@@ -126,6 +148,65 @@ void ObjectTable::clear() {
     entries.swap(entries_);
     bytes_ = 0;
   }
+}
+
+namespace {
+
+struct ReadyWaiter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t remaining = 0;           // guarded
+  std::vector<ObjectValuePtr> values;  // guarded
+};
+
+}  // namespace
+
+Status wait_ready(ObjectTable& table, std::span<const ObjectId> ids, std::size_t needed,
+                  std::optional<std::chrono::steady_clock::time_point> deadline,
+                  std::vector<ObjectValuePtr>& values, bool& done) {
+  values.assign(ids.size(), nullptr);
+  std::size_t ready = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    Result<ObjectValuePtr> value = table.lookup(ids[i]);
+    if (!value.ok()) return value.status();
+    values[i] = std::move(*value);
+    if (values[i]) ++ready;
+  }
+  done = ready >= needed;
+  if (done) return Status();
+
+  auto waiter = std::make_shared<ReadyWaiter>();
+  waiter->remaining = needed - ready;
+  waiter->values = values;
+  std::vector<std::pair<std::size_t, uint64_t>> tokens;
+  Executor::BlockingScope blocking;  // lend this task's CPUs while it waits
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (values[i]) continue;
+    Result<uint64_t> token = table.on_ready(ids[i], [waiter, i](const ObjectValuePtr& value) {
+      std::lock_guard lock(waiter->mutex);
+      if (waiter->values[i] != nullptr) return;
+      waiter->values[i] = value;
+      if (waiter->remaining > 0 && --waiter->remaining == 0) waiter->cv.notify_all();
+    });
+    if (!token.ok()) {
+      for (auto [index, t] : tokens) table.cancel_callback(ids[index], t);
+      return token.status();
+    }
+    if (*token != 0) tokens.emplace_back(i, *token);
+  }
+  {
+    std::unique_lock lock(waiter->mutex);
+    auto all_ready = [&] { return waiter->remaining == 0; };
+    if (deadline) {
+      done = waiter->cv.wait_until(lock, *deadline, all_ready);
+    } else {
+      waiter->cv.wait(lock, all_ready);
+      done = true;
+    }
+    values = waiter->values;
+  }
+  for (auto [index, t] : tokens) table.cancel_callback(ids[index], t);
+  return Status();
 }
 
 }  // namespace shoal::detail

@@ -13,11 +13,13 @@
 // destroying a value destroys RefStates, which call back into remove_ref.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -50,11 +52,18 @@ class ObjectTable {
   void cancel_callback(const ObjectId& id, uint64_t token);
 
   void add_ref(const ObjectId& id);     // no-op for unknown ids
+  // add_ref, or a new pending entry with one reference when the id is
+  // unknown (a borrowed object: its value comes from its owner). True when
+  // it created the entry.
+  bool add_ref_or_create(const ObjectId& id);
   void remove_ref(const ObjectId& id);  // no-op for unknown ids
 
   std::size_t size() const;
   // Bytes of the values held (ready objects only).
   uint64_t bytes() const;
+  // Completes every pending object with `value` (shutdown: wakes whoever
+  // waits for them).
+  void complete_all_pending(const ObjectValuePtr& value);
   // Drops every entry (shutdown); pending callbacks never run.
   void clear();
 
@@ -70,5 +79,14 @@ class ObjectTable {
   uint64_t next_token_ = 1;                      // guarded by mutex_
   uint64_t bytes_ = 0;                           // guarded by mutex_
 };
+
+// Blocks the caller until `needed` of the objects are ready or the deadline
+// passes (nullopt: never). values[i] is each object's value (null while
+// pending). `done` says whether `needed` were reached. kNotFound for an id the
+// table does not know. Lends the caller's executor resources while it waits
+// (Executor::BlockingScope), so a task blocked in get() never starves others.
+Status wait_ready(ObjectTable& table, std::span<const ObjectId> ids, std::size_t needed,
+                  std::optional<std::chrono::steady_clock::time_point> deadline,
+                  std::vector<ObjectValuePtr>& values, bool& done);
 
 }  // namespace shoal::detail

@@ -129,4 +129,21 @@ class CancelFlagScope {
 // The process's runtime (null when not initialized). init() installs it.
 std::shared_ptr<Runtime> current_runtime();
 
+// Connect mode: a driver attached to the cluster options.address names
+// (src/node/driver.cc).
+}  // namespace shoal::detail
+namespace shoal {
+struct Options;
+}
+namespace shoal::detail {
+Result<std::shared_ptr<Runtime>> start_driver(const Options& options);
+
+// For a node process (src/node): makes `runtime` the process's runtime so
+// the task API in user code reaches it. kAlreadyExists when shoal::init()
+// already installed one. Returns the generation to uninstall.
+Result<uint64_t> install_runtime(std::shared_ptr<Runtime> runtime);
+// Uninstalls the runtime of `generation` if it is still current (does not
+// shut it down).
+void uninstall_runtime(uint64_t generation);
+
 }  // namespace shoal::detail

@@ -1,0 +1,2209 @@
+#include "task/cluster_runtime.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <random>
+#include <thread>
+#include <unordered_set>
+#include <variant>
+
+#include "base/assert.h"
+#include "base/log.h"
+#include "loop/loop.h"
+#include "meta/codec.h"
+#include "meta/types.h"
+#include "rpc/errors.h"
+#include "rpc/peer_pool.h"
+#include "shoal/registry.h"
+#include "task/flat_json.h"
+#include "task/wire.h"
+
+namespace shoal::detail {
+
+namespace {
+
+constexpr uint64_t kMembersRefreshMs = 250;
+constexpr uint32_t kGetObjectWaitMs = 4'000;    // per getObject call (under the call timeout)
+constexpr uint32_t kFetchFailuresMax = 5;       // unreachable owner: then the borrower fails
+constexpr uint64_t kFetchRetryMs = 200;
+constexpr uint64_t kLocateRetryMs = 100;
+constexpr uint32_t kLocateAttemptsMax = 100;    // 10 s for a creator to record its actor
+constexpr uint64_t kRequeueDelayMs = 50;
+constexpr std::size_t kBatchBytesMax = 16u << 20;  // per pushTasks / done message
+// One value per message, under the RPC message limit (64 MiB) with room to
+// spare; larger values need the object store (issue 5).
+constexpr std::size_t kInlineValueBytesMax = 48u << 20;
+constexpr std::string_view kActorsPrefix = "/shoal/actors/";
+constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
+const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
+
+ResourceRequest request_from_wire(rpc::ResourceSet::Reader wire) {
+  ResourceRequest out;
+  out.cpus = wire.getCpus();
+  out.gpus = wire.getGpus();
+  out.memory_bytes = wire.getMemoryBytes();
+  for (auto q : wire.getCustom()) out.custom[std::string(q.getName().cStr())] = q.getAmount();
+  return out;
+}
+
+void request_to_wire(const ResourceRequest& request, rpc::ResourceSet::Builder wire) {
+  wire.setCpus(request.cpus);
+  wire.setGpus(request.gpus);
+  wire.setMemoryBytes(request.memory_bytes);
+  auto custom = wire.initCustom(static_cast<unsigned>(request.custom.size()));
+  unsigned i = 0;
+  for (const auto& [name, amount] : request.custom) {
+    custom[i].setName(name);
+    custom[i].setAmount(amount);
+    ++i;
+  }
+}
+
+std::string data_string(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+
+capnp::Data::Reader as_data(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.data()), s.size());
+}
+
+std::string actor_key(const ActorId& id) { return std::string(kActorsPrefix) + id.hex(); }
+std::string named_key(std::string_view name_space, std::string_view name) {
+  return std::string(kNamedActorsPrefix) + std::string(name_space) + "/" + std::string(name);
+}
+
+std::string kj_text(const kj::Exception& e) { return e.getDescription().cStr(); }
+
+uint64_t random_session() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ 1;
+}
+
+bool labels_match(const std::map<std::string, std::string>& want,
+                  const std::map<std::string, std::string>& have) {
+  for (const auto& [key, value] : want) {
+    auto it = have.find(key);
+    if (it == have.end() || it->second != value) return false;
+  }
+  return true;
+}
+
+std::string labels_text(const std::map<std::string, std::string>& labels) {
+  std::string out;
+  for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=" + v;
+  return out;
+}
+
+double cpu_wholes(const ResourceSet& set) { return set.wholes(ResourceSet::kCpu); }
+
+}  // namespace
+
+// ---- Internal records --------------------------------------------------------------
+
+struct ClusterRuntime::Task {
+  enum class Kind { kTask, kActorCall, kActorCreation };
+  Kind kind = Kind::kTask;
+  TaskId id;
+  ObjectId return_id;  // nil for a creation
+  TaskSpec spec;       // a creation: function = the class name
+  std::string constructor;
+  ActorOptions actor_options;
+  ResourceSet demand;
+  ActorId actor;
+  // Guarded by mutex_:
+  std::vector<ObjectValuePtr> arg_values;
+  std::size_t deps_remaining = 0;
+  std::optional<ErrorInfo> dep_error;
+  bool resolved = false;
+  bool done = false;
+  std::string node;  // address it went to, kEngine, or empty
+  uint32_t attempts = 0;
+  RefPtr engine_ref;
+  std::string pending_reason;
+};
+
+struct ClusterRuntime::ActorState {
+  ActorId id;
+  std::string class_name;
+  std::string owner;
+  // Guarded by mutex_:
+  uint64_t handles = 0;
+  bool created_here = false;
+  bool detached = false;
+  bool shared = false;  // a handle went to another process
+  std::string name;
+  std::string name_space;
+  std::string address;  // where it lives; empty until known
+  bool creating = false;
+  bool locating = false;
+  uint32_t locate_attempts = 0;
+  bool release_requested = false;
+  bool released = false;
+  std::deque<std::shared_ptr<Task>> queue;  // calls not sent yet, in submission order
+  std::set<TaskId> in_flight;               // sent, not finished
+  std::optional<ErrorInfo> dead;
+};
+
+struct ClusterRuntime::Link {
+  std::vector<std::shared_ptr<Task>> tasks;
+  std::vector<std::pair<ActorId, std::vector<std::shared_ptr<Task>>>> calls;
+  std::vector<std::shared_ptr<Task>> creations;
+  std::vector<std::pair<ActorId, std::string>> kills;  // reason empty: release
+  std::set<TaskId> in_flight;
+  bool sending = false;
+  bool flush_scheduled = false;
+  bool empty() const { return tasks.empty() && calls.empty() && creations.empty() && kills.empty(); }
+};
+
+struct ClusterRuntime::HostedActor {
+  ActorPtr handle;  // the engine's
+  uint64_t session = 0;
+};
+
+struct ClusterRuntime::OwnerSession {
+  std::optional<rpc::TaskOwner::Client> client;              // loop thread
+  std::vector<std::pair<TaskId, ObjectValuePtr>> pending;    // guarded by host_mutex_
+  bool sending = false;                                      // loop thread
+};
+
+class ClusterRuntime::OwnerServer final : public rpc::TaskOwner::Server {
+ public:
+  explicit OwnerServer(std::weak_ptr<ClusterRuntime> runtime) : runtime_(std::move(runtime)) {}
+
+ protected:
+  kj::Promise<void> done(DoneContext context) override {
+    if (auto runtime = runtime_.lock()) runtime->on_results(context.getParams().getResults());
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::weak_ptr<ClusterRuntime> runtime_;
+};
+
+namespace {
+class LogTaskErrors final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&& exception) override {
+    SHOAL_LOG_WARN("task runtime: {}", exception.getDescription().cStr());
+  }
+};
+}  // namespace
+
+// ---- Construction ------------------------------------------------------------------
+
+std::shared_ptr<ClusterRuntime> ClusterRuntime::create(ClusterRuntimeConfig config) {
+  SHOAL_ASSERT(config.loop != nullptr && config.peers != nullptr);
+  auto runtime = std::shared_ptr<ClusterRuntime>(new ClusterRuntime(std::move(config)));
+  runtime->owner_cap_.emplace(kj::heap<OwnerServer>(runtime));
+  // Members are re-read every kMembersRefreshMs: dead nodes fail over, new
+  // ones are learned, pending tasks are placed again.
+  std::weak_ptr<ClusterRuntime> weak = runtime;
+  kj::Timer& timer = runtime->config_.loop->timer();
+  auto refresh = [weak, &timer](auto& self) -> kj::Promise<void> {
+    return timer.afterDelay(kMembersRefreshMs * kj::MILLISECONDS).then([weak, &timer, self]() mutable {
+      auto rt = weak.lock();
+      if (!rt || rt->shutting_down_.load()) return kj::Promise<void>(kj::READY_NOW);
+      rt->on_members_changed();
+      return self(self);
+    });
+  };
+  runtime->tasks_set_->add(refresh(refresh));
+  runtime->on_members_changed();
+  return runtime;
+}
+
+ClusterRuntime::ClusterRuntime(ClusterRuntimeConfig config)
+    : config_(std::move(config)),
+      session_(random_session()),
+      loop_thread_(std::this_thread::get_id()) {
+  SHOAL_ASSERT(config_.id_prefix != 0);
+  error_handler_ = std::make_unique<LogTaskErrors>();
+  tasks_set_ = std::make_unique<kj::TaskSet>(*error_handler_);
+}
+
+ClusterRuntime::~ClusterRuntime() { shutdown(); }
+
+TaskId ClusterRuntime::new_task_id() {
+  return TaskId{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
+}
+
+RefPtr ClusterRuntime::new_ref(const ObjectId& id) {
+  return std::make_shared<const RefState>(id, config_.address, weak_from_this());
+}
+
+void ClusterRuntime::post(std::function<void()> fn) {
+  std::weak_ptr<ClusterRuntime> weak = self();
+  Status posted = config_.loop->post([weak, fn = std::move(fn)] {
+    auto rt = weak.lock();
+    if (rt && !rt->torn_down_) fn();
+  });
+  if (!posted.ok()) SHOAL_LOG_WARN("task runtime: cannot reach the loop thread: {}", posted.to_string());
+}
+
+ErrorInfo ClusterRuntime::system_error(const std::shared_ptr<Task>& task, Status::Code code,
+                                       std::string message) const {
+  ErrorInfo error;
+  error.kind = ErrorKind::kSystem;
+  error.code = code;
+  error.message = std::move(message);
+  if (task) {
+    error.function = task->spec.function;
+    error.task_id = task->id;
+    error.attempts = task->attempts;
+  }
+  error.node_id = config_.node_id;
+  return error;
+}
+
+// ---- Submission (any thread) --------------------------------------------------------
+
+Result<RefPtr> ClusterRuntime::submit_task(TaskSpec spec) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
+  if (!demand.ok())
+    return Status::invalid_argument("task " + spec.function + ": " + demand.status().message());
+  if (spec.options.max_retries < -1) {
+    return Status::invalid_argument("task " + spec.function +
+                                    ": max_retries must be -1 (no limit) or more");
+  }
+  if (std::holds_alternative<PlacementGroupStrategy>(spec.options.strategy)) {
+    return Status::unavailable("task " + spec.function +
+                               ": placement groups are not available in this build yet");
+  }
+  auto task = std::make_shared<Task>();
+  task->kind = Task::Kind::kTask;
+  task->id = new_task_id();
+  task->return_id = ObjectId::for_task_return(task->id, 0);
+  task->spec = std::move(spec);
+  task->demand = std::move(*demand);
+  objects_.create_pending(task->return_id);
+  RefPtr ref = new_ref(task->return_id);
+  {
+    std::lock_guard lock(mutex_);
+    tasks_.emplace(task->id, task);
+  }
+  resolve_args(task);
+  return ref;
+}
+
+Result<RefPtr> ClusterRuntime::submit_actor_task(const ActorHandleState& actor, TaskSpec spec) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  auto task = std::make_shared<Task>();
+  task->kind = Task::Kind::kActorCall;
+  task->id = new_task_id();
+  task->return_id = ObjectId::for_task_return(task->id, 0);
+  task->spec = std::move(spec);
+  task->actor = actor.id;
+  objects_.create_pending(task->return_id);
+  RefPtr ref = new_ref(task->return_id);
+  std::optional<ErrorInfo> dead;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(actor.id);
+    if (it == actors_.end()) {
+      // A handle of another runtime instance (shut down): nothing to call.
+      dead = ErrorInfo{};
+      dead->message = "actor " + actor.class_name + " (" + actor.id.hex() + ") is unknown here";
+    } else if (it->second->dead) {
+      dead = *it->second->dead;
+    } else {
+      it->second->queue.push_back(task);
+      tasks_.emplace(task->id, task);
+    }
+  }
+  if (dead) {
+    ErrorInfo error = *dead;
+    error.kind = ErrorKind::kActorDied;
+    error.code = Status::Code::kUnavailable;
+    error.function = task->spec.function;
+    error.task_id = task->id;
+    if (error.node_id.empty()) error.node_id = config_.node_id;
+    objects_.complete(task->return_id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+    return ref;
+  }
+  resolve_args(task);
+  return ref;
+}
+
+Result<ActorPtr> ClusterRuntime::create_actor(ActorSpec spec) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  const ActorOptions& options = spec.options;
+  std::string what = "actor " + spec.class_name;
+  Result<ResourceSet> demand = ResourceSet::from_request(options.resources);
+  if (!demand.ok()) return Status::invalid_argument(what + ": " + demand.status().message());
+  if (options.max_concurrency < 1 || options.max_concurrency > ActorOptions::kMaxConcurrencyMax) {
+    return Status::invalid_argument(what + ": max_concurrency must be from 1 to " +
+                                    std::to_string(ActorOptions::kMaxConcurrencyMax));
+  }
+  if (options.max_restarts < -1) {
+    return Status::invalid_argument(what + ": max_restarts must be -1 (no limit) or more");
+  }
+  if (std::holds_alternative<PlacementGroupStrategy>(options.strategy)) {
+    return Status::unavailable(what + ": placement groups are not available in this build yet");
+  }
+  const std::string name_space = options.name_space.empty() ? config_.name_space : options.name_space;
+  ActorId id{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
+  auto state = std::make_shared<ActorState>();
+  state->id = id;
+  state->class_name = spec.class_name;
+  state->owner = config_.address;
+  state->handles = 1;
+  state->created_here = true;
+  state->detached = options.detached;
+  state->name = options.name;
+  state->name_space = name_space;
+  state->creating = true;
+
+  if (!options.name.empty()) {
+    // The name is taken in the metadata store before anything runs, so two
+    // creators racing for it get one actor and one clear error.
+    std::string record = flat_json({{"id", id.hex()},
+                                    {"class", spec.class_name},
+                                    {"owner", config_.address},
+                                    {"name", options.name},
+                                    {"namespace", name_space},
+                                    {"detached", options.detached ? "true" : "false"},
+                                    {"state", "PENDING_CREATION"}});
+    std::string key = named_key(name_space, options.name);
+    Result<bool> created = on_loop_and_wait<bool>(
+        [this, key, record]() -> kj::Promise<Result<bool>> {
+          meta::Request request;
+          meta::PutRequest put;
+          put.key = key;
+          put.value = record;
+          put.expected_mod_revision = 0;
+          request.body = put;
+          auto encoded = meta::encode_request(request);
+          if (!encoded.ok()) return Result<bool>(encoded.status());
+          return kv_call(std::move(*encoded)).then([](std::string bytes) -> Result<bool> {
+            auto response = meta::decode_response(bytes);
+            if (!response.ok()) return response.status();
+            if (!response->status.ok()) return response->status;
+            const auto* put = std::get_if<meta::PutResponse>(&response->body);
+            if (put == nullptr) return Status::internal("metadata store: unexpected reply to a put");
+            return put->succeeded;
+          });
+        },
+        Clock::now() + std::chrono::seconds(15));
+    if (!created.ok()) {
+      return Status(created.status().code(),
+                    what + ": cannot record the name " + options.name + " in the metadata store: " +
+                        created.status().message());
+    }
+    if (!*created) {
+      return Status::already_exists("an actor named " + options.name + " already exists in namespace " +
+                                    name_space);
+    }
+  }
+
+  auto task = std::make_shared<Task>();
+  task->kind = Task::Kind::kActorCreation;
+  task->id = new_task_id();
+  task->spec.function = spec.class_name;
+  task->spec.args = std::move(spec.args);
+  task->spec.contained = std::move(spec.contained);
+  task->constructor = std::move(spec.constructor);
+  task->actor_options = spec.options;
+  task->demand = std::move(*demand);
+  task->actor = id;
+  {
+    std::lock_guard lock(mutex_);
+    actors_.emplace(id, state);
+    tasks_.emplace(task->id, task);
+  }
+  resolve_args(task);
+  return std::make_shared<const ActorHandleState>(id, spec.class_name, config_.address, weak_from_this());
+}
+
+Result<RefPtr> ClusterRuntime::put(SerializedValue value) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  if (value.bytes.size() > kInlineValueBytesMax) {
+    return Status::resource_exhausted("put(): the value is " + std::to_string(value.bytes.size()) +
+                                      " bytes; values over " + std::to_string(kInlineValueBytesMax) +
+                                      " bytes need the object store, which this build lacks");
+  }
+  mark_shared(value.contained);  // whoever fetches it gets the handles inside
+  ObjectId id = ObjectId::for_put(new_task_id());
+  auto stored = std::make_shared<ObjectValue>();
+  stored->bytes = std::move(value.bytes);
+  stored->contained = std::move(value.contained);
+  objects_.create_ready(id, std::move(stored));
+  return new_ref(id);
+}
+
+void ClusterRuntime::mark_shared(const Contained& contained) {
+  if (contained.actors.empty()) return;
+  std::lock_guard lock(mutex_);
+  for (const ActorPtr& actor : contained.actors) {
+    auto it = actors_.find(actor->id);
+    if (it != actors_.end()) it->second->shared = true;
+  }
+}
+
+// ---- Arguments ------------------------------------------------------------------------
+
+void ClusterRuntime::resolve_args(const std::shared_ptr<Task>& task) {
+  std::vector<std::size_t> ref_args;
+  for (std::size_t i = 0; i < task->spec.args.size(); ++i) {
+    if (task->spec.args[i].ref) ref_args.push_back(i);
+  }
+  if (ref_args.empty()) {
+    on_args_resolved(task);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    task->deps_remaining = ref_args.size();
+    task->arg_values.resize(task->spec.args.size());
+  }
+  for (std::size_t i : ref_args) {
+    const RefState& arg = *task->spec.args[i].ref;
+    if (arg.owner_address != config_.address) ensure_fetch(arg.id, arg.owner_address);
+    std::weak_ptr<ClusterRuntime> weak = self();
+    Result<uint64_t> token = objects_.on_ready(arg.id, [weak, task, i](const ObjectValuePtr& value) {
+      if (auto rt = weak.lock()) rt->on_argument(task, i, value);
+    });
+    if (!token.ok()) {
+      auto missing = std::make_shared<ObjectValue>();
+      missing->error = system_error(task, Status::Code::kNotFound,
+                                    "argument " + std::to_string(i + 1) + " of " + task->spec.function +
+                                        ": " + token.status().message());
+      on_argument(task, i, missing);
+    }
+  }
+}
+
+void ClusterRuntime::on_argument(const std::shared_ptr<Task>& task, std::size_t index,
+                                 const ObjectValuePtr& value) {
+  std::optional<ErrorInfo> failed;
+  {
+    std::lock_guard lock(mutex_);
+    if (task->done || index >= task->arg_values.size() || task->arg_values[index]) return;
+    task->arg_values[index] = value;
+    if (value->error && !task->dep_error) task->dep_error = value->error;
+    if (--task->deps_remaining > 0) return;
+    failed = task->dep_error;
+  }
+  if (failed) {
+    // The task that made an argument failed: so does this one, with that
+    // error, so get() at the end of a chain names the root cause.
+    fail(task, *failed);
+    if (task->kind == Task::Kind::kActorCall) {
+      ActorId actor = task->actor;
+      post([this, actor] { pump_actor(actor); });
+    }
+    return;
+  }
+  on_args_resolved(task);
+}
+
+void ClusterRuntime::on_args_resolved(const std::shared_ptr<Task>& task) {
+  if (task->kind == Task::Kind::kActorCall) {
+    {
+      std::lock_guard lock(mutex_);
+      task->resolved = true;
+    }
+    ActorId actor = task->actor;
+    post([this, actor] { pump_actor(actor); });
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    task->resolved = true;
+  }
+  if (task->kind == Task::Kind::kTask && try_run_here(task)) return;
+  bool need_post = false;
+  {
+    std::lock_guard lock(mutex_);
+    to_schedule_.push_back(task);
+    if (!drain_posted_) drain_posted_ = need_post = true;
+  }
+  if (need_post) {
+    post([this] {
+      std::deque<std::shared_ptr<Task>> batch;
+      {
+        std::lock_guard lock(mutex_);
+        batch.swap(to_schedule_);
+        drain_posted_ = false;
+      }
+      for (auto& t : batch) pending_.push_back(std::move(t));
+      schedule_pending();
+    });
+  }
+}
+
+std::vector<std::string_view> ClusterRuntime::argument_bytes(const Task& task) const {
+  std::vector<std::string_view> out;
+  out.reserve(task.spec.args.size());
+  for (std::size_t i = 0; i < task.spec.args.size(); ++i) {
+    if (task.spec.args[i].ref) {
+      SHOAL_ASSERT(i < task.arg_values.size() && task.arg_values[i] != nullptr, i);
+      out.emplace_back(task.arg_values[i]->bytes);
+    } else {
+      out.emplace_back(task.spec.args[i].value);
+    }
+  }
+  return out;
+}
+
+// ---- Running on this node's engine ---------------------------------------------------
+
+bool ClusterRuntime::try_run_here(const std::shared_ptr<Task>& task) {
+  if (!config_.engine) return false;
+  const TaskOptions& options = task->spec.options;
+  if (!std::holds_alternative<DefaultStrategy>(options.strategy) || !options.labels.empty()) return false;
+  if (Registry::instance().function(task->spec.function) == nullptr) return false;
+  const ResourceSet& total = config_.engine->executor_total();
+  if (!task->demand.fits_in(total)) return false;
+  {
+    std::lock_guard lock(mutex_);
+    double cpus = cpu_wholes(total);
+    if (static_cast<double>(local_running_) >= std::max(1.0, cpus)) return false;
+    ++local_running_;
+  }
+  run_on_engine(task);
+  return true;
+}
+
+void ClusterRuntime::run_on_engine(const std::shared_ptr<Task>& task) {
+  TaskSpec spec;
+  spec.function = task->spec.function;
+  spec.options.resources = task->spec.options.resources;
+  spec.options.max_retries = task->spec.options.max_retries;
+  spec.options.retry_exceptions = task->spec.options.retry_exceptions;
+  {
+    std::lock_guard lock(mutex_);
+    for (std::string_view bytes : argument_bytes(*task)) spec.args.push_back(TaskArg{std::string(bytes), {}});
+    task->node = kEngine;
+    ++task->attempts;
+  }
+  Result<RefPtr> ref = config_.engine->submit_task(std::move(spec));
+  if (!ref.ok()) {
+    {
+      std::lock_guard lock(mutex_);
+      --local_running_;
+    }
+    fail(task, system_error(task, ref.status().code(), "task " + task->spec.function + ": " + ref.status().message()));
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    task->engine_ref = *ref;
+  }
+  std::weak_ptr<ClusterRuntime> weak = self();
+  Result<uint64_t> token = config_.engine->when_ready(**ref, [weak, task](const ObjectValuePtr& value) {
+    auto rt = weak.lock();
+    if (!rt) return;
+    RefPtr engine_ref;
+    {
+      std::lock_guard lock(rt->mutex_);
+      --rt->local_running_;
+      engine_ref.swap(task->engine_ref);
+    }
+    if (value->error) {
+      ObjectValue copy;
+      copy.error = value->error;
+      copy.error->task_id = task->id;
+      rt->complete(task, std::make_shared<const ObjectValue>(std::move(copy)));
+    } else {
+      rt->complete(task, value);
+    }
+  });
+  if (!token.ok()) {
+    fail(task, system_error(task, token.status().code(), token.status().message()));
+  }
+}
+
+// ---- Placement (loop thread) ----------------------------------------------------------
+
+void ClusterRuntime::schedule_pending() {
+  std::vector<std::shared_ptr<Task>> waiting;
+  waiting.swap(pending_);
+  for (auto& task : waiting) {
+    {
+      std::lock_guard lock(mutex_);
+      if (task->done) continue;
+    }
+    std::string reason;
+    bool never = false;
+    std::optional<std::string> address = pick_node(task, &reason, &never);
+    if (address) {
+      if (*address == config_.address && config_.engine && task->kind == Task::Kind::kTask) {
+        {
+          std::lock_guard lock(mutex_);
+          ++local_running_;
+        }
+        run_on_engine(task);
+      } else {
+        send_to(*address, task);
+      }
+      continue;
+    }
+    if (never) {
+      ErrorInfo error = system_error(task, Status::Code::kNotFound, reason);
+      if (task->kind == Task::Kind::kActorCreation) {
+        actor_died(task->actor, error);
+        complete(task, nullptr);
+      } else {
+        fail(task, std::move(error));
+      }
+      continue;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      task->pending_reason = reason;
+    }
+    pending_.push_back(task);
+  }
+}
+
+std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>& task,
+                                                     std::string* reason, bool* never) {
+  const bool creation = task->kind == Task::Kind::kActorCreation;
+  const SchedulingStrategy& strategy =
+      creation ? task->actor_options.strategy : task->spec.options.strategy;
+  const auto& labels = creation ? task->actor_options.labels : task->spec.options.labels;
+  const std::string needed = creation ? "@" + task->spec.function : task->spec.function;
+  const std::string what = creation ? "actor " + task->spec.function : "task " + task->spec.function;
+
+  std::vector<const ClusterMember*> candidates;
+  std::size_t unknown = 0;
+  std::size_t with_function = 0;
+  for (const auto& [address, member] : members_) {
+    auto f = functions_.find(address);
+    if (f == functions_.end()) {
+      ++unknown;
+      continue;
+    }
+    if (!f->second.contains(needed)) continue;
+    ++with_function;
+    if (!task->demand.fits_in(member.total)) continue;
+    if (!labels_match(labels, member.labels)) continue;
+    candidates.push_back(&member);
+  }
+  if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
+    auto it = std::find_if(candidates.begin(), candidates.end(),
+                           [&](const ClusterMember* m) { return m->id == affinity->node_id; });
+    if (it != candidates.end()) return (*it)->address;
+    if (!affinity->soft) {
+      bool alive = std::any_of(members_.begin(), members_.end(),
+                               [&](const auto& m) { return m.second.id == affinity->node_id; });
+      if (!alive) {
+        *never = true;
+        *reason = what + " must run on node " + affinity->node_id + ", which is not a live member";
+      } else {
+        *reason = what + " must run on node " + affinity->node_id +
+                  ", which cannot run it (function not registered there, too few resources, or "
+                  "labels)";
+        *never = unknown == 0;
+      }
+      return std::nullopt;
+    }
+  }
+  if (candidates.empty()) {
+    if (unknown > 0) {
+      *reason = "learning which functions " + std::to_string(unknown) + " node(s) can run";
+      return std::nullopt;
+    }
+    if (with_function == 0) {
+      *never = true;
+      *reason = (creation ? "actor class " + task->spec.function : "function " + task->spec.function) +
+                " is not registered in the binary of any live node (" +
+                std::to_string(members_.size()) +
+                " nodes); start nodes from a binary that registers it (SHOAL_REMOTE / SHOAL_ACTOR)";
+      return std::nullopt;
+    }
+    *reason = what + " needs " + task->demand.to_string() +
+              (labels.empty() ? "" : " and labels " + labels_text(labels)) + ": none of the " +
+              std::to_string(with_function) + " live node(s) that have it can ever fit it";
+    return std::nullopt;
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const ClusterMember* a, const ClusterMember* b) { return a->id < b->id; });
+  if (std::holds_alternative<SpreadStrategy>(strategy)) {
+    return candidates[spread_next_++ % candidates.size()]->address;
+  }
+  // Default: this node while it has idle CPUs, then pack onto the first node
+  // under half its CPUs, then the least loaded.
+  auto load = [&](const ClusterMember* m) {
+    double running = 0;
+    if (auto it = links_.find(m->address); it != links_.end()) running += static_cast<double>(it->second->in_flight.size());
+    if (m->address == config_.address) {
+      std::lock_guard lock(mutex_);
+      running += static_cast<double>(local_running_);
+    }
+    // What others run there, as gossiped (lags by about a second).
+    double busy = std::max(0.0, cpu_wholes(m->total) - cpu_wholes(m->available));
+    return std::max(running, busy) / std::max(1.0, cpu_wholes(m->total));
+  };
+  for (const ClusterMember* m : candidates) {
+    if (m->address == config_.address && load(m) < 1.0) return m->address;
+  }
+  for (const ClusterMember* m : candidates) {
+    if (load(m) < 0.5) return m->address;
+  }
+  const ClusterMember* best = candidates.front();
+  double best_load = load(best);
+  for (const ClusterMember* m : candidates) {
+    double l = load(m);
+    if (l < best_load) {
+      best = m;
+      best_load = l;
+    }
+  }
+  return best->address;
+}
+
+void ClusterRuntime::send_to(const std::string& address, const std::shared_ptr<Task>& task) {
+  auto& link = links_[address];
+  if (!link) link = std::make_unique<Link>();
+  {
+    std::lock_guard lock(mutex_);
+    task->node = address;
+    task->pending_reason.clear();
+    ++task->attempts;
+  }
+  mark_shared(task->spec.contained);
+  if (task->kind == Task::Kind::kActorCreation) {
+    link->creations.push_back(task);
+  } else {
+    link->tasks.push_back(task);
+    link->in_flight.insert(task->id);
+  }
+  schedule_flush(address);
+}
+
+void ClusterRuntime::schedule_flush(const std::string& address) {
+  Link& link = *links_[address];
+  if (link.flush_scheduled || link.sending) return;
+  link.flush_scheduled = true;
+  tasks_set_->add(kj::evalLater([this, address] {
+    auto it = links_.find(address);
+    if (it == links_.end()) return;
+    it->second->flush_scheduled = false;
+    flush_link(address);
+  }));
+}
+
+void ClusterRuntime::fill_task_wire(const Task& task, rpc::TaskWire::Builder wire) {
+  wire.setTaskHi(task.id.hi);
+  wire.setTaskLo(task.id.lo);
+  wire.setFunction(task.spec.function);
+  std::lock_guard lock(mutex_);
+  std::vector<std::string_view> args = argument_bytes(task);
+  auto list = wire.initArgs(static_cast<unsigned>(args.size()));
+  for (unsigned i = 0; i < args.size(); ++i) {
+    list.set(i, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(args[i].data()), args[i].size()));
+  }
+  request_to_wire(task.spec.options.resources, wire.initResources());
+  wire.setMaxRetries(task.spec.options.max_retries);
+  wire.setRetryExceptions(task.spec.options.retry_exceptions);
+  wire.setAttempt(task.attempts);
+}
+
+void ClusterRuntime::flush_link(const std::string& address) {
+  auto it = links_.find(address);
+  if (it == links_.end()) return;
+  Link& link = *it->second;
+  if (link.sending || link.empty()) return;
+  link.sending = true;
+
+  // One batch per round trip; what queues meanwhile goes in the next.
+  struct Batch {
+    std::vector<std::shared_ptr<Task>> tasks;
+    std::vector<std::pair<ActorId, std::vector<std::shared_ptr<Task>>>> calls;
+    std::vector<std::shared_ptr<Task>> creations;
+    std::vector<std::pair<ActorId, std::string>> kills;
+  };
+  auto batch = std::make_shared<Batch>();
+  std::size_t bytes = 0;
+  std::size_t taken = 0;
+  for (; taken < link.tasks.size(); ++taken) {
+    std::size_t size = 0;
+    for (const auto& a : link.tasks[taken]->spec.args) size += a.value.size();
+    if (taken > 0 && bytes + size > kBatchBytesMax) break;
+    bytes += size;
+  }
+  batch->tasks.assign(link.tasks.begin(), link.tasks.begin() + static_cast<std::ptrdiff_t>(taken));
+  link.tasks.erase(link.tasks.begin(), link.tasks.begin() + static_cast<std::ptrdiff_t>(taken));
+  batch->calls.swap(link.calls);
+  batch->creations.swap(link.creations);
+  batch->kills.swap(link.kills);
+
+  rpc::TaskOwner::Client owner = *owner_cap_;
+  uint64_t session = session_;
+  auto done = config_.peers->call<int>(address, [this, batch, owner, session, address](
+                                                    rpc::Node::Client& node) mutable -> kj::Promise<int> {
+    kj::Vector<kj::Promise<void>> sends;
+    for (auto& task : batch->creations) {
+      auto request = node.createActorRequest();
+      request.setOwner(owner);
+      request.setSession(session);
+      auto wire = request.initActor();
+      wire.setActorHi(task->actor.hi);
+      wire.setActorLo(task->actor.lo);
+      wire.setClassName(task->spec.function);
+      wire.setConstructor(task->constructor);
+      {
+        std::lock_guard lock(mutex_);
+        std::vector<std::string_view> args = argument_bytes(*task);
+        auto list = wire.initArgs(static_cast<unsigned>(args.size()));
+        for (unsigned i = 0; i < args.size(); ++i) {
+          list.set(i, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(args[i].data()), args[i].size()));
+        }
+      }
+      request_to_wire(task->actor_options.resources, wire.initResources());
+      wire.setMaxRestarts(task->actor_options.max_restarts);
+      wire.setMaxConcurrency(task->actor_options.max_concurrency);
+      sends.add(request.send().then(
+          [this, task, address](auto) { on_actor_created(task, address); },
+          [this, task, address](kj::Exception&& e) {
+            actor_died(task->actor, system_error(task, rpc::status_from_exception(e).code(),
+                                                 "creating actor " + task->spec.function + " on node " +
+                                                     address + " failed: " + kj_text(e)));
+            complete(task, nullptr);
+          }));
+    }
+    if (!batch->tasks.empty()) {
+      auto request = node.pushTasksRequest();
+      request.setOwner(owner);
+      request.setSession(session);
+      auto list = request.initTasks(static_cast<unsigned>(batch->tasks.size()));
+      std::vector<TaskId> ids;
+      for (unsigned i = 0; i < batch->tasks.size(); ++i) {
+        fill_task_wire(*batch->tasks[i], list[i]);
+        ids.push_back(batch->tasks[i]->id);
+      }
+      sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
+        on_push_failed(address, ids, kj_text(e));
+      }));
+    }
+    for (auto& [actor, calls] : batch->calls) {
+      auto request = node.pushActorCallsRequest();
+      request.setOwner(owner);
+      request.setSession(session);
+      request.setActorHi(actor.hi);
+      request.setActorLo(actor.lo);
+      auto list = request.initCalls(static_cast<unsigned>(calls.size()));
+      std::vector<TaskId> ids;
+      for (unsigned i = 0; i < calls.size(); ++i) {
+        fill_task_wire(*calls[i], list[i]);
+        ids.push_back(calls[i]->id);
+      }
+      sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
+        on_push_failed(address, ids, kj_text(e));
+      }));
+    }
+    for (auto& [actor, reason] : batch->kills) {
+      auto request = node.killActorRequest();
+      request.setActorHi(actor.hi);
+      request.setActorLo(actor.lo);
+      request.setNoRestart(true);
+      request.setReason(reason);
+      sends.add(request.send().then([](auto) {}, [actor, address](kj::Exception&& e) {
+        SHOAL_LOG_WARN("stopping actor {} on {}: {}", actor.hex(), address, e.getDescription().cStr());
+      }));
+    }
+    return kj::joinPromises(sends.releaseAsArray()).then([] { return 0; });
+  });
+  tasks_set_->add(done.then(
+      [this, address](int) {
+        if (auto it = links_.find(address); it != links_.end()) {
+          it->second->sending = false;
+          flush_link(address);
+        }
+      },
+      [this, address, batch](kj::Exception&& e) {
+        // The connection could not be had (or the call timed out): nothing
+        // in this batch reached the node.
+        std::string why = kj_text(e);
+        std::vector<TaskId> ids;
+        for (auto& t : batch->tasks) ids.push_back(t->id);
+        for (auto& [actor, calls] : batch->calls) {
+          for (auto& c : calls) ids.push_back(c->id);
+        }
+        for (auto& task : batch->creations) {
+          actor_died(task->actor, system_error(task, Status::Code::kUnavailable,
+                                               "creating actor " + task->spec.function + " on node " +
+                                                   address + " failed: " + why));
+          complete(task, nullptr);
+        }
+        on_push_failed(address, ids, why);
+        if (auto it = links_.find(address); it != links_.end()) {
+          it->second->sending = false;
+          flush_link(address);
+        }
+      }));
+}
+
+void ClusterRuntime::on_push_failed(const std::string& address, const std::vector<TaskId>& ids,
+                                    const std::string& why) {
+  auto link = links_.find(address);
+  for (const TaskId& id : ids) {
+    std::shared_ptr<Task> task;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end() || it->second->done) continue;
+      task = it->second;
+    }
+    if (link != links_.end()) link->second->in_flight.erase(id);
+    lost_task(task, "node " + address + " could not take it: " + why);
+  }
+}
+
+void ClusterRuntime::lost_task(const std::shared_ptr<Task>& task, const std::string& why) {
+  if (task->kind == Task::Kind::kActorCall) {
+    ErrorInfo error = system_error(task, Status::Code::kUnavailable, why);
+    error.kind = ErrorKind::kActorDied;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = actors_.find(task->actor); it != actors_.end()) it->second->in_flight.erase(task->id);
+    }
+    fail(task, std::move(error));
+    return;
+  }
+  int max_retries = task->spec.options.max_retries;
+  bool retry;
+  uint32_t attempts;
+  {
+    std::lock_guard lock(mutex_);
+    attempts = task->attempts;
+    retry = max_retries < 0 || attempts <= static_cast<uint32_t>(max_retries);
+    if (retry) task->node.clear();
+  }
+  if (!retry) {
+    fail(task, system_error(task, Status::Code::kUnavailable,
+                            why + " (attempt " + std::to_string(attempts) + "; max_retries " +
+                                std::to_string(max_retries) + " used up)"));
+    return;
+  }
+  SHOAL_LOG_INFO("retrying task {} ({}): {}", task->spec.function, task->id.hex(), why);
+  pending_.push_back(task);
+  tasks_set_->add(config_.loop->timer().afterDelay(kRequeueDelayMs * kj::MILLISECONDS).then([this] {
+    schedule_pending();
+  }));
+}
+
+// ---- Results (loop thread) ------------------------------------------------------------
+
+void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
+  for (auto result : results) {
+    TaskId id{result.getTaskHi(), result.getTaskLo()};
+    std::shared_ptr<Task> task;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end() || it->second->done) continue;  // finished already (a retry's twin)
+      task = it->second;
+      if (task->kind == Task::Kind::kActorCall) {
+        if (auto a = actors_.find(task->actor); a != actors_.end()) a->second->in_flight.erase(id);
+      }
+    }
+    if (auto link = links_.find(task->node); link != links_.end()) link->second->in_flight.erase(id);
+    auto value = std::make_shared<ObjectValue>();
+    if (result.isError()) {
+      Result<ErrorInfo> error = decode_error_info(data_string(result.getError()));
+      if (error.ok()) {
+        value->error = std::move(*error);
+        value->error->task_id = id;
+        if (value->error->function.empty()) value->error->function = task->spec.function;
+      } else {
+        value->error = system_error(task, Status::Code::kInternal,
+                                    "node " + std::string(result.getNodeId().cStr()) +
+                                        " sent an unreadable error: " + error.status().message());
+      }
+    } else {
+      value->bytes = data_string(result.getValue());
+    }
+    complete(task, std::move(value));
+  }
+  if (!pending_.empty()) schedule_pending();
+}
+
+void ClusterRuntime::complete(const std::shared_ptr<Task>& task, ObjectValuePtr value) {
+  std::vector<ObjectValuePtr> arg_values;
+  std::vector<TaskArg> args;
+  Contained contained;
+  {
+    std::lock_guard lock(mutex_);
+    if (task->done) return;
+    task->done = true;
+    tasks_.erase(task->id);
+    arg_values.swap(task->arg_values);
+    args.swap(task->spec.args);
+    contained = std::move(task->spec.contained);
+  }
+  arg_values.clear();
+  args.clear();
+  contained = {};
+  if (value && !task->return_id.nil()) objects_.complete(task->return_id, std::move(value));
+}
+
+void ClusterRuntime::fail(const std::shared_ptr<Task>& task, ErrorInfo error) {
+  if (error.function.empty()) error.function = task->spec.function;
+  if (error.task_id.nil()) error.task_id = task->id;
+  if (error.node_id.empty()) error.node_id = config_.node_id;
+  if (error.attempts == 0) error.attempts = task->attempts;
+  complete(task, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(error)}));
+}
+
+// ---- Members (loop thread) -------------------------------------------------------------
+
+void ClusterRuntime::on_members_changed() {
+  if (!config_.members) return;
+  std::vector<ClusterMember> view = config_.members();
+  std::map<std::string, ClusterMember> fresh;
+  for (auto& m : view) fresh.emplace(m.address, std::move(m));
+  std::vector<std::string> lost;
+  for (const auto& [address, member] : members_) {
+    auto it = fresh.find(address);
+    if (it == fresh.end() || it->second.id != member.id) lost.push_back(address);
+  }
+  members_ = std::move(fresh);
+  for (const auto& address : lost) node_lost(address);
+  for (const auto& [address, member] : members_) {
+    if (!functions_.contains(address) && !learning_.contains(address)) learn_node(member);
+  }
+  if (!pending_.empty()) schedule_pending();
+}
+
+void ClusterRuntime::learn_node(const ClusterMember& member) {
+  if (member.address == config_.address && config_.engine) {
+    std::set<std::string> names;
+    for (std::string& name : Registry::instance().names()) {
+      if (auto colon = name.find("::"); colon != std::string::npos) names.insert("@" + name.substr(0, colon));
+      names.insert(std::move(name));
+    }
+    functions_[member.address] = std::move(names);
+    return;
+  }
+  learning_.insert(member.address);
+  std::string address = member.address;
+  auto info = config_.peers->call<std::set<std::string>>(address, [](rpc::Node::Client& node) {
+    return node.nodeInfoRequest().send().then([](auto response) {
+      std::set<std::string> names;
+      for (auto f : response.getFunctions()) names.insert(f.cStr());
+      for (auto c : response.getActorClasses()) names.insert("@" + std::string(c.cStr()));
+      return names;
+    });
+  });
+  tasks_set_->add(info.then(
+      [this, address](std::set<std::string> names) {
+        learning_.erase(address);
+        if (!members_.contains(address)) return;
+        functions_[address] = std::move(names);
+        if (!pending_.empty()) schedule_pending();
+      },
+      [this, address](kj::Exception&& e) {
+        learning_.erase(address);  // tried again at the next refresh
+        SHOAL_LOG_DEBUG("asking node {} what it runs: {}", address, e.getDescription().cStr());
+      }));
+}
+
+void ClusterRuntime::node_lost(const std::string& address) {
+  functions_.erase(address);
+  auto link_it = links_.find(address);
+  std::vector<std::shared_ptr<Task>> lost;
+  if (link_it != links_.end()) {
+    Link& link = *link_it->second;
+    std::lock_guard lock(mutex_);
+    for (const TaskId& id : link.in_flight) {
+      auto it = tasks_.find(id);
+      if (it != tasks_.end() && !it->second->done) lost.push_back(it->second);
+    }
+    for (auto& t : link.tasks) {
+      if (!t->done && !link.in_flight.contains(t->id)) lost.push_back(t);
+    }
+    for (auto& t : link.creations) lost.push_back(t);
+  }
+  // The link goes once nothing uses it (its flush may still be running).
+  if (link_it != links_.end()) {
+    Link& link = *link_it->second;
+    link.in_flight.clear();
+    link.tasks.clear();
+    link.calls.clear();
+    link.creations.clear();
+    link.kills.clear();
+  }
+  std::vector<ActorId> dead_actors;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, actor] : actors_) {
+      if (actor->address == address && !actor->dead) dead_actors.push_back(id);
+    }
+  }
+  std::string why = "node " + address + " left the cluster (dead or stopped)";
+  for (const ActorId& id : dead_actors) {
+    ErrorInfo error;
+    error.kind = ErrorKind::kActorDied;
+    error.code = Status::Code::kUnavailable;
+    error.message = "the actor's " + why;
+    actor_died(id, error);
+  }
+  for (auto& task : lost) {
+    if (task->kind == Task::Kind::kActorCreation) {
+      actor_died(task->actor, system_error(task, Status::Code::kUnavailable,
+                                           "creating actor " + task->spec.function + ": " + why));
+      complete(task, nullptr);
+    } else {
+      lost_task(task, why);
+    }
+  }
+}
+
+// ---- Actors, owner side -------------------------------------------------------------
+
+void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const std::string& address) {
+  std::shared_ptr<ActorState> actor;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(task->actor);
+    if (it != actors_.end()) {
+      actor = it->second;
+      actor->address = address;
+      actor->creating = false;
+    }
+  }
+  complete(task, nullptr);
+  if (!actor) return;
+  std::string node_id;
+  if (auto m = members_.find(address); m != members_.end()) node_id = m->second.id;
+  std::string record;
+  std::string name, name_space;
+  {
+    std::lock_guard lock(mutex_);
+    name = actor->name;
+    name_space = actor->name_space;
+    record = flat_json({{"id", actor->id.hex()},
+                        {"class", actor->class_name},
+                        {"address", address},
+                        {"node", node_id},
+                        {"owner", config_.address},
+                        {"name", actor->name},
+                        {"namespace", actor->name_space},
+                        {"detached", actor->detached ? "true" : "false"},
+                        {"state", "ALIVE"}});
+  }
+  kv_put(actor_key(actor->id), record);
+  if (!name.empty()) kv_put(named_key(name_space, name), record);
+  pump_actor(actor->id);
+}
+
+void ClusterRuntime::actor_died(const ActorId& id, ErrorInfo error) {
+  std::deque<std::shared_ptr<Task>> queued;
+  std::vector<std::shared_ptr<Task>> in_flight;
+  std::string name, name_space;
+  bool forget = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(id);
+    if (it == actors_.end()) return;
+    ActorState& actor = *it->second;
+    if (!actor.dead) {
+      error.kind = ErrorKind::kActorDied;
+      if (error.code == Status::Code::kInternal) error.code = Status::Code::kUnavailable;
+      actor.dead = error;
+      forget = actor.created_here;
+      name = actor.name;
+      name_space = actor.name_space;
+    }
+    queued.swap(actor.queue);
+    for (const TaskId& t : actor.in_flight) {
+      if (auto task = tasks_.find(t); task != tasks_.end()) in_flight.push_back(task->second);
+    }
+    actor.in_flight.clear();
+  }
+  for (auto& list : {std::vector<std::shared_ptr<Task>>(queued.begin(), queued.end()), in_flight}) {
+    for (const auto& task : list) {
+      ErrorInfo e = error;
+      e.kind = ErrorKind::kActorDied;
+      e.function = task->spec.function;
+      e.task_id = task->id;
+      e.attempts = task->attempts;
+      fail(task, std::move(e));
+    }
+  }
+  if (forget) {
+    kv_delete(actor_key(id));
+    if (!name.empty()) kv_delete(named_key(name_space, name));
+  }
+}
+
+void ClusterRuntime::pump_actor(const ActorId& id) {
+  std::vector<std::shared_ptr<Task>> to_send;
+  std::string address;
+  bool locate = false;
+  bool release = false;
+  std::optional<ErrorInfo> dead;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(id);
+    if (it == actors_.end()) return;
+    ActorState& actor = *it->second;
+    if (actor.dead) {
+      dead = actor.dead;
+    } else if (actor.address.empty()) {
+      if (!actor.creating && !actor.locating) {
+        actor.locating = true;
+        locate = true;
+      }
+    } else {
+      while (!actor.queue.empty()) {
+        auto& front = actor.queue.front();
+        if (front->done) {
+          actor.queue.pop_front();
+          continue;
+        }
+        if (!front->resolved) break;
+        front->node = actor.address;
+        ++front->attempts;
+        actor.in_flight.insert(front->id);
+        to_send.push_back(front);
+        actor.queue.pop_front();
+      }
+      address = actor.address;
+      if (actor.release_requested && actor.queue.empty()) {
+        actor.release_requested = false;
+        actor.released = true;
+        release = true;
+        actors_.erase(it);
+      }
+    }
+  }
+  if (dead) {
+    actor_died(id, *dead);
+    return;
+  }
+  if (locate) {
+    locate_actor(id);
+    return;
+  }
+  if (to_send.empty() && !release) return;
+  auto& link = links_[address];
+  if (!link) link = std::make_unique<Link>();
+  if (!to_send.empty()) {
+    for (auto& t : to_send) {
+      link->in_flight.insert(t->id);
+      mark_shared(t->spec.contained);
+    }
+    if (!link->calls.empty() && link->calls.back().first == id) {
+      auto& calls = link->calls.back().second;
+      calls.insert(calls.end(), to_send.begin(), to_send.end());
+    } else {
+      link->calls.emplace_back(id, std::move(to_send));
+    }
+  }
+  if (release) link->kills.emplace_back(id, std::string());
+  schedule_flush(address);
+}
+
+void ClusterRuntime::locate_actor(const ActorId& id) {
+  auto found = kv_get(actor_key(id));
+  tasks_set_->add(found.then(
+      [this, id](std::optional<std::string> record) {
+        std::string address;
+        if (record) {
+          auto fields = parse_flat_json(*record);
+          if (fields.ok()) {
+            auto it = fields->find("address");
+            if (it != fields->end()) address = it->second;
+          }
+        }
+        bool give_up = false;
+        {
+          std::lock_guard lock(mutex_);
+          auto it = actors_.find(id);
+          if (it == actors_.end()) return;
+          ActorState& actor = *it->second;
+          actor.locating = false;
+          if (!address.empty()) {
+            actor.address = address;
+          } else if (++actor.locate_attempts >= kLocateAttemptsMax) {
+            give_up = true;
+          }
+        }
+        if (give_up) {
+          ErrorInfo error;
+          error.kind = ErrorKind::kActorDied;
+          error.code = Status::Code::kNotFound;
+          error.message = "actor " + id.hex() +
+                          " is not in the cluster's actor directory (never created, or killed)";
+          actor_died(id, error);
+          return;
+        }
+        if (!address.empty()) {
+          pump_actor(id);
+          return;
+        }
+        tasks_set_->add(config_.loop->timer().afterDelay(kLocateRetryMs * kj::MILLISECONDS).then([this, id] {
+          pump_actor(id);
+        }));
+      },
+      [this, id](kj::Exception&& e) {
+        {
+          std::lock_guard lock(mutex_);
+          auto it = actors_.find(id);
+          if (it == actors_.end()) return;
+          it->second->locating = false;
+          ++it->second->locate_attempts;
+        }
+        SHOAL_LOG_DEBUG("looking up actor {}: {}", id.hex(), e.getDescription().cStr());
+        tasks_set_->add(config_.loop->timer().afterDelay(kLocateRetryMs * kj::MILLISECONDS).then([this, id] {
+          pump_actor(id);
+        }));
+      }));
+}
+
+Status ClusterRuntime::kill_actor(const ActorHandleState& handle, bool no_restart) {
+  ActorId id = handle.id;
+  std::string class_name = handle.class_name;
+  post([this, id, class_name] {
+    std::string address;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = actors_.find(id);
+      if (it != actors_.end()) address = it->second->address;
+    }
+    ErrorInfo error;
+    error.kind = ErrorKind::kActorDied;
+    error.code = Status::Code::kCancelled;
+    error.message = "actor " + class_name + " (" + id.hex() + ") was killed by shoal::kill()";
+    auto send_kill = [this, id](const std::string& at) {
+      auto& link = links_[at];
+      if (!link) link = std::make_unique<Link>();
+      link->kills.emplace_back(id, "killed by shoal::kill()");
+      schedule_flush(at);
+    };
+    if (!address.empty()) {
+      send_kill(address);
+      actor_died(id, error);
+      kv_delete(actor_key(id));
+      return;
+    }
+    // Not located yet: find it, then kill it.
+    tasks_set_->add(kv_get(actor_key(id)).then([this, id, error, send_kill](std::optional<std::string> record) {
+      if (record) {
+        auto fields = parse_flat_json(*record);
+        if (fields.ok() && fields->contains("address")) send_kill(fields->at("address"));
+        if (fields.ok() && fields->contains("name") && !fields->at("name").empty())
+          kv_delete(named_key(fields->at("namespace"), fields->at("name")));
+      }
+      actor_died(id, error);
+      kv_delete(actor_key(id));
+    }));
+  });
+  (void)no_restart;  // restarts come with the failures issue; a kill is final
+  return Status();
+}
+
+Result<ActorPtr> ClusterRuntime::get_actor(std::string_view name, std::string_view name_space) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  std::string ns = name_space.empty() ? config_.name_space : std::string(name_space);
+  std::string key = named_key(ns, name);
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    Result<std::optional<std::string>> record = on_loop_and_wait<std::optional<std::string>>(
+        [this, key]() -> kj::Promise<Result<std::optional<std::string>>> {
+          return kv_get(key).then([](std::optional<std::string> r) { return Result<std::optional<std::string>>(r); });
+        },
+        deadline);
+    if (!record.ok()) {
+      return Status(record.status().code(),
+                    "get_actor(" + std::string(name) + "): " + record.status().message());
+    }
+    if (!*record) {
+      return Status::not_found("no actor named " + std::string(name) + " in namespace " + ns);
+    }
+    auto fields = parse_flat_json(**record);
+    if (!fields.ok()) return Status::internal("actor record of " + std::string(name) + ": " + fields.status().message());
+    auto id_hex = fields->find("id");
+    auto class_name = fields->find("class");
+    if (id_hex == fields->end() || class_name == fields->end() || id_hex->second.size() != 32) {
+      return Status::internal("actor record of " + std::string(name) + " lacks its id or class");
+    }
+    if (!fields->contains("address") && Clock::now() < deadline) {
+      // Named, not created yet: its creator is placing it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    auto hex_word = [](std::string_view s) {
+      uint64_t v = 0;
+      for (char c : s) v = (v << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+      return v;
+    };
+    ActorId id{hex_word(std::string_view(id_hex->second).substr(0, 16)),
+               hex_word(std::string_view(id_hex->second).substr(16))};
+    std::string owner = fields->contains("owner") ? fields->at("owner") : std::string();
+    ActorPtr handle = adopt_actor(id, class_name->second, owner);
+    if (fields->contains("address")) {
+      std::lock_guard lock(mutex_);
+      auto it = actors_.find(id);
+      if (it != actors_.end() && it->second->address.empty() && !it->second->creating)
+        it->second->address = fields->at("address");
+    }
+    return handle;
+  }
+}
+
+// ---- References ----------------------------------------------------------------------
+
+RefPtr ClusterRuntime::adopt_ref(ObjectId id, std::string owner_address) {
+  objects_.add_ref_or_create(id);
+  return std::make_shared<const RefState>(id, std::move(owner_address), weak_from_this());
+}
+
+ActorPtr ClusterRuntime::adopt_actor(ActorId id, std::string class_name, std::string owner_address) {
+  {
+    std::lock_guard lock(mutex_);
+    auto& state = actors_[id];
+    if (!state) {
+      state = std::make_shared<ActorState>();
+      state->id = id;
+      state->class_name = class_name;
+      state->owner = owner_address;
+    }
+    ++state->handles;
+  }
+  return std::make_shared<const ActorHandleState>(id, std::move(class_name), std::move(owner_address),
+                                                  weak_from_this());
+}
+
+void ClusterRuntime::release_ref(const RefState& ref) noexcept { objects_.remove_ref(ref.id); }
+
+void ClusterRuntime::release_actor(const ActorHandleState& handle) noexcept {
+  bool pump = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(handle.id);
+    if (it == actors_.end()) return;
+    ActorState& actor = *it->second;
+    if (actor.handles > 0) --actor.handles;
+    if (actor.handles > 0) return;
+    if (!actor.created_here) {
+      if (actor.queue.empty() && actor.in_flight.empty()) actors_.erase(it);
+      return;
+    }
+    if (actor.detached || actor.shared || actor.dead) return;
+    // The last handle is gone: the actor finishes what was sent, then stops.
+    actor.release_requested = true;
+    pump = true;
+  }
+  if (pump && !shutting_down_.load()) {
+    ActorId id = handle.id;
+    post([this, id] { pump_actor(id); });
+  }
+}
+
+// ---- Borrowed objects ------------------------------------------------------------------
+
+void ClusterRuntime::ensure_fetch(const ObjectId& id, const std::string& owner) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!borrowed_.emplace(id, owner).second) return;
+  }
+  post([this, id, owner] { fetch_object(id, owner, 0); });
+}
+
+void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failures) {
+  // Stop when nobody here refers to it any more.
+  Result<ObjectValuePtr> local = objects_.lookup(id);
+  if (!local.ok() || *local) {
+    std::lock_guard lock(mutex_);
+    borrowed_.erase(id);
+    return;
+  }
+  auto fetched = config_.peers->call<ObjectValuePtr>(owner, [id](rpc::Node::Client& node) {
+    auto request = node.getObjectRequest();
+    request.setObjectHi(id.hi);
+    request.setObjectLo(id.lo);
+    request.setWaitMs(kGetObjectWaitMs);
+    return request.send().then([](auto response) -> ObjectValuePtr {
+      auto result = response.getResult();
+      auto value = std::make_shared<ObjectValue>();
+      if (result.isError()) {
+        Result<ErrorInfo> error = decode_error_info(data_string(result.getError()));
+        if (!error.ok()) {
+          value->error = ErrorInfo{};
+          value->error->message = "the owner sent an unreadable error: " + error.status().message();
+        } else {
+          value->error = std::move(*error);
+        }
+      } else {
+        value->bytes = data_string(result.getValue());
+      }
+      return value;
+    });
+  });
+  tasks_set_->add(fetched.then(
+      [this, id, owner](ObjectValuePtr value) {
+        if (value->error && value->error->code == Status::Code::kDeadlineExceeded &&
+            value->error->message == "not ready") {
+          fetch_object(id, owner, 0);  // still pending at its owner: ask again
+          return;
+        }
+        {
+          std::lock_guard lock(mutex_);
+          borrowed_.erase(id);
+        }
+        objects_.complete(id, std::move(value));
+      },
+      [this, id, owner, failures](kj::Exception&& e) {
+        if (failures + 1 < kFetchFailuresMax) {
+          tasks_set_->add(config_.loop->timer().afterDelay(kFetchRetryMs * kj::MILLISECONDS).then(
+              [this, id, owner, failures] { fetch_object(id, owner, failures + 1); }));
+          return;
+        }
+        {
+          std::lock_guard lock(mutex_);
+          borrowed_.erase(id);
+        }
+        ErrorInfo error;
+        error.kind = ErrorKind::kSystem;
+        error.code = Status::Code::kUnavailable;
+        error.message = "object " + id.hex() + ": its owner " + owner + " cannot be reached: " + kj_text(e);
+        error.node_id = config_.node_id;
+        objects_.complete(id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+      }));
+}
+
+// ---- Waiting ------------------------------------------------------------------------------
+
+Status ClusterRuntime::wait_for(std::span<const RefState* const> refs, std::size_t needed,
+                                Deadline deadline, std::vector<ObjectValuePtr>& values, bool& done) {
+  std::vector<ObjectId> ids;
+  ids.reserve(refs.size());
+  for (const RefState* ref : refs) {
+    if (ref->owner_address != config_.address) ensure_fetch(ref->id, ref->owner_address);
+    ids.push_back(ref->id);
+  }
+  return wait_ready(objects_, ids, needed, deadline, values, done);
+}
+
+std::string ClusterRuntime::describe_pending(std::span<const RefState* const> refs,
+                                             const std::vector<ObjectValuePtr>& values) const {
+  std::size_t pending = 0;
+  const RefState* first = nullptr;
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    if (values[i] == nullptr) {
+      ++pending;
+      if (first == nullptr) first = refs[i];
+    }
+  }
+  std::string out = std::to_string(pending) + " of " + std::to_string(refs.size()) + " objects not ready";
+  if (first == nullptr) return out;
+  out += "; the first is " + first->id.hex();
+  if (first->owner_address != config_.address) return out + ", owned by " + first->owner_address;
+  std::lock_guard lock(mutex_);
+  if (auto it = tasks_.find(first->id.task_id()); it != tasks_.end()) {
+    const Task& task = *it->second;
+    out += ", from " + std::string(task.kind == Task::Kind::kActorCall ? "actor call " : "task ") +
+           task.spec.function;
+    if (!task.resolved) {
+      out += " (waiting for its arguments)";
+    } else if (task.node.empty()) {
+      out += " (pending" + (task.pending_reason.empty() ? std::string() : ": " + task.pending_reason) + ")";
+    } else {
+      out += " (sent to " + task.node + ", attempt " + std::to_string(task.attempts) + ")";
+    }
+  }
+  return out;
+}
+
+Result<std::vector<ObjectValuePtr>> ClusterRuntime::get(std::span<const RefState* const> refs,
+                                                        Deadline deadline) {
+  std::vector<ObjectValuePtr> values;
+  bool done = false;
+  SHOAL_RETURN_IF_ERROR(wait_for(refs, refs.size(), deadline, values, done));
+  if (!done) return Status::deadline_exceeded(describe_pending(refs, values));
+  return values;
+}
+
+Result<std::vector<bool>> ClusterRuntime::wait(std::span<const RefState* const> refs, std::size_t num_ready,
+                                               Deadline deadline) {
+  if (num_ready < 1 || num_ready > refs.size()) {
+    return Status::invalid_argument("wait(): num_ready is " + std::to_string(num_ready) + " but there are " +
+                                    std::to_string(refs.size()) + " refs (it must be 1 to that)");
+  }
+  std::unordered_set<ObjectId> seen;
+  for (const RefState* ref : refs) {
+    if (!seen.insert(ref->id).second) {
+      return Status::invalid_argument("wait(): object " + ref->id.hex() + " is in the list twice");
+    }
+  }
+  std::vector<ObjectValuePtr> values;
+  bool done = false;
+  SHOAL_RETURN_IF_ERROR(wait_for(refs, num_ready, deadline, values, done));
+  std::vector<bool> ready(refs.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) ready[i] = values[i] != nullptr;
+  return ready;
+}
+
+Result<bool> ClusterRuntime::cancel(const RefState& ref, bool force) {
+  std::shared_ptr<Task> task;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = tasks_.find(ref.id.task_id());
+    if (it == tasks_.end() || it->second->done) return false;
+    task = it->second;
+  }
+  std::string node;
+  RefPtr engine_ref;
+  {
+    std::lock_guard lock(mutex_);
+    node = task->node;
+    engine_ref = task->engine_ref;
+  }
+  if (node.empty()) {
+    ErrorInfo error = system_error(task, Status::Code::kCancelled, "the task was cancelled");
+    error.kind = ErrorKind::kCancelled;
+    fail(task, std::move(error));
+    return true;
+  }
+  if (node == kEngine && engine_ref) return config_.engine->cancel(*engine_ref, force);
+  TaskId id = task->id;
+  post([this, node, id, force] {
+    tasks_set_->add(config_.peers
+                        ->call<bool>(node,
+                                     [id, force](rpc::Node::Client& n) {
+                                       auto request = n.cancelTaskRequest();
+                                       request.setTaskHi(id.hi);
+                                       request.setTaskLo(id.lo);
+                                       request.setForce(force);
+                                       return request.send().then([](auto r) { return r.getFound(); });
+                                     })
+                        .then([](bool) {}, [](kj::Exception&&) {}));
+  });
+  return true;
+}
+
+// ---- Loop helpers ----------------------------------------------------------------------------
+
+template <typename T>
+Result<T> ClusterRuntime::on_loop_and_wait(std::function<kj::Promise<Result<T>>()> fn, Deadline deadline) {
+  if (std::this_thread::get_id() == loop_thread_) {
+    return Status::internal("a blocking task API call was made on the loop thread");
+  }
+  auto promise = std::make_shared<std::promise<Result<T>>>();
+  std::future<Result<T>> future = promise->get_future();
+  post([this, fn = std::move(fn), promise] {
+    tasks_set_->add(fn().then([promise](Result<T> r) { promise->set_value(std::move(r)); },
+                              [promise](kj::Exception&& e) {
+                                promise->set_value(rpc::status_from_exception(e));
+                              }));
+  });
+  Executor::BlockingScope blocking;
+  if (deadline) {
+    if (future.wait_until(*deadline) != std::future_status::ready) {
+      return Status::deadline_exceeded("the cluster did not answer in time");
+    }
+  }
+  return future.get();
+}
+
+kj::Promise<std::string> ClusterRuntime::kv_call(std::string request) {
+  if (!config_.kv) return KJ_EXCEPTION(DISCONNECTED, "no metadata store is reachable from here");
+  return config_.kv(std::move(request));
+}
+
+kj::Promise<std::optional<std::string>> ClusterRuntime::kv_get(const std::string& key) {
+  meta::Request request;
+  request.body = meta::RangeRequest::single(key);
+  auto encoded = meta::encode_request(request);
+  if (!encoded.ok()) return KJ_EXCEPTION(FAILED, "bad metadata request", encoded.status().message());
+  return kv_call(std::move(*encoded)).then([key](std::string bytes) -> kj::Promise<std::optional<std::string>> {
+    auto response = meta::decode_response(bytes);
+    if (!response.ok()) return KJ_EXCEPTION(FAILED, "bad metadata reply", response.status().message());
+    if (!response->status.ok()) return KJ_EXCEPTION(FAILED, "metadata store", response->status.to_string());
+    const auto* range = std::get_if<meta::RangeResponse>(&response->body);
+    if (range == nullptr || range->kvs.empty()) return std::optional<std::string>();
+    return std::optional<std::string>(range->kvs.front().value);
+  });
+}
+
+void ClusterRuntime::kv_put(const std::string& key, const std::string& value) {
+  meta::Request request;
+  meta::PutRequest put;
+  put.key = key;
+  put.value = value;
+  request.body = std::move(put);
+  auto encoded = meta::encode_request(request);
+  if (!encoded.ok()) return;
+  tasks_set_->add(kv_call(std::move(*encoded)).then([](std::string) {}, [key](kj::Exception&& e) {
+    SHOAL_LOG_WARN("recording {} in the metadata store: {}", key, e.getDescription().cStr());
+  }));
+}
+
+void ClusterRuntime::kv_delete(const std::string& key) {
+  meta::Request request;
+  meta::DeleteRangeRequest del;
+  del.key = key;
+  request.body = std::move(del);
+  auto encoded = meta::encode_request(request);
+  if (!encoded.ok()) return;
+  tasks_set_->add(kv_call(std::move(*encoded)).then([](std::string) {}, [key](kj::Exception&& e) {
+    SHOAL_LOG_WARN("removing {} from the metadata store: {}", key, e.getDescription().cStr());
+  }));
+}
+
+std::vector<ClusterRuntime::PendingDemand> ClusterRuntime::pending_demand() const {
+  std::map<std::string, PendingDemand> by_class;
+  std::lock_guard lock(mutex_);
+  for (const auto& [id, task] : tasks_) {
+    if (task->done || !task->resolved || !task->node.empty() || task->pending_reason.empty()) continue;
+    std::string key = task->spec.function + "|" + task->demand.key();
+    PendingDemand& d = by_class[key];
+    d.function = task->spec.function;
+    d.demand = task->demand.to_string();
+    d.reason = task->pending_reason;
+    ++d.count;
+  }
+  std::vector<PendingDemand> out;
+  for (auto& [key, d] : by_class) out.push_back(std::move(d));
+  return out;
+}
+
+// ---- Node side: running what owners push (loop thread) -------------------------------------
+
+void ClusterRuntime::touch_session(uint64_t session, rpc::TaskOwner::Client owner) {
+  std::lock_guard lock(host_mutex_);
+  auto& s = sessions_[session];
+  if (!s) s = std::make_unique<OwnerSession>();
+  s->client = kj::mv(owner);
+}
+
+TaskSpec ClusterRuntime::spec_from_wire(rpc::TaskWire::Reader wire) {
+  TaskSpec spec;
+  spec.function = wire.getFunction().cStr();
+  for (auto arg : wire.getArgs()) spec.args.push_back(TaskArg{data_string(arg), {}});
+  spec.options.resources = request_from_wire(wire.getResources());
+  spec.options.max_retries = std::max(-1, wire.getMaxRetries());
+  spec.options.retry_exceptions = wire.getRetryExceptions();
+  return spec;
+}
+
+void ClusterRuntime::host(uint64_t session, TaskId id, Result<RefPtr> ref, const std::string& function) {
+  if (!ref.ok()) {
+    ErrorInfo error;
+    error.code = ref.status().code();
+    error.message = ref.status().message();
+    error.function = function;
+    error.node_id = config_.node_id;
+    queue_result(session, id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+    return;
+  }
+  {
+    std::lock_guard lock(host_mutex_);
+    hosted_tasks_[id] = *ref;
+  }
+  std::weak_ptr<ClusterRuntime> weak = self();
+  Result<uint64_t> token = config_.engine->when_ready(**ref, [weak, session, id](const ObjectValuePtr& value) {
+    if (auto rt = weak.lock()) rt->queue_result(session, id, value);
+  });
+  if (!token.ok()) {
+    ErrorInfo error;
+    error.code = token.status().code();
+    error.message = token.status().message();
+    error.function = function;
+    error.node_id = config_.node_id;
+    queue_result(session, id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+  }
+}
+
+kj::Promise<void> ClusterRuntime::serve_push_tasks(rpc::TaskOwner::Client owner, uint64_t session,
+                                                   capnp::List<rpc::TaskWire>::Reader tasks) {
+  if (!config_.engine) return KJ_EXCEPTION(FAILED, "this process runs no tasks (a driver)");
+  touch_session(session, kj::mv(owner));
+  for (auto wire : tasks) {
+    TaskId id{wire.getTaskHi(), wire.getTaskLo()};
+    TaskSpec spec = spec_from_wire(wire);
+    std::string function = spec.function;
+    host(session, id, config_.engine->submit_task(std::move(spec)), function);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ClusterRuntime::serve_create_actor(rpc::TaskOwner::Client owner, uint64_t session,
+                                                     rpc::ActorWire::Reader wire) {
+  if (!config_.engine) return KJ_EXCEPTION(FAILED, "this process runs no actors (a driver)");
+  touch_session(session, kj::mv(owner));
+  ActorId id{wire.getActorHi(), wire.getActorLo()};
+  ActorSpec spec;
+  spec.class_name = wire.getClassName().cStr();
+  spec.constructor = wire.getConstructor().cStr();
+  for (auto arg : wire.getArgs()) spec.args.push_back(TaskArg{data_string(arg), {}});
+  spec.options.resources = request_from_wire(wire.getResources());
+  spec.options.max_restarts = wire.getMaxRestarts();
+  spec.options.max_concurrency = wire.getMaxConcurrency();
+  // Not detached in the engine: it stops (after its queued calls) when the
+  // engine's handle, held in hosted_, goes.
+  {
+    std::lock_guard lock(host_mutex_);
+    if (hosted_.contains(id)) return kj::READY_NOW;  // a repeated request
+  }
+  Result<ActorPtr> handle = config_.engine->create_actor(std::move(spec));
+  if (!handle.ok()) {
+    return KJ_EXCEPTION(FAILED, "cannot create the actor", handle.status().to_string());
+  }
+  auto hosted = std::make_shared<HostedActor>();
+  hosted->handle = std::move(*handle);
+  hosted->session = session;
+  std::lock_guard lock(host_mutex_);
+  hosted_[id] = std::move(hosted);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ClusterRuntime::serve_push_actor_calls(rpc::TaskOwner::Client owner, uint64_t session,
+                                                         ActorId actor,
+                                                         capnp::List<rpc::TaskWire>::Reader calls) {
+  if (!config_.engine) return KJ_EXCEPTION(FAILED, "this process runs no actors (a driver)");
+  touch_session(session, kj::mv(owner));
+  std::shared_ptr<HostedActor> hosted;
+  {
+    std::lock_guard lock(host_mutex_);
+    if (auto it = hosted_.find(actor); it != hosted_.end()) hosted = it->second;
+  }
+  for (auto wire : calls) {
+    TaskId id{wire.getTaskHi(), wire.getTaskLo()};
+    TaskSpec spec = spec_from_wire(wire);
+    std::string function = spec.function;
+    if (!hosted) {
+      ErrorInfo error;
+      error.kind = ErrorKind::kActorDied;
+      error.code = Status::Code::kUnavailable;
+      error.message = "actor " + actor.hex() + " is not on node " + config_.node_id + " (killed, or it stopped)";
+      error.function = function;
+      error.node_id = config_.node_id;
+      queue_result(session, id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+      continue;
+    }
+    host(session, id, config_.engine->submit_actor_task(*hosted->handle, std::move(spec)), function);
+  }
+  return kj::READY_NOW;
+}
+
+bool ClusterRuntime::serve_kill_actor(ActorId actor, bool no_restart, const std::string& reason) {
+  std::shared_ptr<HostedActor> hosted;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto it = hosted_.find(actor);
+    if (it == hosted_.end()) return false;
+    hosted = it->second;
+    if (no_restart) hosted_.erase(it);
+  }
+  if (!config_.engine) return false;
+  if (reason.empty()) {
+    // Its owner dropped the last handle: dropping the engine's handle here
+    // lets the actor finish what was sent, then stop.
+    return true;
+  }
+  Status killed = config_.engine->kill_actor(*hosted->handle, no_restart);
+  return killed.ok();
+}
+
+bool ClusterRuntime::serve_cancel_task(TaskId id, bool force) {
+  RefPtr ref;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto it = hosted_tasks_.find(id);
+    if (it == hosted_tasks_.end()) return false;
+    ref = it->second;
+  }
+  if (!config_.engine) return false;
+  auto cancelled = config_.engine->cancel(*ref, force);
+  return cancelled.ok() && *cancelled;
+}
+
+kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms, rpc::TaskResult::Builder out) {
+  out.setTaskHi(id.hi);
+  out.setTaskLo(id.lo);
+  out.setNodeId(config_.node_id);
+  auto fill = [this, id](rpc::TaskResult::Builder b, const ObjectValuePtr& value) {
+    if (value->error) {
+      b.setError(as_data(encode_error_info(*value->error)));
+    } else if (value->bytes.size() > kInlineValueBytesMax) {
+      ErrorInfo error;
+      error.code = Status::Code::kResourceExhausted;
+      error.message = "object " + id.hex() + " is " + std::to_string(value->bytes.size()) +
+                      " bytes, over what one message carries (" + std::to_string(kInlineValueBytesMax) + ")";
+      error.node_id = config_.node_id;
+      b.setError(as_data(encode_error_info(error)));
+    } else {
+      b.setValue(as_data(value->bytes));
+    }
+  };
+  Result<ObjectValuePtr> value = objects_.lookup(id);
+  if (!value.ok()) {
+    ErrorInfo error;
+    error.code = Status::Code::kNotFound;
+    error.message = "object " + id.hex() + " is not held by its owner " + config_.address +
+                    " (freed: its last reference there is gone)";
+    error.node_id = config_.node_id;
+    out.setError(as_data(encode_error_info(error)));
+    return kj::READY_NOW;
+  }
+  if (*value) {
+    fill(out, *value);
+    return kj::READY_NOW;
+  }
+  // Pending: wait for it here (the callback may run on any thread; it hands
+  // the value to the loop thread).
+  auto paf = kj::newPromiseAndFulfiller<ObjectValuePtr>();
+  uint64_t token_key = next_wait_++;
+  waits_.emplace(token_key, kj::mv(paf.fulfiller));
+  std::weak_ptr<ClusterRuntime> weak = self();
+  Result<uint64_t> token = objects_.on_ready(id, [weak, token_key](const ObjectValuePtr& v) {
+    auto rt = weak.lock();
+    if (!rt) return;
+    rt->post([rt = rt.get(), token_key, v] {
+      auto it = rt->waits_.find(token_key);
+      if (it == rt->waits_.end()) return;
+      it->second->fulfill(ObjectValuePtr(v));
+      rt->waits_.erase(it);
+    });
+  });
+  if (!token.ok()) {
+    waits_.erase(token_key);
+    ErrorInfo error;
+    error.code = Status::Code::kNotFound;
+    error.message = "object " + id.hex() + ": " + token.status().message();
+    out.setError(as_data(encode_error_info(error)));
+    return kj::READY_NOW;
+  }
+  uint64_t callback_token = *token;
+  auto timeout = config_.loop->timer().afterDelay(wait_ms * kj::MILLISECONDS).then([]() -> ObjectValuePtr {
+    return nullptr;
+  });
+  return paf.promise.exclusiveJoin(kj::mv(timeout))
+      .then([this, out, fill, token_key, id, callback_token](ObjectValuePtr v) mutable {
+        waits_.erase(token_key);
+        if (!v) {
+          objects_.cancel_callback(id, callback_token);
+          ErrorInfo error;
+          error.code = Status::Code::kDeadlineExceeded;
+          error.message = "not ready";
+          out.setError(as_data(encode_error_info(error)));
+          return;
+        }
+        fill(out, v);
+      });
+}
+
+void ClusterRuntime::fill_node_info(rpc::Node::NodeInfoResults::Builder out) {
+  out.setNodeId(config_.node_id);
+  std::vector<std::string> names = config_.engine ? Registry::instance().names() : std::vector<std::string>();
+  std::set<std::string> classes;
+  for (const auto& n : names) {
+    if (auto colon = n.find("::"); colon != std::string::npos) classes.insert(n.substr(0, colon));
+  }
+  auto f = out.initFunctions(static_cast<unsigned>(names.size()));
+  for (unsigned i = 0; i < names.size(); ++i) f.set(i, names[i]);
+  auto c = out.initActorClasses(static_cast<unsigned>(classes.size()));
+  unsigned i = 0;
+  for (const auto& name : classes) c.set(i++, name);
+  if (config_.engine) {
+    Executor::Stats stats = config_.engine->executor_stats();
+    out.setQueuedTasks(static_cast<uint32_t>(stats.queued));
+    out.setRunningTasks(static_cast<uint32_t>(stats.running));
+    out.setActors(static_cast<uint32_t>(config_.engine->live_actor_count()));
+  }
+}
+
+void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value) {
+  RefPtr dropped;
+  bool need_post = false;
+  {
+    std::lock_guard lock(host_mutex_);
+    if (auto it = hosted_tasks_.find(id); it != hosted_tasks_.end()) {
+      dropped = std::move(it->second);
+      hosted_tasks_.erase(it);
+    }
+    auto s = sessions_.find(session);
+    if (s == sessions_.end()) return;  // the owner is gone
+    s->second->pending.emplace_back(id, value);
+    if (!results_posted_) results_posted_ = need_post = true;
+  }
+  mark_shared(value->contained);
+  if (!need_post) return;
+  post([this] {
+    std::vector<uint64_t> ready;
+    {
+      std::lock_guard lock(host_mutex_);
+      results_posted_ = false;
+      for (auto& [session, s] : sessions_) {
+        if (!s->pending.empty()) ready.push_back(session);
+      }
+    }
+    for (uint64_t session : ready) send_results(session);
+  });
+}
+
+void ClusterRuntime::send_results(uint64_t session) {
+  std::vector<std::pair<TaskId, ObjectValuePtr>> batch;
+  std::optional<rpc::TaskOwner::Client> client;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    OwnerSession& s = *it->second;
+    if (s.sending || s.pending.empty() || !s.client) return;
+    std::size_t bytes = 0;
+    std::size_t taken = 0;
+    for (; taken < s.pending.size(); ++taken) {
+      std::size_t size = s.pending[taken].second->bytes.size();
+      if (taken > 0 && bytes + size > kBatchBytesMax) break;
+      bytes += size;
+    }
+    batch.assign(std::make_move_iterator(s.pending.begin()),
+                 std::make_move_iterator(s.pending.begin() + static_cast<std::ptrdiff_t>(taken)));
+    s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+    s.sending = true;
+    client = *s.client;
+  }
+  auto request = client->doneRequest();
+  auto list = request.initResults(static_cast<unsigned>(batch.size()));
+  for (unsigned i = 0; i < batch.size(); ++i) {
+    auto r = list[i];
+    const auto& [id, value] = batch[i];
+    r.setTaskHi(id.hi);
+    r.setTaskLo(id.lo);
+    r.setNodeId(config_.node_id);
+    if (value->error) {
+      ErrorInfo error = *value->error;
+      error.task_id = id;
+      if (error.node_id.empty()) error.node_id = config_.node_id;
+      r.setError(as_data(encode_error_info(error)));
+    } else if (value->bytes.size() > kInlineValueBytesMax) {
+      ErrorInfo error;
+      error.code = Status::Code::kResourceExhausted;
+      error.message = "the result is " + std::to_string(value->bytes.size()) +
+                      " bytes, over what one message carries (" + std::to_string(kInlineValueBytesMax) +
+                      "); large values need the object store, which this build lacks";
+      error.task_id = id;
+      error.node_id = config_.node_id;
+      r.setError(as_data(encode_error_info(error)));
+    } else {
+      r.setValue(as_data(value->bytes));
+    }
+  }
+  batch.clear();
+  tasks_set_->add(request.send().then(
+      [this, session](auto) {
+        {
+          std::lock_guard lock(host_mutex_);
+          auto it = sessions_.find(session);
+          if (it == sessions_.end()) return;
+          it->second->sending = false;
+        }
+        send_results(session);
+      },
+      [this, session](kj::Exception&& e) {
+        // The owner is gone (its connection broke): nobody wants these.
+        SHOAL_LOG_DEBUG("owner session {:x} is gone: {}", session, e.getDescription().cStr());
+        std::unique_ptr<OwnerSession> gone;
+        {
+          std::lock_guard lock(host_mutex_);
+          auto it = sessions_.find(session);
+          if (it == sessions_.end()) return;
+          gone = std::move(it->second);
+          sessions_.erase(it);
+        }
+      }));
+}
+
+// ---- Shutdown --------------------------------------------------------------------------------
+
+void ClusterRuntime::shutdown() {
+  if (shutting_down_.exchange(true)) {
+    return;
+  }
+  // Fail what this process owns and has not finished.
+  std::vector<std::shared_ptr<Task>> unfinished;
+  std::vector<ActorId> to_release;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, task] : tasks_) unfinished.push_back(task);
+    for (auto& [id, actor] : actors_) {
+      if (actor->created_here && !actor->detached && !actor->dead && !actor->address.empty())
+        to_release.push_back(id);
+    }
+  }
+  for (auto& task : unfinished) {
+    ErrorInfo error = system_error(task, Status::Code::kCancelled, "shoal shut down");
+    error.kind = ErrorKind::kCancelled;
+    fail(task, std::move(error));
+  }
+  // Actors this process created die with it (detached ones live on).
+  auto teardown = [this, to_release]() -> kj::Promise<void> {
+    kj::Vector<kj::Promise<void>> kills;
+    for (const ActorId& id : to_release) {
+      std::string address;
+      {
+        std::lock_guard lock(mutex_);
+        if (auto it = actors_.find(id); it != actors_.end()) address = it->second->address;
+      }
+      if (address.empty()) continue;
+      kills.add(config_.peers
+                    ->call<bool>(address,
+                                 [id](rpc::Node::Client& node) {
+                                   auto request = node.killActorRequest();
+                                   request.setActorHi(id.hi);
+                                   request.setActorLo(id.lo);
+                                   request.setNoRestart(true);
+                                   request.setReason("its creator shut down");
+                                   return request.send().then([](auto r) { return r.getFound(); });
+                                 })
+                    .then([](bool) {}, [](kj::Exception&&) {}));
+    }
+    return kj::joinPromises(kills.releaseAsArray())
+        .exclusiveJoin(config_.loop->timer().afterDelay(2 * kj::SECONDS));
+  };
+  if (std::this_thread::get_id() == loop_thread_) {
+    // The node, on its loop thread after the loop stopped.
+    if (!torn_down_ && tasks_set_) teardown().wait(config_.loop->wait_scope());
+  } else {
+    // A user thread (a driver's shutdown): the loop thread sends the kills.
+    auto done = std::make_shared<std::promise<void>>();
+    auto future = done->get_future();
+    Status posted = config_.loop->post([this, teardown, done] {
+      if (torn_down_ || !tasks_set_) {
+        done->set_value();
+        return;
+      }
+      tasks_set_->add(teardown().then([done] { done->set_value(); }));
+    });
+    if (posted.ok()) future.wait_for(std::chrono::seconds(3));
+  }
+  // Whoever still waits (borrowed objects, user code inside tasks) wakes
+  // before the engine waits for its running tasks to return.
+  ErrorInfo stopped;
+  stopped.kind = ErrorKind::kCancelled;
+  stopped.code = Status::Code::kCancelled;
+  stopped.message = "shoal shut down";
+  stopped.node_id = config_.node_id;
+  objects_.complete_all_pending(std::make_shared<const ObjectValue>(ObjectValue{{}, {}, stopped}));
+  if (config_.engine) config_.engine->shutdown();
+  objects_.clear();
+  if (on_shutdown_) {
+    std::function<void()> fn = std::move(on_shutdown_);
+    fn();
+  }
+}
+
+void ClusterRuntime::teardown_on_loop() {
+  // Loop thread: drop every promise and capability before the loop goes.
+  torn_down_ = true;
+  tasks_set_.reset();
+  links_.clear();
+  waits_.clear();
+  {
+    std::lock_guard lock(host_mutex_);
+    sessions_.clear();
+    hosted_.clear();
+    hosted_tasks_.clear();
+  }
+  owner_cap_.reset();
+}
+
+}  // namespace shoal::detail

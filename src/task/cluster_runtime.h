@@ -1,0 +1,291 @@
+// ClusterRuntime: the task API across the machines of a cluster (DESIGN.md,
+// "Data plane"). One per process, in one of two roles:
+//
+//   node    the process is a shoal node (`shoal start`, or a program that
+//           embeds libshoal.a and runs `myapp start --join ...`). It owns
+//           tasks its user code submits, AND runs tasks and actors that other
+//           owners push to it, on its engine (a LocalRuntime used only as an
+//           executor: threads, resource accounting, actor queues).
+//   driver  a program attached to a running cluster (`--address`): it owns
+//           what it submits and runs nothing itself. It listens on an
+//           ephemeral port so that nodes can fetch the objects it owns.
+//
+// Ownership (Ray's model, first layer). The process that calls remote() owns
+// the task and its return object: it resolves the task's ObjectRef
+// arguments (its own objects at once, borrowed ones by fetching them from
+// their owners), picks a node, pushes the task there over RPC with every
+// argument inline, and completes the object when the node reports back
+// through the owner's TaskOwner capability. Metadata is never on this path.
+//
+// Placement (the owner decides, from its view of the members and their
+// gossiped resources): node affinity and label selectors filter; SPREAD
+// rotates over the nodes that can run it; the default runs on this node
+// while fewer tasks run here than it has CPUs, else packs onto the first
+// node (by id) under half its CPUs, else the least loaded. A node qualifies
+// only when its binary registered the function (nodes advertise it through
+// nodeInfo) and its totals fit the demand. No node with the function: the
+// task fails at once with a clear error. Nodes with the function but none
+// that fits: the task stays pending with its reason (pending_demand()),
+// re-examined whenever the members change.
+//
+// Node loss: when a node leaves the view (dead or left), the tasks it was
+// running are pushed again elsewhere while attempts remain (max_retries),
+// else they fail; its actors' calls fail with ActorDied.
+//
+// Actors: the creator picks the node like a task (its class must be
+// registered there) and records the actor in the metadata store:
+//   /shoal/actors/<actor id>            {"class","address","node","name","namespace","owner","detached"}
+//   /shoal/named_actors/<ns>/<name>     the same record (created only if absent)
+// so get_actor() works from any process and survives leader changes. Calls
+// from one caller go out in submission order (a call waits for the ones
+// before it to be sent), over one connection, and the hosting node enqueues
+// them in arrival order. An actor that is not detached is killed when its
+// creator drops its last handle, unless a handle to it was sent to another
+// process, in which case it lives until its creator shuts down.
+//
+// Threading: public methods from any thread. Network state lives on the
+// loop thread; user threads hand work over with Loop::post. One mutex
+// (mutex_) guards the task and actor tables; ObjectTable and the engine have
+// their own locks and are never called with mutex_ held when they may call
+// back.
+#pragma once
+
+#include <kj/async.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "rpc.capnp.h"
+#include "task/local_runtime.h"
+#include "task/object_table.h"
+#include "task/resources.h"
+#include "task/runtime.h"
+
+namespace shoal::loop {
+class Loop;
+}
+namespace shoal::rpc {
+class PeerPool;
+}
+
+namespace shoal::detail {
+
+inline ObjectId object_id(uint64_t hi, uint64_t lo) {
+  ObjectId id;
+  id.hi = hi;
+  id.lo = lo;
+  return id;
+}
+
+// One member as the owner sees it.
+struct ClusterMember {
+  std::string id;       // 32 hex digits
+  std::string address;  // host:port of its RPC
+  ResourceSet total;
+  ResourceSet available;  // gossiped, may lag
+  std::map<std::string, std::string> labels;
+};
+
+struct ClusterRuntimeConfig {
+  loop::Loop* loop = nullptr;       // the process's loop (network calls run there)
+  rpc::PeerPool* peers = nullptr;   // connections to nodes
+  std::string node_id;              // this node's id, or the driver's
+  std::string address;              // owner address of refs made here (host:port)
+  uint64_t id_prefix = 1;           // high word of ids made here; not 0
+  std::string name_space = "default";
+  // Live members (alive or suspect), on the loop thread.
+  std::function<std::vector<ClusterMember>()> members;
+  // A metadata key-value request (meta codec bytes) -> response bytes, on the
+  // loop thread.
+  std::function<kj::Promise<std::string>(std::string request)> kv;
+  // Node role: runs pushed tasks and actors. Null for a driver.
+  std::shared_ptr<LocalRuntime> engine;
+};
+
+class ClusterRuntime final : public Runtime {
+ public:
+  static std::shared_ptr<ClusterRuntime> create(ClusterRuntimeConfig config);
+  ~ClusterRuntime() override;
+
+  const std::string& node_id() const override { return config_.node_id; }
+  const std::string& address() const override { return config_.address; }
+  const std::string& default_namespace() const override { return config_.name_space; }
+
+  Result<RefPtr> submit_task(TaskSpec spec) override;
+  Result<RefPtr> submit_actor_task(const ActorHandleState& actor, TaskSpec spec) override;
+  Result<ActorPtr> create_actor(ActorSpec spec) override;
+  Result<RefPtr> put(SerializedValue value) override;
+  Result<std::vector<ObjectValuePtr>> get(std::span<const RefState* const> refs,
+                                          Deadline deadline) override;
+  Result<std::vector<bool>> wait(std::span<const RefState* const> refs, std::size_t num_ready,
+                                 Deadline deadline) override;
+  Result<bool> cancel(const RefState& ref, bool force) override;
+  Status kill_actor(const ActorHandleState& actor, bool no_restart) override;
+  Result<ActorPtr> get_actor(std::string_view name, std::string_view name_space) override;
+  RefPtr adopt_ref(ObjectId id, std::string owner_address) override;
+  ActorPtr adopt_actor(ActorId id, std::string class_name, std::string owner_address) override;
+  void release_ref(const RefState& ref) noexcept override;
+  void release_actor(const ActorHandleState& actor) noexcept override;
+  // Fails what is pending, kills the actors it created (unless detached),
+  // stops the engine. Call from a user thread (not the loop thread) while
+  // the loop still runs, or from the loop thread after it stopped.
+  void shutdown() override;
+  // Runs at the end of shutdown() (a driver stops its loop thread there).
+  void set_on_shutdown(std::function<void()> fn) { on_shutdown_ = std::move(fn); }
+
+  // ---- Served to other processes (NodeService delegates; loop thread) -------
+  kj::Promise<void> serve_push_tasks(rpc::TaskOwner::Client owner, uint64_t session,
+                                     capnp::List<rpc::TaskWire>::Reader tasks);
+  kj::Promise<void> serve_create_actor(rpc::TaskOwner::Client owner, uint64_t session,
+                                       rpc::ActorWire::Reader actor);
+  kj::Promise<void> serve_push_actor_calls(rpc::TaskOwner::Client owner, uint64_t session,
+                                           ActorId actor,
+                                           capnp::List<rpc::TaskWire>::Reader calls);
+  bool serve_kill_actor(ActorId actor, bool no_restart, const std::string& reason);
+  bool serve_cancel_task(TaskId task, bool force);
+  kj::Promise<void> serve_get_object(ObjectId id, uint32_t wait_ms, rpc::TaskResult::Builder out);
+  void fill_node_info(rpc::Node::NodeInfoResults::Builder out);
+
+  // Called on the loop thread when membership changed (or periodically).
+  void on_members_changed();
+
+  // Tasks waiting for a node that can fit them, with why (shoalctl status).
+  struct PendingDemand {
+    std::string function;
+    std::string demand;
+    std::string reason;
+    std::size_t count = 0;
+  };
+  std::vector<PendingDemand> pending_demand() const;
+  std::size_t owned_objects() const { return objects_.size(); }
+
+ private:
+  struct Task;
+  struct ActorState;
+  struct Link;
+  struct HostedActor;
+  struct OwnerSession;
+  class OwnerServer;
+
+  explicit ClusterRuntime(ClusterRuntimeConfig config);
+
+  std::weak_ptr<ClusterRuntime> self() {
+    return std::static_pointer_cast<ClusterRuntime>(weak_from_this().lock());
+  }
+  TaskId new_task_id();
+  RefPtr new_ref(const ObjectId& id);
+  void post(std::function<void()> fn);
+  ErrorInfo system_error(const std::shared_ptr<Task>& task, Status::Code code,
+                         std::string message) const;
+  // Actor handles inside `contained` reached another process.
+  void mark_shared(const Contained& contained);
+  // Each argument's bytes (mutex_ held).
+  std::vector<std::string_view> argument_bytes(const Task& task) const;
+
+  // Owner side, any thread.
+  void resolve_args(const std::shared_ptr<Task>& task);
+  void on_argument(const std::shared_ptr<Task>& task, std::size_t index,
+                   const ObjectValuePtr& value);
+  void on_args_resolved(const std::shared_ptr<Task>& task);
+  bool try_run_here(const std::shared_ptr<Task>& task);
+  void run_on_engine(const std::shared_ptr<Task>& task);
+  void complete(const std::shared_ptr<Task>& task, ObjectValuePtr value);  // null: no object
+  void fail(const std::shared_ptr<Task>& task, ErrorInfo error);
+  void ensure_fetch(const ObjectId& id, const std::string& owner);
+  Status wait_for(std::span<const RefState* const> refs, std::size_t needed, Deadline deadline,
+                  std::vector<ObjectValuePtr>& values, bool& done);
+  std::string describe_pending(std::span<const RefState* const> refs,
+                               const std::vector<ObjectValuePtr>& values) const;
+
+  // Owner side, loop thread.
+  void schedule_pending();
+  std::optional<std::string> pick_node(const std::shared_ptr<Task>& task, std::string* reason,
+                                       bool* never);
+  void send_to(const std::string& address, const std::shared_ptr<Task>& task);
+  void schedule_flush(const std::string& address);
+  void flush_link(const std::string& address);
+  void fill_task_wire(const Task& task, rpc::TaskWire::Builder wire);
+  void on_push_failed(const std::string& address, const std::vector<TaskId>& ids,
+                      const std::string& why);
+  // A task whose node is gone: again elsewhere, or failed (calls: ActorDied).
+  void lost_task(const std::shared_ptr<Task>& task, const std::string& why);
+  void on_results(capnp::List<rpc::TaskResult>::Reader results);
+  void learn_node(const ClusterMember& member);
+  void node_lost(const std::string& address);
+  void fetch_object(ObjectId id, std::string owner, uint32_t failures);
+  void on_actor_created(const std::shared_ptr<Task>& task, const std::string& address);
+  void actor_died(const ActorId& id, ErrorInfo error);
+  void pump_actor(const ActorId& id);
+  void locate_actor(const ActorId& id);
+  kj::Promise<std::string> kv_call(std::string request);
+  kj::Promise<std::optional<std::string>> kv_get(const std::string& key);
+  void kv_put(const std::string& key, const std::string& value);
+  void kv_delete(const std::string& key);
+  // Blocks a user thread on something the loop thread computes.
+  template <typename T>
+  Result<T> on_loop_and_wait(std::function<kj::Promise<Result<T>>()> fn, Deadline deadline);
+
+  // Node side.
+  void touch_session(uint64_t session, rpc::TaskOwner::Client owner);  // loop thread
+  static TaskSpec spec_from_wire(rpc::TaskWire::Reader wire);
+  void host(uint64_t session, TaskId id, Result<RefPtr> ref, const std::string& function);
+  void queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value);  // any thread
+  void send_results(uint64_t session);                                         // loop thread
+
+ public:
+  // Loop thread, once, after shutdown() and before the loop is destroyed:
+  // drops every promise and capability this runtime holds.
+  void teardown_on_loop();
+
+ private:
+  const ClusterRuntimeConfig config_;
+  std::function<void()> on_shutdown_;
+  std::atomic<uint64_t> next_sequence_{1};
+  std::atomic<bool> shutting_down_{false};
+  const uint64_t session_;  // this owner's id in the eyes of nodes
+  const std::thread::id loop_thread_;
+  bool torn_down_ = false;  // loop thread
+  ObjectTable objects_;
+  std::optional<rpc::TaskOwner::Client> owner_cap_;  // loop thread
+
+  mutable std::mutex mutex_;
+  std::unordered_map<TaskId, std::shared_ptr<Task>> tasks_;  // guarded: owned, not finished
+  std::deque<std::shared_ptr<Task>> to_schedule_;           // guarded: resolved, not placed
+  bool drain_posted_ = false;                               // guarded
+  std::unordered_map<ActorId, std::shared_ptr<ActorState>> actors_;  // guarded: known handles
+  std::unordered_map<ObjectId, std::string> borrowed_;      // guarded: fetch started (owner)
+  std::size_t local_running_ = 0;                           // guarded: own tasks on the engine
+
+  // Loop thread only.
+  std::map<std::string, std::unique_ptr<Link>> links_;      // by node address
+  std::map<std::string, ClusterMember> members_;            // by address
+  std::map<std::string, std::set<std::string>> functions_;  // by address: names, "@Class"
+  std::set<std::string> learning_;                          // nodeInfo in flight
+  std::vector<std::shared_ptr<Task>> pending_;              // placed nowhere yet
+  std::size_t spread_next_ = 0;
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<ObjectValuePtr>>> waits_;  // getObject
+  uint64_t next_wait_ = 1;
+  std::unique_ptr<kj::TaskSet::ErrorHandler> error_handler_;
+  std::unique_ptr<kj::TaskSet> tasks_set_;
+
+  // Node side: hosted actors and owner sessions.
+  std::mutex host_mutex_;
+  std::unordered_map<ActorId, std::shared_ptr<HostedActor>> hosted_;  // guarded by host_mutex_
+  std::unordered_map<TaskId, RefPtr> hosted_tasks_;                   // guarded: engine refs
+  std::map<uint64_t, std::unique_ptr<OwnerSession>> sessions_;        // guarded
+  bool results_posted_ = false;                                       // guarded
+};
+
+}  // namespace shoal::detail
