@@ -682,6 +682,12 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
     if (!labels_match(labels, member.labels)) continue;
     candidates.push_back(&member);
   }
+  if (!learning_.empty()) {
+    // Place nothing until every member answered what it runs (one round
+    // trip at start-up), or SPREAD and the load balance would see only some.
+    *reason = "learning which functions " + std::to_string(learning_.size()) + " node(s) can run";
+    return std::nullopt;
+  }
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
     auto it = std::find_if(candidates.begin(), candidates.end(),
                            [&](const ClusterMember* m) { return m->id == affinity->node_id; });

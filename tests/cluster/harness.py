@@ -61,8 +61,8 @@ class Node:
     def address(self):
         return "127.0.0.1:%d" % self.port
 
-    def start(self, join=(), extra=()):
-        args = [SHOAL, "start", "--port", str(self.port), "--data-dir", self.data_dir,
+    def start(self, join=(), extra=(), binary=None):
+        args = [binary or SHOAL, "start", "--port", str(self.port), "--data-dir", self.data_dir,
                 "--token-file", self.token_file, "--log-level", "debug"]
         for j in join:
             args += ["--join", j]

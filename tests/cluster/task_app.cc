@@ -1,0 +1,298 @@
+// The program the task cluster tests (tasks_test.py) run: the same binary is
+// every node (`task_app start --join ...`) and the driver
+// (`task_app --address HOST:PORT --token-file F MODE [ARGS]`). Each mode does
+// one piece of work through the public API and prints one JSON object of what
+// it observed; the test asserts on it. Exit code 0 unless the API itself
+// failed unexpectedly.
+#include <shoal/api.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int64_t wall_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+int square(int x) { return x * x; }
+int pid_of() { return static_cast<int>(getpid()); }
+int fail_with(std::string message) { throw std::runtime_error(message); }
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+int slow_square(int x, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return x * x;
+}
+long nested_sum(int n) {
+  std::vector<shoal::ObjectRef<int>> refs;
+  for (int i = 0; i < n; ++i) refs.push_back(shoal::task(square).remote(i));
+  long total = 0;
+  for (int v : shoal::get(refs)) total += v;
+  return total;
+}
+
+struct Interval {
+  int pid = 0;
+  int64_t start_ns = 0;
+  int64_t end_ns = 0;
+  MSGPACK_DEFINE(pid, start_ns, end_ns);
+};
+Interval busy(int ms) {
+  Interval out;
+  out.pid = static_cast<int>(getpid());
+  out.start_ns = wall_ns();
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  out.end_ns = wall_ns();
+  return out;
+}
+
+class Log {
+ public:
+  void append(int v) { items_.push_back(v); }
+  std::vector<int> all() const { return items_; }
+  int where() const { return static_cast<int>(getpid()); }
+
+ private:
+  std::vector<int> items_;
+};
+
+SHOAL_REMOTE(square, pid_of, fail_with, sleep_ms, slow_square, nested_sum, busy);
+SHOAL_ACTOR(Log, &Log::append, &Log::all, &Log::where);
+
+namespace {
+
+std::string pid_counts(const std::vector<int>& pids) {
+  std::map<int, int> counts;
+  for (int p : pids) ++counts[p];
+  std::string out = "{";
+  for (const auto& [pid, n] : counts) {
+    if (out.size() > 1) out += ",";
+    out += "\"" + std::to_string(pid) + "\":" + std::to_string(n);
+  }
+  return out + "}";
+}
+
+std::string json_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+int run(const std::string& mode, const std::vector<std::string>& args) {
+  auto arg = [&](std::size_t i, int fallback) { return i < args.size() ? std::atoi(args[i].c_str()) : fallback; };
+  if (mode == "fanout") {
+    int n = arg(0, 10'000);
+    std::vector<shoal::ObjectRef<int>> refs;
+    refs.reserve(n);
+    for (int i = 0; i < n; ++i) refs.push_back(shoal::task(square).remote(i % 1000));
+    long long sum = 0;
+    long long expected = 0;
+    std::vector<int> values = shoal::get(refs);
+    for (int i = 0; i < n; ++i) {
+      sum += values[i];
+      expected += static_cast<long long>(i % 1000) * (i % 1000);
+    }
+    int wrong = 0;
+    for (int i = 0; i < n; ++i) wrong += values[i] != (i % 1000) * (i % 1000) ? 1 : 0;
+    // Where work lands when there is plenty of it.
+    std::vector<shoal::ObjectRef<int>> where;
+    for (int i = 0; i < 60; ++i) where.push_back(shoal::task(slow_square).remote(i, 50));
+    std::vector<shoal::ObjectRef<int>> pids;
+    for (int i = 0; i < 300; ++i) pids.push_back(shoal::task(pid_of).remote());
+    shoal::get(where);
+    std::printf("{\"count\":%d,\"sum\":%lld,\"expected\":%lld,\"wrong\":%d,\"pids\":%s}\n", n, sum, expected,
+                wrong, pid_counts(shoal::get(pids)).c_str());
+    return 0;
+  }
+  if (mode == "actor_order") {
+    int n = arg(0, 2000);
+    auto log = shoal::actor<Log>().remote();
+    std::vector<shoal::ObjectRef<void>> calls;
+    for (int i = 0; i < n; ++i) calls.push_back(log.task(&Log::append).remote(i));
+    std::vector<int> seen = log.task(&Log::all).remote().get();
+    bool in_order = static_cast<int>(seen.size()) == n;
+    for (int i = 0; in_order && i < n; ++i) in_order = seen[i] == i;
+    std::printf("{\"count\":%zu,\"in_order\":%s,\"actor_pid\":%d}\n", seen.size(), in_order ? "true" : "false",
+                log.task(&Log::where).remote().get());
+    return 0;
+  }
+  if (mode == "spread") {
+    int k = arg(0, 3);
+    std::vector<shoal::ObjectRef<int>> refs;
+    for (int i = 0; i < k; ++i) refs.push_back(shoal::task(pid_of).strategy(shoal::spread()).remote());
+    std::printf("{\"pids\":%s}\n", pid_counts(shoal::get(refs)).c_str());
+    return 0;
+  }
+  if (mode == "concurrency") {
+    int n = arg(0, 40);
+    int ms = arg(1, 100);
+    std::vector<shoal::ObjectRef<Interval>> refs;
+    for (int i = 0; i < n; ++i) refs.push_back(shoal::task(busy).remote(ms));
+    std::vector<Interval> intervals = shoal::get(refs);
+    // Most tasks overlapping at one instant, per process.
+    std::map<int, int> most;
+    for (const Interval& a : intervals) {
+      int overlapping = 0;
+      for (const Interval& b : intervals) {
+        if (b.pid == a.pid && b.start_ns <= a.start_ns && a.start_ns < b.end_ns) ++overlapping;
+      }
+      most[a.pid] = std::max(most[a.pid], overlapping);
+    }
+    std::string out = "{";
+    for (const auto& [pid, k] : most) out += (out.size() > 1 ? "," : "") + ("\"" + std::to_string(pid) + "\":") + std::to_string(k);
+    std::printf("{\"count\":%zu,\"max_overlap\":%s}}\n", intervals.size(), out.c_str());
+    return 0;
+  }
+  if (mode == "errors") {
+    std::string type, message, node, function;
+    try {
+      shoal::task(fail_with).remote(std::string("boom \"quoted\"")).get();
+    } catch (const shoal::TaskError& e) {
+      type = e.exception_type();
+      message = e.message();
+      node = e.info().node_id;
+      function = e.info().function;
+    }
+    bool timed_out = false;
+    std::string timeout_message;
+    try {
+      shoal::task(sleep_ms).remote(3000).get(std::chrono::milliseconds(200));
+    } catch (const shoal::GetTimeout& e) {
+      timed_out = true;
+      timeout_message = e.what();
+    }
+    // A killed actor: later calls fail with ActorDied.
+    auto log = shoal::actor<Log>().remote();
+    log.task(&Log::append).remote(1).get();
+    shoal::kill(log);
+    std::string died;
+    try {
+      log.task(&Log::all).remote().get(std::chrono::seconds(20));
+    } catch (const shoal::ActorDied& e) {
+      died = e.what();
+    } catch (const std::exception& e) {
+      died = std::string("wrong exception: ") + e.what();
+    }
+    std::printf(
+        "{\"type\":%s,\"message\":%s,\"node\":%s,\"function\":%s,\"timed_out\":%s,\"timeout_message\":%s,"
+        "\"actor_died\":%s}\n",
+        json_quoted(type).c_str(), json_quoted(message).c_str(), json_quoted(node).c_str(), json_quoted(function).c_str(),
+        timed_out ? "true" : "false", json_quoted(timeout_message).c_str(), json_quoted(died).c_str());
+    return 0;
+  }
+  if (mode == "missing") {
+    std::string error;
+    try {
+      shoal::task(square).remote(3).get(std::chrono::seconds(20));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::printf("{\"error\":%s}\n", json_quoted(error).c_str());
+    return 0;
+  }
+  if (mode == "nested") {
+    int n = arg(0, 50);
+    long total = shoal::task(nested_sum).remote(n).get();
+    long expected = 0;
+    for (int i = 0; i < n; ++i) expected += static_cast<long>(i) * i;
+    std::printf("{\"total\":%ld,\"expected\":%ld}\n", total, expected);
+    return 0;
+  }
+  if (mode == "named_create") {
+    auto log = shoal::actor<Log>().name(args.at(0)).detached().remote();
+    log.task(&Log::append).remote(7).get();
+    log.task(&Log::append).remote(8).get();
+    std::string dup_error;
+    try {
+      shoal::actor<Log>().name(args.at(0)).remote();
+    } catch (const std::exception& e) {
+      dup_error = e.what();
+    }
+    std::printf("{\"created\":true,\"duplicate_error\":%s}\n", json_quoted(dup_error).c_str());
+    return 0;
+  }
+  if (mode == "named_get") {
+    auto log = shoal::get_actor<Log>(args.at(0));
+    log.task(&Log::append).remote(9).get();
+    std::vector<int> seen = log.task(&Log::all).remote().get();
+    std::string out = "[";
+    for (int v : seen) out += (out.size() > 1 ? "," : "") + std::to_string(v);
+    std::string missing;
+    try {
+      shoal::get_actor<Log>(args.at(0) + "-nobody");
+    } catch (const std::exception& e) {
+      missing = e.what();
+    }
+    std::printf("{\"items\":%s],\"missing_error\":%s}\n", out.c_str(), json_quoted(missing).c_str());
+    return 0;
+  }
+  if (mode == "retry") {
+    // Slow tasks spread over the nodes; the test kill -9s one meanwhile.
+    int n = arg(0, 60);
+    int ms = arg(1, 500);
+    std::vector<shoal::ObjectRef<int>> refs;
+    for (int i = 0; i < n; ++i) refs.push_back(shoal::task(slow_square).strategy(shoal::spread()).remote(i, ms));
+    std::printf("{\"submitted\":%d}\n", n);
+    std::fflush(stdout);
+    std::vector<int> values = shoal::get(refs, std::chrono::seconds(90));
+    int wrong = 0;
+    for (int i = 0; i < n; ++i) wrong += values[i] != i * i ? 1 : 0;
+    std::printf("{\"count\":%zu,\"wrong\":%d}\n", values.size(), wrong);
+    return 0;
+  }
+  std::fprintf(stderr, "task_app: unknown mode %s\n", mode.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto cluster = shoal::init(argc, argv);  // `start ...` runs a node and never returns
+  if (!cluster.ok()) {
+    std::fprintf(stderr, "task_app: %s\n", cluster.status().to_string().c_str());
+    return 1;
+  }
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--address" || a == "--token-file" || a == "--cpus" || a == "--namespace") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--", 0) == 0) continue;
+    positional.push_back(a);
+  }
+  if (positional.empty()) {
+    std::fprintf(stderr, "usage: task_app --address HOST:PORT --token-file F MODE [ARGS]\n");
+    return 2;
+  }
+  try {
+    return run(positional[0], std::vector<std::string>(positional.begin() + 1, positional.end()));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "task_app: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,148 @@
+"""Tasks and actors across a 3-node cluster (issue 4).
+
+Every node and every driver is tests/cluster/task_app, one binary that
+registers the functions and the actor class (the embedding use: the same
+binary runs on every machine). Each driver run prints one JSON object of
+what it observed; the checks here are on those facts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (BUILD_DIR, check, run_tests, wait_until)  # noqa: E402
+
+APP = os.environ.get("SHOAL_TASK_APP") or os.path.join(BUILD_DIR, "tests", "cluster", "task_app")
+CPUS = 2
+
+
+def start_cluster(cluster, n=3, binary=APP):
+    first = cluster.add().start(extra=["--cpus", str(CPUS)], binary=binary)
+    wait_until(lambda: os.path.exists(cluster.token_file), 10, "the first node's token")
+    for _ in range(n - 1):
+        cluster.add().start(join=[first.address], extra=["--cpus", str(CPUS)], binary=binary)
+    wait_until(lambda: all(len([m for m in node.status().values() if m["state"] == "alive"]) == n
+                           for node in cluster.nodes), 30, "every node to see %d alive" % n)
+    return first
+
+
+def driver(cluster, node, *args, timeout=120, check_rc=True):
+    r = subprocess.run([APP, "--address", node.address, "--token-file", cluster.token_file] +
+                       [str(a) for a in args], capture_output=True, text=True, env=cluster.env,
+                       timeout=timeout)
+    if check_rc:
+        check(r.returncode == 0, "driver %s exited %d: %s" % (args, r.returncode, r.stderr[-2000:]))
+    lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    check(lines, "driver %s printed no result; stderr: %s" % (args, r.stderr[-2000:]))
+    return json.loads(lines[-1])
+
+
+def node_pids(cluster):
+    return {str(node.proc.pid) for node in cluster.nodes if node.alive()}
+
+
+def test_ten_thousand_tasks_fan_out_with_correct_results(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "fanout", 10000)
+    check(out["count"] == 10000 and out["wrong"] == 0, "wrong results: %s" % out)
+    check(out["sum"] == out["expected"], "sum %d, expected %d" % (out["sum"], out["expected"]))
+    used = set(out["pids"])
+    check(used <= node_pids(cluster), "tasks ran outside the nodes: %s" % out["pids"])
+    check(len(used) >= 2, "300 tasks behind 60 slow ones all ran on one node: %s" % out["pids"])
+
+
+def test_actor_calls_stay_in_submission_order(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "actor_order", 3000)
+    check(out["count"] == 3000, "the actor saw %d of 3000 calls" % out["count"])
+    check(out["in_order"], "calls ran out of order")
+    check(str(out["actor_pid"]) in node_pids(cluster), "the actor is not on a node")
+
+
+def test_spread_lands_on_distinct_nodes(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "spread", 3)
+    check(len(out["pids"]) == 3, "3 SPREAD tasks ran on %d node(s): %s" % (len(out["pids"]), out["pids"]))
+    check(set(out["pids"]) == node_pids(cluster), "SPREAD tasks ran outside the nodes")
+
+
+def test_running_tasks_never_exceed_a_nodes_cpus(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "concurrency", 48, 100)
+    check(out["count"] == 48, "got %d results" % out["count"])
+    for pid, most in out["max_overlap"].items():
+        check(pid in node_pids(cluster), "a task ran outside the nodes (pid %s)" % pid)
+        check(most <= CPUS, "node pid %s ran %d tasks at once with %d CPUs" % (pid, most, CPUS))
+
+
+def test_errors_timeouts_and_dead_actors_reach_get(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "errors")
+    check(out["type"] == "std::runtime_error", "exception type: %s" % out)
+    check(out["message"] == 'boom "quoted"', "exception message: %s" % out)
+    check(out["function"] == "fail_with", "function: %s" % out)
+    check(len(out["node"]) == 32, "node id: %s" % out)
+    check(out["timed_out"], "get() with a timeout did not time out: %s" % out)
+    check("sleep_ms" in out["timeout_message"], "the timeout does not name the task: %s" % out)
+    check("killed" in out["actor_died"], "a call to a killed actor: %s" % out)
+
+
+def test_nested_tasks_run_on_nodes(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "nested", 200)
+    check(out["total"] == out["expected"], "nested fan-out: %s" % out)
+
+
+def test_named_actor_is_found_from_another_driver(cluster):
+    first = start_cluster(cluster)
+    created = driver(cluster, first, "named_create", "ledger")
+    check("already exists" in created["duplicate_error"], "a second actor took the name: %s" % created)
+    # Another process, through another node, finds it by name.
+    found = driver(cluster, cluster.nodes[2], "named_get", "ledger")
+    check(found["items"] == [7, 8, 9], "the named actor's state: %s" % found)
+    check("no actor named ledger-nobody" in found["missing_error"], "unknown name: %s" % found)
+
+
+def test_missing_function_fails_clearly(cluster):
+    # Nodes of the plain shoal binary register no functions at all.
+    first = start_cluster(cluster, binary=None)
+    out = driver(cluster, first, "missing")
+    check("not registered" in out["error"] and "square" in out["error"],
+          "error for a function no node has: %s" % out)
+
+
+def test_tasks_of_a_killed_node_are_retried(cluster):
+    first = start_cluster(cluster)
+    proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
+                             "retry", "60", "400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cluster.env)
+    try:
+        line = proc.stdout.readline()
+        check(line.startswith("{"), "driver: %s" % line)
+        time.sleep(1.0)  # tasks are running on every node
+        cluster.nodes[2].kill9()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check(proc.returncode == 0, "driver exited %d: %s" % (proc.returncode, err[-2000:]))
+    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    check(result["count"] == 60 and result["wrong"] == 0, "results after a node died: %s" % result)
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_ten_thousand_tasks_fan_out_with_correct_results,
+        test_actor_calls_stay_in_submission_order,
+        test_spread_lands_on_distinct_nodes,
+        test_running_tasks_never_exceed_a_nodes_cpus,
+        test_errors_timeouts_and_dead_actors_reach_get,
+        test_nested_tasks_run_on_nodes,
+        test_named_actor_is_found_from_another_driver,
+        test_missing_function_fails_clearly,
+        test_tasks_of_a_killed_node_are_retried,
+    ])
