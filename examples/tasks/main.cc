@@ -1,10 +1,13 @@
 // Tasks and actors in a few lines: fan work out, chain results, keep state
 // in an actor, and see what a failure looks like.
 //
-//   build/tests/unit/tasks_example                  local mode, every hardware thread
-//   build/tests/unit/tasks_example --cpus 2         local mode, 2 CPUs
-//   build/tests/unit/tasks_example --address H:P    a driver of a running cluster
-//   build/tests/unit/tasks_example start --join H:P a node of that cluster
+//   build/examples/tasks_example                   local mode, every hardware thread
+//   build/examples/tasks_example --cpus 2          local mode, 2 CPUs
+//   build/examples/tasks_example start --join H:P  a node of a cluster (the same
+//                                                  CLI as `shoal start`)
+//   build/examples/tasks_example --address H:P     a driver: the work goes to
+//                                                  that cluster's nodes
+// tools/quickstart starts 3 nodes of this binary and runs it as a driver.
 //
 // Copy this file to start a program: register functions and classes at
 // namespace scope, call shoal::init() in main, then task(...).remote(...).
@@ -32,6 +35,9 @@ long fibonacci(int n) {
 
 long add(long a, long b) { return a + b; }
 
+// Which node ran it (the node's id, 32 hex digits).
+std::string where() { return shoal::current_node_id(); }
+
 // Values of your own types travel with MSGPACK_DEFINE.
 struct Summary {
   long count = 0;
@@ -58,7 +64,7 @@ class Accumulator {
   Summary summary_;
 };
 
-SHOAL_REMOTE(fibonacci, add);
+SHOAL_REMOTE(fibonacci, add, where);
 SHOAL_ACTOR(Accumulator, &Accumulator::add, &Accumulator::summary, &Accumulator::name);
 
 int main(int argc, char** argv) {
@@ -74,6 +80,16 @@ int main(int argc, char** argv) {
   std::vector<long> values = shoal::get(fibs);  // waits for all
   std::cout << "fibonacci(0..39): ..., " << values[37] << ", " << values[38] << ", " << values[39]
             << "\n";
+
+  // Where did they run? SPREAD puts one task on each node in turn.
+  std::vector<shoal::ObjectRef<std::string>> places;
+  for (int i = 0; i < 6; ++i) places.push_back(shoal::task(where).strategy(shoal::spread()).remote());
+  std::vector<std::string> nodes = shoal::get(places);
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  std::cout << "6 SPREAD tasks ran on " << nodes.size() << " node(s):";
+  for (const auto& n : nodes) std::cout << " " << n.substr(0, 8);
+  std::cout << "\n";
 
   // 2. Chain: an ObjectRef passed as an argument is resolved before the call.
   shoal::ObjectRef<long> sum = shoal::task(add).remote(fibs[38], fibs[37]);

@@ -110,5 +110,9 @@ Result<Options> options_from_args(int argc, char** argv);
 // what is queued. Does nothing when not initialized.
 void shutdown();
 bool is_initialized();
+// The id of the node this code runs on (32 hex digits): inside a task, the
+// node running it; in a driver, the driver's own id. Empty when shoal is not
+// initialized.
+std::string current_node_id();
 
 }  // namespace shoal

@@ -19,6 +19,9 @@
 #include "rpc/client.h"
 #include "rpc/errors.h"
 #include "rpc/tls.h"
+#include "meta/codec.h"
+#include "meta/types.h"
+#include "task/flat_json.h"
 
 namespace shoal::cli {
 namespace {
@@ -64,8 +67,9 @@ std::string human_bytes(uint64_t bytes) {
 }
 
 void print_status_json(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members,
-                       const std::string& metadata_json) {
-  std::string out = "{\"self_id\":" + json_string(self_id) + ",\"metadata\":" + metadata_json + ",\"members\":[";
+                       const std::string& metadata_json, const std::string& demand_json) {
+  std::string out = "{\"self_id\":" + json_string(self_id) + ",\"metadata\":" + metadata_json +
+                    ",\"pending_demand\":" + demand_json + ",\"members\":[";
   bool first = true;
   for (auto m : members) {
     if (!first) out += ",";
@@ -273,22 +277,97 @@ void print_control_table(rpc::ControlStatus::Reader c) {
 
 }  // namespace
 
+namespace {
+
+// Tasks waiting for a node that can fit them, as their owners publish them
+// (/shoal/demand/<owner id>; src/task/cluster_runtime.cc). Records older
+// than a minute are left out: their owner stopped refreshing them (gone).
+struct Demand {
+  std::string owner;
+  std::string tasks;
+  std::string summary;
+};
+constexpr uint64_t kDemandStaleMs = 60'000;
+
+kj::Promise<std::vector<Demand>> fetch_demand(rpc::Node::Client& node) {
+  meta::Request request;
+  request.body = meta::RangeRequest::prefix("/shoal/demand/");
+  auto bytes = meta::encode_request(request);
+  if (!bytes.ok()) return std::vector<Demand>();
+  auto call = node.kvRequest();
+  call.setRequest(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes->data()), bytes->size()));
+  return call.send().then(
+      [](capnp::Response<rpc::Node::KvResults> r) {
+        std::vector<Demand> out;
+        auto data = r.getResponse();
+        auto decoded = meta::decode_response(std::string_view(reinterpret_cast<const char*>(data.begin()), data.size()));
+        if (!decoded.ok() || !decoded->status.ok()) return out;
+        const auto* range = std::get_if<meta::RangeResponse>(&decoded->body);
+        if (range == nullptr) return out;
+        auto now_ms = static_cast<uint64_t>(std::time(nullptr)) * 1000;
+        for (const auto& kv : range->kvs) {
+          auto fields = detail::parse_flat_json(kv.value);
+          if (!fields.ok()) continue;
+          uint64_t updated = std::strtoull((*fields)["updated_ms"].c_str(), nullptr, 10);
+          if (updated + kDemandStaleMs < now_ms) continue;
+          out.push_back(Demand{(*fields)["owner"], (*fields)["tasks"], (*fields)["summary"]});
+        }
+        return out;
+      },
+      [](kj::Exception&&) { return std::vector<Demand>(); });  // no metadata store: nothing to show
+}
+
+std::string demand_json(const std::vector<Demand>& demand) {
+  std::string out = "[";
+  for (const Demand& d : demand) {
+    if (out.size() > 1) out += ",";
+    out += "{\"owner\":" + json_escape(d.owner) + ",\"tasks\":" + (d.tasks.empty() ? "0" : d.tasks) +
+           ",\"summary\":" + json_escape(d.summary) + "}";
+  }
+  return out + "]";
+}
+
+void print_demand_table(const std::vector<Demand>& demand) {
+  if (demand.empty()) return;
+  std::printf("\nPending demand (tasks no live node can run now):\n");
+  for (const Demand& d : demand) {
+    std::printf("  %s task(s) owned by %s:\n", d.tasks.c_str(), d.owner.c_str());
+    std::string line;
+    for (char c : d.summary + "\n") {
+      if (c == '\n') {
+        std::printf("    %s\n", line.c_str());
+        line.clear();
+      } else {
+        line += c;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 int run_status(const CtlOptions& options, bool json) {
   Status result = with_node(options, [&](rpc::Node::Client& node) {
     auto members = node.membersRequest().send();
     auto control = node.controlStatusRequest().send();
-    return members.then([&, control = kj::mv(control)](capnp::Response<rpc::Node::MembersResults> m) mutable {
-      return control.then([&, m = kj::mv(m)](capnp::Response<rpc::Node::ControlStatusResults> c) mutable -> Status {
-        if (json) {
-          std::string out;
-          print_control_json(c.getStatus(), out);
-          // The member list's JSON object gains a "metadata" member.
-          print_status_json(m.getSelfId(), m.getMembers(), out);
-        } else {
-          print_status_table(m.getSelfId(), m.getMembers());
-          print_control_table(c.getStatus());
-        }
-        return {};
+    auto demand = fetch_demand(node);
+    return members.then([&, control = kj::mv(control), demand = kj::mv(demand)](
+                            capnp::Response<rpc::Node::MembersResults> m) mutable {
+      return control.then([&, m = kj::mv(m), demand = kj::mv(demand)](
+                              capnp::Response<rpc::Node::ControlStatusResults> c) mutable {
+        return demand.then([&, m = kj::mv(m), c = kj::mv(c)](std::vector<Demand> pending) -> Status {
+          if (json) {
+            std::string out;
+            print_control_json(c.getStatus(), out);
+            // The member list's JSON object gains "metadata" and "pending_demand".
+            print_status_json(m.getSelfId(), m.getMembers(), out, demand_json(pending));
+          } else {
+            print_status_table(m.getSelfId(), m.getMembers());
+            print_control_table(c.getStatus());
+            print_demand_table(pending);
+          }
+          return {};
+        });
       });
     });
   }, false);

@@ -397,4 +397,9 @@ void shutdown() {
 
 bool is_initialized() { return detail::current_runtime() != nullptr; }
 
+std::string current_node_id() {
+  std::shared_ptr<detail::Runtime> runtime = detail::current_runtime();
+  return runtime ? runtime->node_id() : std::string();
+}
+
 }  // namespace shoal

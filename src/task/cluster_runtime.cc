@@ -36,6 +36,8 @@ constexpr std::size_t kBatchBytesMax = 16u << 20;  // per pushTasks / done messa
 constexpr std::size_t kInlineValueBytesMax = 48u << 20;
 constexpr std::string_view kActorsPrefix = "/shoal/actors/";
 constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
+constexpr std::string_view kDemandPrefix = "/shoal/demand/";
+constexpr uint64_t kDemandRepublishMs = 10'000;
 const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
 
 ResourceRequest request_from_wire(rpc::ResourceSet::Reader wire) {
@@ -1073,6 +1075,37 @@ void ClusterRuntime::on_members_changed() {
     if (!functions_.contains(address) && !learning_.contains(address)) learn_node(member);
   }
   if (!pending_.empty()) schedule_pending();
+  publish_demand();
+}
+
+void ClusterRuntime::publish_demand() {
+  // What waits for a node that can fit it, in the metadata store, so
+  // `shoalctl status` shows it from any node (owners are drivers too).
+  std::vector<PendingDemand> demand = pending_demand();
+  std::string summary;
+  std::size_t tasks = 0;
+  for (const PendingDemand& d : demand) {
+    tasks += d.count;
+    summary += (summary.empty() ? "" : "\n") + std::to_string(d.count) + " x " + d.function + " (needs " +
+               d.demand + "): " + d.reason;
+  }
+  auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  std::string key = std::string(kDemandPrefix) + config_.node_id;
+  if (summary.empty()) {
+    if (!demand_published_.empty()) kv_delete(key);
+    demand_published_.clear();
+    return;
+  }
+  if (summary == demand_published_ && now_ms < demand_published_ms_ + kDemandRepublishMs) return;
+  demand_published_ = summary;
+  demand_published_ms_ = now_ms;
+  kv_put(key, flat_json({{"owner", config_.address},
+                         {"owner_id", config_.node_id},
+                         {"tasks", std::to_string(tasks)},
+                         {"updated_ms", std::to_string(now_ms)},
+                         {"summary", summary}}));
 }
 
 void ClusterRuntime::learn_node(const ClusterMember& member) {
@@ -2161,6 +2194,15 @@ void ClusterRuntime::shutdown() {
                                    return request.send().then([](auto r) { return r.getFound(); });
                                  })
                     .then([](bool) {}, [](kj::Exception&&) {}));
+    }
+    if (!demand_published_.empty()) {
+      meta::Request request;
+      meta::DeleteRangeRequest del;
+      del.key = std::string(kDemandPrefix) + config_.node_id;
+      request.body = std::move(del);
+      if (auto encoded = meta::encode_request(request); encoded.ok()) {
+        kills.add(kv_call(std::move(*encoded)).then([](std::string) {}, [](kj::Exception&&) {}));
+      }
     }
     return kj::joinPromises(kills.releaseAsArray())
         .exclusiveJoin(config_.loop->timer().afterDelay(2 * kj::SECONDS));

@@ -224,6 +224,7 @@ class ClusterRuntime final : public Runtime {
   void on_results(capnp::List<rpc::TaskResult>::Reader results);
   void learn_node(const ClusterMember& member);
   void node_lost(const std::string& address);
+  void publish_demand();
   void fetch_object(ObjectId id, std::string owner, uint32_t failures);
   void on_actor_created(const std::shared_ptr<Task>& task, const std::string& address);
   void actor_died(const ActorId& id, ErrorInfo error);
@@ -275,6 +276,8 @@ class ClusterRuntime final : public Runtime {
   std::set<std::string> learning_;                          // nodeInfo in flight
   std::vector<std::shared_ptr<Task>> pending_;              // placed nowhere yet
   std::size_t spread_next_ = 0;
+  std::string demand_published_;  // the summary last written to /shoal/demand/<id>
+  uint64_t demand_published_ms_ = 0;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<ObjectValuePtr>>> waits_;  // getObject
   uint64_t next_wait_ = 1;
   std::unique_ptr<kj::TaskSet::ErrorHandler> error_handler_;

@@ -263,6 +263,20 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"count\":%zu,\"wrong\":%d}\n", values.size(), wrong);
     return 0;
   }
+  if (mode == "infeasible") {
+    // Needs more CPUs than any node has: pending, with why, until the timeout.
+    auto ref = shoal::task(square).cpus(64).remote(2);
+    std::printf("{\"submitted\":1}\n");
+    std::fflush(stdout);
+    std::string message;
+    try {
+      ref.get(std::chrono::seconds(arg(0, 20)));
+    } catch (const shoal::GetTimeout& e) {
+      message = e.what();
+    }
+    std::printf("{\"timeout_message\":%s}\n", json_quoted(message).c_str());
+    return 0;
+  }
   std::fprintf(stderr, "task_app: unknown mode %s\n", mode.c_str());
   return 2;
 }

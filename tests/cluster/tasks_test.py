@@ -134,6 +134,37 @@ def test_tasks_of_a_killed_node_are_retried(cluster):
     check(result["count"] == 60 and result["wrong"] == 0, "results after a node died: %s" % result)
 
 
+def test_infeasible_task_is_pending_with_its_reason(cluster):
+    first = start_cluster(cluster)
+    proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
+                             "infeasible", "15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cluster.env)
+    try:
+        check(proc.stdout.readline().startswith("{"), "driver did not submit")
+
+        def shown():
+            r = cluster.ctl(["--address", cluster.nodes[1].address, "--token-file", cluster.token_file,
+                             "status", "--json"])
+            demand = json.loads(r.stdout)["pending_demand"] if r.returncode == 0 else []
+            return demand if demand and demand[0]["tasks"] == 1 else None
+        demand = wait_until(shown, 20, "shoalctl status to show the pending task")
+        check("square" in demand[0]["summary"] and "CPU 64" in demand[0]["summary"] and
+              "can ever fit" in demand[0]["summary"], "pending demand: %s" % demand)
+        text = cluster.ctl(["--address", first.address, "--token-file", cluster.token_file, "status"])
+        check("Pending demand" in text.stdout and "square" in text.stdout, "status table: %s" % text.stdout)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    check("can ever fit" in result["timeout_message"], "get() timeout: %s" % result)
+    # The owner is gone: its record goes with it.
+    wait_until(lambda: json.loads(cluster.ctl(["--address", first.address, "--token-file", cluster.token_file,
+                                                "status", "--json"]).stdout)["pending_demand"] == [],
+               20, "the pending demand to clear when its owner stopped")
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -145,4 +176,5 @@ if __name__ == "__main__":
         test_named_actor_is_found_from_another_driver,
         test_missing_function_fails_clearly,
         test_tasks_of_a_killed_node_are_retried,
+        test_infeasible_task_is_pending_with_its_reason,
     ])
