@@ -96,6 +96,20 @@ interface Node {
                       queuedTasks :UInt32, runningTasks :UInt32, actors :UInt32);
   # What this node's binary can run (SHOAL_REMOTE functions, SHOAL_ACTOR
   # classes), and its executor's load.
+
+  reserveBundles @15 (groupHi :UInt64, groupLo :UInt64, bundles :List(BundleWire))
+      -> (reserved :Bool, reason :Text);
+  # Reserves every bundle of a placement group meant for this node, all or
+  # none, from what is free now (no waiting). A bundle's resources then go
+  # only to tasks that name the bundle.
+
+  releaseBundles @16 (groupHi :UInt64, groupLo :UInt64) -> (found :Bool);
+  # Gives a group's bundles on this node back.
+}
+
+struct BundleWire {
+  index @0 :UInt32;
+  resources @1 :ResourceSet;
 }
 
 interface TaskOwner {

@@ -30,6 +30,7 @@
 //   serialize.h   which types can be arguments and results; limits on reading
 //   errors.h      TaskError and the other exceptions get() throws
 //   options.h     resources, retries, scheduling strategies, labels
+//   placement_group.h  bundles of resources reserved together
 //   init.h        init(), local mode, shutdown()
 #pragma once
 
@@ -39,6 +40,7 @@
 #include "shoal/init.h"
 #include "shoal/object_ref.h"
 #include "shoal/options.h"
+#include "shoal/placement_group.h"
 #include "shoal/registry.h"
 #include "shoal/serialize.h"
 #include "shoal/status.h"

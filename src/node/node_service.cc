@@ -176,4 +176,22 @@ kj::Promise<void> NodeService::nodeInfo(NodeInfoContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> NodeService::reserveBundles(ReserveBundlesContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  std::string reason;
+  bool reserved = tasks_->serve_reserve_bundles(PlacementGroupId{p.getGroupHi(), p.getGroupLo()}, p.getBundles(),
+                                                &reason);
+  context.getResults().setReserved(reserved);
+  context.getResults().setReason(reason);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::releaseBundles(ReleaseBundlesContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  context.getResults().setFound(tasks_->serve_release_bundles(PlacementGroupId{p.getGroupHi(), p.getGroupLo()}));
+  return kj::READY_NOW;
+}
+
 }  // namespace shoal::node

@@ -45,6 +45,8 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> cancelTask(CancelTaskContext context) override;
   kj::Promise<void> getObject(GetObjectContext context) override;
   kj::Promise<void> nodeInfo(NodeInfoContext context) override;
+  kj::Promise<void> reserveBundles(ReserveBundlesContext context) override;
+  kj::Promise<void> releaseBundles(ReleaseBundlesContext context) override;
 
  private:
   gossip::GossipService& gossip_;

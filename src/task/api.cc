@@ -185,6 +185,34 @@ ActorPtr lookup_actor(std::string_view name, std::string_view name_space) {
 
 }  // namespace detail
 
+const char* placement_strategy_name(PlacementStrategy strategy) {
+  switch (strategy) {
+    case PlacementStrategy::kPack: return "PACK";
+    case PlacementStrategy::kSpread: return "SPREAD";
+    case PlacementStrategy::kStrictPack: return "STRICT_PACK";
+    case PlacementStrategy::kStrictSpread: return "STRICT_SPREAD";
+  }
+  return "?";
+}
+
+PlacementGroup placement_group(std::vector<ResourceRequest> bundles, PlacementStrategy strategy,
+                               std::string name) {
+  std::size_t count = bundles.size();
+  PlacementGroupId id = detail::unwrap(
+      detail::require_runtime()->create_placement_group(std::move(bundles), strategy, std::move(name)));
+  return PlacementGroup(id, count);
+}
+
+bool PlacementGroup::wait(std::chrono::nanoseconds timeout) const {
+  return detail::unwrap(
+      detail::require_runtime()->wait_placement_group(id_, detail::deadline_after(timeout)));
+}
+
+void remove_placement_group(const PlacementGroup& group) {
+  Status status = detail::require_runtime()->remove_placement_group(group.id());
+  if (!status.ok()) detail::throw_status(status);
+}
+
 bool cancel_requested() {
   const std::atomic<bool>* flag = detail::tls_cancel_flag;
   return flag != nullptr && flag->load(std::memory_order_relaxed);

@@ -37,6 +37,8 @@ constexpr std::size_t kInlineValueBytesMax = 48u << 20;
 constexpr std::string_view kActorsPrefix = "/shoal/actors/";
 constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
 constexpr std::string_view kDemandPrefix = "/shoal/demand/";
+constexpr std::string_view kGroupsPrefix = "/shoal/placement_groups/";
+constexpr uint64_t kGroupRetryMs = 250;
 constexpr uint64_t kDemandRepublishMs = 10'000;
 const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
 
@@ -99,6 +101,39 @@ std::string labels_text(const std::map<std::string, std::string>& labels) {
 
 double cpu_wholes(const ResourceSet& set) { return set.wholes(ResourceSet::kCpu); }
 
+// A placement group bundle's resources go by their own names, so only
+// tasks that name the bundle can use them (Ray does the same).
+ResourceSet bundle_set(const ResourceSet& demand, const PlacementGroupId& group, uint32_t index) {
+  ResourceSet out;
+  std::string suffix = "_pg_" + group.hex() + "_" + std::to_string(index);
+  for (const auto& [name, units] : demand.entries()) out.set_units(name + suffix, units);
+  return out;
+}
+
+ResourceRequest request_of(const ResourceSet& set) {
+  ResourceRequest out;
+  out.cpus = 0;
+  for (const auto& [name, units] : set.entries()) {
+    out.custom[name] = static_cast<double>(units) / ResourceSet::kUnitsPerWhole;
+  }
+  return out;
+}
+
+// The same quantities as a request (CPU, GPU, memory and the rest).
+ResourceRequest plain_request(const ResourceSet& set) {
+  ResourceRequest out;
+  out.cpus = set.wholes(ResourceSet::kCpu);
+  out.gpus = set.wholes(ResourceSet::kGpu);
+  out.memory_bytes = static_cast<uint64_t>(set.wholes(ResourceSet::kMemory));
+  for (const auto& [name, units] : set.entries()) {
+    if (name != ResourceSet::kCpu && name != ResourceSet::kGpu && name != ResourceSet::kMemory)
+      out.custom[name] = static_cast<double>(units) / ResourceSet::kUnitsPerWhole;
+  }
+  return out;
+}
+
+std::string group_key(const PlacementGroupId& id) { return std::string(kGroupsPrefix) + id.hex(); }
+
 }  // namespace
 
 // ---- Internal records --------------------------------------------------------------
@@ -123,6 +158,25 @@ struct ClusterRuntime::Task {
   uint32_t attempts = 0;
   RefPtr engine_ref;
   std::string pending_reason;
+  // Placed into a placement group bundle: the bundle's resource names.
+  std::optional<ResourceRequest> bundle_resources;
+};
+
+struct ClusterRuntime::GroupState {
+  enum class State { kPending, kCreated, kRemoved };
+  PlacementGroupId id;
+  std::vector<ResourceSet> bundles;  // empty for a group of another owner (looked up)
+  std::size_t bundle_count = 0;
+  PlacementStrategy strategy = PlacementStrategy::kPack;
+  std::string name;
+  bool owned = false;
+  // Guarded by mutex_:
+  State state = State::kPending;
+  std::vector<std::string> nodes;  // per bundle, once created
+  std::string reason;              // why it is still pending
+  bool placing = false;            // reservations in flight
+  bool looking_up = false;
+  std::size_t next_bundle = 0;     // bundle_index -1: round robin
 };
 
 struct ClusterRuntime::ActorState {
@@ -269,10 +323,6 @@ Result<RefPtr> ClusterRuntime::submit_task(TaskSpec spec) {
     return Status::invalid_argument("task " + spec.function +
                                     ": max_retries must be -1 (no limit) or more");
   }
-  if (std::holds_alternative<PlacementGroupStrategy>(spec.options.strategy)) {
-    return Status::unavailable("task " + spec.function +
-                               ": placement groups are not available in this build yet");
-  }
   auto task = std::make_shared<Task>();
   task->kind = Task::Kind::kTask;
   task->id = new_task_id();
@@ -340,9 +390,6 @@ Result<ActorPtr> ClusterRuntime::create_actor(ActorSpec spec) {
   }
   if (options.max_restarts < -1) {
     return Status::invalid_argument(what + ": max_restarts must be -1 (no limit) or more");
-  }
-  if (std::holds_alternative<PlacementGroupStrategy>(options.strategy)) {
-    return Status::unavailable(what + ": placement groups are not available in this build yet");
   }
   const std::string name_space = options.name_space.empty() ? config_.name_space : options.name_space;
   ActorId id{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
@@ -556,7 +603,7 @@ bool ClusterRuntime::try_run_here(const std::shared_ptr<Task>& task) {
   const TaskOptions& options = task->spec.options;
   if (!std::holds_alternative<DefaultStrategy>(options.strategy) || !options.labels.empty()) return false;
   if (Registry::instance().function(task->spec.function) == nullptr) return false;
-  const ResourceSet& total = config_.engine->executor_total();
+  const ResourceSet total = config_.engine->executor_total();
   if (!task->demand.fits_in(total)) return false;
   {
     std::lock_guard lock(mutex_);
@@ -571,7 +618,7 @@ bool ClusterRuntime::try_run_here(const std::shared_ptr<Task>& task) {
 void ClusterRuntime::run_on_engine(const std::shared_ptr<Task>& task) {
   TaskSpec spec;
   spec.function = task->spec.function;
-  spec.options.resources = task->spec.options.resources;
+  spec.options.resources = task->bundle_resources ? *task->bundle_resources : task->spec.options.resources;
   spec.options.max_retries = task->spec.options.max_retries;
   spec.options.retry_exceptions = task->spec.options.retry_exceptions;
   {
@@ -690,6 +737,72 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
     *reason = "learning which functions " + std::to_string(learning_.size()) + " node(s) can run";
     return std::nullopt;
   }
+  if (const auto* in_group = std::get_if<PlacementGroupStrategy>(&strategy)) {
+    std::shared_ptr<GroupState> group;
+    std::string group_text = "placement group " + in_group->placement_group.hex();
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = groups_.find(in_group->placement_group); it != groups_.end()) group = it->second;
+    }
+    if (!group) {
+      look_up_group(in_group->placement_group);
+      *reason = "looking up " + group_text + " in the metadata store";
+      return std::nullopt;
+    }
+    std::lock_guard lock(mutex_);
+    if (group->state == GroupState::State::kRemoved) {
+      *never = true;
+      *reason = group_text + " was removed (or is unknown to the cluster)";
+      return std::nullopt;
+    }
+    if (group->state == GroupState::State::kPending) {
+      *reason = group_text + " is not placed yet" + (group->reason.empty() ? "" : ": " + group->reason);
+      return std::nullopt;
+    }
+    int index = in_group->bundle_index;
+    if (index >= static_cast<int>(group->bundle_count)) {
+      *never = true;
+      *reason = what + " asks for bundle " + std::to_string(index) + " of " + group_text + ", which has " +
+                std::to_string(group->bundle_count);
+      return std::nullopt;
+    }
+    if (index < 0) {
+      // Any bundle: the next one (round robin) whose resources fit it.
+      for (std::size_t tries = 0; tries < group->bundle_count; ++tries) {
+        std::size_t i = group->next_bundle++ % group->bundle_count;
+        if (group->bundles.empty() || task->demand.fits_in(group->bundles[i])) {
+          index = static_cast<int>(i);
+          break;
+        }
+      }
+      if (index < 0) {
+        *never = true;
+        *reason = what + " needs " + task->demand.to_string() + ", more than any bundle of " + group_text;
+        return std::nullopt;
+      }
+    } else if (!group->bundles.empty() && !task->demand.fits_in(group->bundles[index])) {
+      *never = true;
+      *reason = what + " needs " + task->demand.to_string() + ", more than bundle " + std::to_string(index) +
+                " of " + group_text + " has (" + group->bundles[index].to_string() + ")";
+      return std::nullopt;
+    }
+    const std::string& address = group->nodes[index];
+    auto f = functions_.find(address);
+    if (!members_.contains(address) || f == functions_.end()) {
+      *never = !members_.contains(address);
+      *reason = "the node holding bundle " + std::to_string(index) + " of " + group_text + " (" + address +
+                ") is " + (members_.contains(address) ? "not known yet" : "gone");
+      return std::nullopt;
+    }
+    if (!f->second.contains(needed)) {
+      *never = true;
+      *reason = needed + " is not registered on " + address + ", which holds bundle " + std::to_string(index) +
+                " of " + group_text;
+      return std::nullopt;
+    }
+    task->bundle_resources = request_of(bundle_set(task->demand, group->id, static_cast<uint32_t>(index)));
+    return address;
+  }
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
     auto it = std::find_if(candidates.begin(), candidates.end(),
                            [&](const ClusterMember* m) { return m->id == affinity->node_id; });
@@ -804,7 +917,8 @@ void ClusterRuntime::fill_task_wire(const Task& task, rpc::TaskWire::Builder wir
   for (unsigned i = 0; i < args.size(); ++i) {
     list.set(i, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(args[i].data()), args[i].size()));
   }
-  request_to_wire(task.spec.options.resources, wire.initResources());
+  request_to_wire(task.bundle_resources ? *task.bundle_resources : task.spec.options.resources,
+                  wire.initResources());
   wire.setMaxRetries(task.spec.options.max_retries);
   wire.setRetryExceptions(task.spec.options.retry_exceptions);
   wire.setAttempt(task.attempts);
@@ -861,7 +975,8 @@ void ClusterRuntime::flush_link(const std::string& address) {
           list.set(i, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(args[i].data()), args[i].size()));
         }
       }
-      request_to_wire(task->actor_options.resources, wire.initResources());
+      request_to_wire(task->bundle_resources ? *task->bundle_resources : task->actor_options.resources,
+                      wire.initResources());
       wire.setMaxRestarts(task->actor_options.max_restarts);
       wire.setMaxConcurrency(task->actor_options.max_concurrency);
       sends.add(request.send().then(
@@ -1075,7 +1190,19 @@ void ClusterRuntime::on_members_changed() {
     if (!functions_.contains(address) && !learning_.contains(address)) learn_node(member);
   }
   if (!pending_.empty()) schedule_pending();
+  place_pending_groups();
   publish_demand();
+}
+
+void ClusterRuntime::place_pending_groups() {
+  std::vector<PlacementGroupId> waiting;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, group] : groups_) {
+      if (group->owned && group->state == GroupState::State::kPending && !group->placing) waiting.push_back(id);
+    }
+  }
+  for (const auto& id : waiting) try_place_group(id);
 }
 
 void ClusterRuntime::publish_demand() {
@@ -2151,6 +2278,340 @@ void ClusterRuntime::send_results(uint64_t session) {
       }));
 }
 
+// ---- Placement groups ------------------------------------------------------------------
+
+Result<PlacementGroupId> ClusterRuntime::create_placement_group(std::vector<ResourceRequest> bundles,
+                                                                PlacementStrategy strategy, std::string name) {
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  if (bundles.empty()) return Status::invalid_argument("placement_group(): it needs at least one bundle");
+  auto group = std::make_shared<GroupState>();
+  for (std::size_t i = 0; i < bundles.size(); ++i) {
+    Result<ResourceSet> set = ResourceSet::from_request(bundles[i]);
+    if (!set.ok()) {
+      return Status::invalid_argument("placement_group(): bundle " + std::to_string(i) + ": " +
+                                      set.status().message());
+    }
+    if (set->empty()) {
+      return Status::invalid_argument("placement_group(): bundle " + std::to_string(i) + " asks for nothing");
+    }
+    group->bundles.push_back(std::move(*set));
+  }
+  TaskId seq = new_task_id();
+  group->id = PlacementGroupId{seq.hi, seq.lo};
+  group->bundle_count = group->bundles.size();
+  group->strategy = strategy;
+  group->name = std::move(name);
+  group->owned = true;
+  group->reason = "placing";
+  PlacementGroupId id = group->id;
+  {
+    std::lock_guard lock(mutex_);
+    groups_.emplace(id, group);
+  }
+  post([this, id] { try_place_group(id); });
+  return id;
+}
+
+Result<bool> ClusterRuntime::wait_placement_group(const PlacementGroupId& id, Deadline deadline) {
+  Executor::BlockingScope blocking;
+  std::unique_lock lock(mutex_);
+  auto it = groups_.find(id);
+  if (it == groups_.end()) return Status::not_found("placement group " + id.hex() + " is unknown here");
+  std::shared_ptr<GroupState> group = it->second;
+  auto settled = [&] { return group->state != GroupState::State::kPending || shutting_down_.load(); };
+  if (deadline) {
+    groups_cv_.wait_until(lock, *deadline, settled);
+  } else {
+    groups_cv_.wait(lock, settled);
+  }
+  if (group->state == GroupState::State::kRemoved) {
+    return Status::cancelled("placement group " + id.hex() + " was removed");
+  }
+  return group->state == GroupState::State::kCreated;
+}
+
+Status ClusterRuntime::remove_placement_group(const PlacementGroupId& id) {
+  std::set<std::string> nodes;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = groups_.find(id);
+    if (it == groups_.end()) return Status::not_found("placement group " + id.hex() + " is unknown here");
+    GroupState& group = *it->second;
+    if (group.state == GroupState::State::kRemoved) return Status();
+    nodes.insert(group.nodes.begin(), group.nodes.end());
+    group.state = GroupState::State::kRemoved;
+    groups_cv_.notify_all();
+  }
+  post([this, id, nodes] {
+    release_group_on(id, nodes);
+    kv_delete(group_key(id));
+  });
+  return Status();
+}
+
+std::optional<std::vector<std::string>> ClusterRuntime::plan_group(const GroupState& group,
+                                                                   std::string* reason) const {
+  // Free resources per node as gossiped, and what each bundle takes.
+  std::vector<const ClusterMember*> nodes;
+  for (const auto& [address, member] : members_) {
+    if (functions_.contains(address)) nodes.push_back(&member);
+  }
+  std::sort(nodes.begin(), nodes.end(), [](const ClusterMember* a, const ClusterMember* b) { return a->id < b->id; });
+  // First from what gossip says is free; gossip lags by a second, so if
+  // that finds no room, plan from the totals and let the nodes (which know)
+  // accept or refuse.
+  for (int pass = 0; pass < 2; ++pass) {
+  std::vector<ResourceSet> free;
+  for (const ClusterMember* m : nodes) free.push_back(pass == 0 ? m->available : m->total);
+  const std::size_t n = group.bundles.size();
+  std::vector<int> choice(n, -1);
+  std::vector<int> used(nodes.size(), 0);
+  auto take = [&](std::size_t b, std::size_t node) {
+    free[node].subtract(group.bundles[b]);
+    choice[b] = static_cast<int>(node);
+    ++used[node];
+  };
+  ResourceSet sum;
+  for (const auto& b : group.bundles) sum.add(b);
+  const bool strict_pack = group.strategy == PlacementStrategy::kStrictPack;
+  const bool strict_spread = group.strategy == PlacementStrategy::kStrictSpread;
+  if (group.strategy == PlacementStrategy::kPack || strict_pack) {
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      if (!sum.fits_in(free[i])) continue;
+      for (std::size_t b = 0; b < n; ++b) take(b, i);
+      break;
+    }
+  }
+  if (choice[0] < 0 && !strict_pack) {
+    for (std::size_t b = 0; b < n; ++b) {
+      int best = -1;
+      for (std::size_t i = 0; i < nodes.size(); ++i) {
+        if (!group.bundles[b].fits_in(free[i])) continue;
+        if (strict_spread && used[i] > 0) continue;
+        if (best < 0) {
+          best = static_cast<int>(i);
+          continue;
+        }
+        bool pack = group.strategy == PlacementStrategy::kPack;
+        // PACK: the node holding most of the group; SPREAD: the fewest.
+        if (pack ? used[i] > used[best] : used[i] < used[best]) best = static_cast<int>(i);
+      }
+      if (best < 0) {
+        std::fill(choice.begin(), choice.end(), -1);
+        break;
+      }
+      take(b, static_cast<std::size_t>(best));
+    }
+  }
+  if (choice[0] >= 0) {
+    std::vector<std::string> out;
+    for (int c : choice) out.push_back(nodes[static_cast<std::size_t>(c)]->address);
+    return out;
+  }
+  }  // pass
+  const std::size_t n = group.bundles.size();
+  ResourceSet sum;
+  for (const auto& b : group.bundles) sum.add(b);
+  const bool strict_pack = group.strategy == PlacementStrategy::kStrictPack;
+  const bool strict_spread = group.strategy == PlacementStrategy::kStrictSpread;
+  std::string what = std::string(placement_strategy_name(group.strategy)) + " of " + std::to_string(n) +
+                     " bundle(s)";
+  if (strict_spread && n > nodes.size()) {
+    *reason = what + " needs " + std::to_string(n) + " nodes; " + std::to_string(nodes.size()) + " are live";
+  } else if (strict_pack) {
+    *reason = what + " needs one node with " + sum.to_string() + " free";
+  } else {
+    *reason = what + ": the live nodes do not have the bundles' resources free (" + sum.to_string() +
+              " in all)";
+  }
+  return std::nullopt;
+}
+
+void ClusterRuntime::try_place_group(const PlacementGroupId& id) {
+  std::shared_ptr<GroupState> group;
+  std::vector<std::string> plan;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = groups_.find(id);
+    if (it == groups_.end()) return;
+    group = it->second;
+    if (!group->owned || group->state != GroupState::State::kPending || group->placing) return;
+    if (!learning_.empty()) {
+      group->reason = "learning the members";
+      return;
+    }
+    std::string reason;
+    auto planned = plan_group(*group, &reason);
+    if (!planned) {
+      group->reason = reason;
+      return;
+    }
+    plan = std::move(*planned);
+    group->placing = true;
+  }
+  // Reserve on every node at once; all or nothing.
+  std::map<std::string, std::vector<uint32_t>> by_node;
+  for (uint32_t b = 0; b < plan.size(); ++b) by_node[plan[b]].push_back(b);
+  kj::Vector<kj::Promise<std::pair<std::string, std::string>>> calls;  // (node, why not) "" = reserved
+  for (const auto& [address, indexes] : by_node) {
+    std::string node = address;
+    std::vector<ResourceSet> sets;
+    for (uint32_t b : indexes) sets.push_back(group->bundles[b]);
+    calls.add(config_.peers
+                  ->call<std::string>(node,
+                                      [id, indexes, sets](rpc::Node::Client& n) {
+                                        auto request = n.reserveBundlesRequest();
+                                        request.setGroupHi(id.hi);
+                                        request.setGroupLo(id.lo);
+                                        auto list = request.initBundles(static_cast<unsigned>(indexes.size()));
+                                        for (unsigned i = 0; i < indexes.size(); ++i) {
+                                          list[i].setIndex(indexes[i]);
+                                          request_to_wire(plain_request(sets[i]), list[i].initResources());
+                                        }
+                                        return request.send().then([](auto r) {
+                                          return r.getReserved() ? std::string()
+                                                                 : std::string(r.getReason().cStr());
+                                        });
+                                      })
+                  .then([node](std::string why) { return std::make_pair(node, why); },
+                        [node](kj::Exception&& e) { return std::make_pair(node, kj_text(e)); }));
+  }
+  tasks_set_->add(kj::joinPromises(calls.releaseAsArray())
+                      .then([this, id, group, plan](kj::Array<std::pair<std::string, std::string>> results) {
+                        std::set<std::string> all(plan.begin(), plan.end());
+                        std::string failed;
+                        for (const auto& [node, why] : results) {
+                          if (!why.empty()) failed += (failed.empty() ? "" : "; ") + node + ": " + why;
+                        }
+                        bool removed = false;
+                        {
+                          std::lock_guard lock(mutex_);
+                          group->placing = false;
+                          removed = group->state == GroupState::State::kRemoved;
+                          if (!removed && failed.empty()) {
+                            group->state = GroupState::State::kCreated;
+                            group->nodes = plan;
+                            group->reason.clear();
+                            groups_cv_.notify_all();
+                          } else if (!removed) {
+                            group->reason = "reserving failed (" + failed + "); trying again";
+                          }
+                        }
+                        if (removed || !failed.empty()) {
+                          release_group_on(id, all);  // whatever was reserved goes back
+                          return;
+                        }
+                        std::string nodes;
+                        for (const auto& a : plan) nodes += (nodes.empty() ? "" : "|") + a;
+                        kv_put(group_key(id), flat_json({{"id", id.hex()},
+                                                          {"name", group->name},
+                                                          {"strategy", placement_strategy_name(group->strategy)},
+                                                          {"bundles", std::to_string(plan.size())},
+                                                          {"nodes", nodes},
+                                                          {"owner", config_.address},
+                                                          {"state", "CREATED"}}));
+                        if (!pending_.empty()) schedule_pending();
+                      }));
+}
+
+void ClusterRuntime::release_group_on(const PlacementGroupId& id, const std::set<std::string>& nodes) {
+  for (const std::string& node : nodes) {
+    tasks_set_->add(config_.peers
+                        ->call<bool>(node,
+                                     [id](rpc::Node::Client& n) {
+                                       auto request = n.releaseBundlesRequest();
+                                       request.setGroupHi(id.hi);
+                                       request.setGroupLo(id.lo);
+                                       return request.send().then([](auto r) { return r.getFound(); });
+                                     })
+                        .then([this](bool) { place_pending_groups(); },  // what waited may fit now
+                              [id, node](kj::Exception&& e) {
+                                SHOAL_LOG_WARN("releasing placement group {} on {}: {}", id.hex(), node,
+                                               e.getDescription().cStr());
+                              }));
+  }
+}
+
+void ClusterRuntime::look_up_group(const PlacementGroupId& id) {
+  {
+    std::lock_guard lock(mutex_);
+    auto& group = groups_[id];
+    if (group) return;
+    group = std::make_shared<GroupState>();
+    group->id = id;
+    group->looking_up = true;
+    group->reason = "looking it up in the metadata store";
+  }
+  tasks_set_->add(kv_get(group_key(id)).then(
+      [this, id](std::optional<std::string> record) {
+        std::lock_guard lock(mutex_);
+        auto& group = *groups_[id];
+        group.looking_up = false;
+        auto fields = record ? parse_flat_json(*record) : Result<std::map<std::string, std::string>>(Status::not_found(""));
+        if (!fields.ok() || (*fields)["nodes"].empty()) {
+          group.state = GroupState::State::kRemoved;
+          return;
+        }
+        std::string nodes = (*fields)["nodes"];
+        for (std::size_t start = 0;;) {
+          std::size_t bar = nodes.find('|', start);
+          group.nodes.push_back(nodes.substr(start, bar == std::string::npos ? std::string::npos : bar - start));
+          if (bar == std::string::npos) break;
+          start = bar + 1;
+        }
+        group.bundle_count = group.nodes.size();
+        group.state = GroupState::State::kCreated;
+        groups_cv_.notify_all();
+      },
+      [this, id](kj::Exception&& e) {
+        std::lock_guard lock(mutex_);
+        groups_.erase(id);  // asked again at the next placement attempt
+      }));
+}
+
+bool ClusterRuntime::serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
+                                           std::string* reason) {
+  if (!config_.engine) {
+    *reason = "this process runs no tasks (a driver)";
+    return false;
+  }
+  {
+    std::lock_guard lock(host_mutex_);
+    if (hosted_bundles_.contains(group)) return true;  // a repeated request
+  }
+  std::vector<std::pair<ResourceSet, ResourceSet>> done;
+  Executor& executor = config_.engine->executor();
+  for (auto wire : bundles) {
+    Result<ResourceSet> demand = ResourceSet::from_request(request_from_wire(wire.getResources()));
+    bool ok = demand.ok() && executor.reserve_bundle(*demand, bundle_set(*demand, group, wire.getIndex()));
+    if (!ok) {
+      *reason = demand.ok() ? "bundle " + std::to_string(wire.getIndex()) + " needs " + demand->to_string() +
+                                  "; free here: " + config_.engine->executor_stats().available.to_string()
+                            : demand.status().message();
+      for (auto& [d, b] : done) executor.release_bundle(d, b);
+      return false;
+    }
+    done.emplace_back(*demand, bundle_set(*demand, group, wire.getIndex()));
+  }
+  std::lock_guard lock(host_mutex_);
+  hosted_bundles_[group] = std::move(done);
+  return true;
+}
+
+bool ClusterRuntime::serve_release_bundles(PlacementGroupId group) {
+  std::vector<std::pair<ResourceSet, ResourceSet>> bundles;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto it = hosted_bundles_.find(group);
+    if (it == hosted_bundles_.end()) return false;
+    bundles = std::move(it->second);
+    hosted_bundles_.erase(it);
+  }
+  if (!config_.engine) return false;
+  for (auto& [demand, bundle] : bundles) config_.engine->executor().release_bundle(demand, bundle);
+  return true;
+}
+
 // ---- Shutdown --------------------------------------------------------------------------------
 
 void ClusterRuntime::shutdown() {
@@ -2173,9 +2634,42 @@ void ClusterRuntime::shutdown() {
     error.kind = ErrorKind::kCancelled;
     fail(task, std::move(error));
   }
-  // Actors this process created die with it (detached ones live on).
-  auto teardown = [this, to_release]() -> kj::Promise<void> {
+  std::vector<std::pair<PlacementGroupId, std::set<std::string>>> groups;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, group] : groups_) {
+      if (group->owned && group->state == GroupState::State::kCreated) {
+        groups.emplace_back(id, std::set<std::string>(group->nodes.begin(), group->nodes.end()));
+      }
+      group->state = GroupState::State::kRemoved;
+    }
+    groups_cv_.notify_all();
+  }
+  // Actors this process created die with it (detached ones live on), and
+  // so do its placement groups.
+  auto teardown = [this, to_release, groups]() -> kj::Promise<void> {
     kj::Vector<kj::Promise<void>> kills;
+    for (const auto& [id, nodes] : groups) {
+      for (const std::string& node : nodes) {
+        PlacementGroupId group = id;
+        kills.add(config_.peers
+                      ->call<bool>(node,
+                                   [group](rpc::Node::Client& n) {
+                                     auto request = n.releaseBundlesRequest();
+                                     request.setGroupHi(group.hi);
+                                     request.setGroupLo(group.lo);
+                                     return request.send().then([](auto r) { return r.getFound(); });
+                                   })
+                      .then([](bool) {}, [](kj::Exception&&) {}));
+      }
+      meta::Request request;
+      meta::DeleteRangeRequest del;
+      del.key = group_key(id);
+      request.body = std::move(del);
+      if (auto encoded = meta::encode_request(request); encoded.ok()) {
+        kills.add(kv_call(std::move(*encoded)).then([](std::string) {}, [](kj::Exception&&) {}));
+      }
+    }
     for (const ActorId& id : to_release) {
       std::string address;
       {

@@ -53,6 +53,7 @@
 #include <kj/async.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -134,6 +135,10 @@ class ClusterRuntime final : public Runtime {
   Result<bool> cancel(const RefState& ref, bool force) override;
   Status kill_actor(const ActorHandleState& actor, bool no_restart) override;
   Result<ActorPtr> get_actor(std::string_view name, std::string_view name_space) override;
+  Result<PlacementGroupId> create_placement_group(std::vector<ResourceRequest> bundles,
+                                                  PlacementStrategy strategy, std::string name) override;
+  Result<bool> wait_placement_group(const PlacementGroupId& id, Deadline deadline) override;
+  Status remove_placement_group(const PlacementGroupId& id) override;
   RefPtr adopt_ref(ObjectId id, std::string owner_address) override;
   ActorPtr adopt_actor(ActorId id, std::string class_name, std::string owner_address) override;
   void release_ref(const RefState& ref) noexcept override;
@@ -157,6 +162,10 @@ class ClusterRuntime final : public Runtime {
   bool serve_cancel_task(TaskId task, bool force);
   kj::Promise<void> serve_get_object(ObjectId id, uint32_t wait_ms, rpc::TaskResult::Builder out);
   void fill_node_info(rpc::Node::NodeInfoResults::Builder out);
+  // Placement group bundles on this node: all or none; reason when none.
+  bool serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
+                             std::string* reason);
+  bool serve_release_bundles(PlacementGroupId group);
 
   // Called on the loop thread when membership changed (or periodically).
   void on_members_changed();
@@ -177,6 +186,7 @@ class ClusterRuntime final : public Runtime {
   struct Link;
   struct HostedActor;
   struct OwnerSession;
+  struct GroupState;
   class OwnerServer;
 
   explicit ClusterRuntime(ClusterRuntimeConfig config);
@@ -225,6 +235,12 @@ class ClusterRuntime final : public Runtime {
   void learn_node(const ClusterMember& member);
   void node_lost(const std::string& address);
   void publish_demand();
+  // Placement groups (loop thread).
+  void try_place_group(const PlacementGroupId& id);
+  void place_pending_groups();
+  std::optional<std::vector<std::string>> plan_group(const GroupState& group, std::string* reason) const;
+  void release_group_on(const PlacementGroupId& id, const std::set<std::string>& nodes);
+  void look_up_group(const PlacementGroupId& id);
   void fetch_object(ObjectId id, std::string owner, uint32_t failures);
   void on_actor_created(const std::shared_ptr<Task>& task, const std::string& address);
   void actor_died(const ActorId& id, ErrorInfo error);
@@ -268,6 +284,8 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ActorId, std::shared_ptr<ActorState>> actors_;  // guarded: known handles
   std::unordered_map<ObjectId, std::string> borrowed_;      // guarded: fetch started (owner)
   std::size_t local_running_ = 0;                           // guarded: own tasks on the engine
+  std::unordered_map<PlacementGroupId, std::shared_ptr<GroupState>> groups_;  // guarded
+  std::condition_variable groups_cv_;                        // a group's state changed
 
   // Loop thread only.
   std::map<std::string, std::unique_ptr<Link>> links_;      // by node address
@@ -288,6 +306,9 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ActorId, std::shared_ptr<HostedActor>> hosted_;  // guarded by host_mutex_
   std::unordered_map<TaskId, RefPtr> hosted_tasks_;                   // guarded: engine refs
   std::map<uint64_t, std::unique_ptr<OwnerSession>> sessions_;        // guarded
+  // Bundles reserved here: group -> (demand, bundle) per bundle.
+  std::unordered_map<PlacementGroupId, std::vector<std::pair<ResourceSet, ResourceSet>>>
+      hosted_bundles_;  // guarded
   bool results_posted_ = false;                                       // guarded
 };
 

@@ -73,6 +73,34 @@ void Executor::release(const ResourceSet& demand) {
   wake_after_release();
 }
 
+bool Executor::reserve_bundle(const ResourceSet& demand, const ResourceSet& bundle) {
+  std::lock_guard lock(mutex_);
+  if (draining_ || !resources_.can_run(demand)) return false;
+  resources_.acquire(demand);
+  resources_.add_total(bundle);
+  wake_after_release();  // items of the bundle may be queued
+  return true;
+}
+
+void Executor::release_bundle(const ResourceSet& demand, const ResourceSet& bundle) {
+  std::lock_guard lock(mutex_);
+  releasing_.emplace_back(demand, bundle);
+  finish_bundle_releases();
+  wake_after_release();
+}
+
+void Executor::finish_bundle_releases() {
+  for (auto it = releasing_.begin(); it != releasing_.end();) {
+    if (!it->second.fits_in(resources_.available())) {
+      ++it;
+      continue;
+    }
+    resources_.remove_total(it->second);
+    resources_.release(it->first);
+    it = releasing_.erase(it);
+  }
+}
+
 std::vector<WorkItem> Executor::drain() {
   std::vector<WorkItem> out;
   std::lock_guard lock(mutex_);
@@ -98,6 +126,11 @@ void Executor::join() {
     threads = std::move(threads_);
   }
   for (auto& t : threads) t.join();
+}
+
+ResourceSet Executor::total() const {
+  std::lock_guard lock(mutex_);
+  return resources_.total();
 }
 
 Executor::Stats Executor::stats() const {
@@ -142,6 +175,7 @@ void Executor::maybe_add_thread() {
 }
 
 void Executor::wake_after_release() {
+  if (!releasing_.empty()) finish_bundle_releases();
   if (reacquiring_ > 0) {
     reacquire_cv_.notify_all();
   } else if (queued_ > 0) {

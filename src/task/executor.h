@@ -74,13 +74,24 @@ class Executor {
   // Returns a keep_resources item's demand.
   void release(const ResourceSet& demand);
 
+  // Placement group bundles. reserve_bundle takes `demand` out of what is
+  // free and adds `bundle` (the same quantities under the bundle's own
+  // names) to the totals and to what is free, so only items that ask for
+  // those names use them. False, changing nothing, when `demand` is not free
+  // now. release_bundle undoes it: `bundle` leaves the totals and `demand`
+  // becomes free again — at once if nothing uses the bundle, else when its
+  // last item returns.
+  bool reserve_bundle(const ResourceSet& demand, const ResourceSet& bundle);
+  void release_bundle(const ResourceSet& demand, const ResourceSet& bundle);
+
   // Stops starting items and hands back the queued ones.
   std::vector<WorkItem> drain();
   // Waits for running items to return and joins the threads.
   void join();
 
   Stats stats() const;
-  const ResourceSet& total() const { return resources_.total(); }
+  // The totals (placement group bundles come and go).
+  ResourceSet total() const;
 
   // Per pool thread; only the executor reads it.
   struct Worker;
@@ -112,6 +123,7 @@ class Executor {
   void begin_blocking(Worker& worker);
   void end_blocking(Worker& worker);
   void wake_after_release();  // lock held
+  void finish_bundle_releases();  // lock held
 
   const int threads_max_;
   mutable std::mutex mutex_;
@@ -126,6 +138,8 @@ class Executor {
   std::size_t reacquiring_ = 0;                        // guarded
   uint64_t next_sequence_ = 0;                         // guarded
   bool draining_ = false;                              // guarded
+  // Bundles given back while in use: (demand, bundle), finished on release.
+  std::vector<std::pair<ResourceSet, ResourceSet>> releasing_;  // guarded
   bool joined_ = false;                                // guarded
   std::vector<std::thread> threads_;                   // guarded
 };

@@ -135,3 +135,37 @@ TEST_CASE("executor: an item blocked in a wait lends its CPU, then takes it back
   executor.join();
   CHECK(executor.stats().available == cpus(1));
 }
+
+TEST_CASE("executor: a placement group bundle reserves CPUs for its own items, all or nothing") {
+  Executor executor(Executor::Config{cpus(2), 2, 8});
+  ResourceSet bundle = *ResourceSet::from_wholes({{"CPU_pg_x_0", 1}});
+  REQUIRE(executor.reserve_bundle(cpus(1), bundle));
+  CHECK(executor.stats().available == *ResourceSet::from_wholes({{"CPU", 1}, {"CPU_pg_x_0", 1}}));
+  // Only 1 plain CPU is left: a second 2-CPU reservation fails and changes nothing.
+  CHECK_FALSE(executor.reserve_bundle(cpus(2), *ResourceSet::from_wholes({{"CPU_pg_y_0", 2}})));
+  CHECK(executor.total() == *ResourceSet::from_wholes({{"CPU", 2}, {"CPU_pg_x_0", 1}}));
+
+  // An item of the bundle runs on the bundle's CPU; while it runs, releasing
+  // the bundle waits for it, then the plain CPU comes back.
+  std::latch started(1);
+  std::atomic<bool> finish{false};
+  std::atomic<bool> ran{false};
+  REQUIRE(executor.submit(WorkItem{task_id(1), bundle, [&] {
+                                     started.count_down();
+                                     while (!finish.load()) std::this_thread::sleep_for(1ms);
+                                     ran = true;
+                                   }})
+              .ok());
+  started.wait();
+  executor.release_bundle(cpus(1), bundle);
+  CHECK(executor.stats().available == cpus(1));  // still in use: nothing back yet
+  finish = true;
+  for (int i = 0; i < 2000 && executor.stats().available != cpus(2); ++i) std::this_thread::sleep_for(1ms);
+  CHECK(ran.load());
+  CHECK(executor.stats().available == cpus(2));
+  CHECK(executor.total() == cpus(2));
+  // The bundle's name is gone: an item asking for it can never run.
+  CHECK(executor.submit(WorkItem{task_id(2), bundle, [] {}}).code() == Status::Code::kResourceExhausted);
+  std::vector<WorkItem> left = executor.drain();
+  executor.join();
+}

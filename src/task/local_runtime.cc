@@ -94,11 +94,11 @@ std::optional<ErrorInfo> LocalRuntime::placement_error(
     const std::map<std::string, std::string>& labels, std::string_view kind,
     const std::string& name) const {
   auto what = [&] { return std::string(kind) + " " + name; };  // only on errors
-  if (!demand.fits_in(config_.total)) {
+  if (ResourceSet total = executor_.total(); !demand.fits_in(total)) {
     return system_error(Status::Code::kResourceExhausted,
-                        what() + " needs " + demand.to_string() +
-                            " but the only node (local mode) has " + config_.total.to_string() +
-                            " in total: it can never run");
+                        what() + " needs " + demand.to_string() + " but " +
+                            (config_.placed_by_owner ? "this node" : "the only node (local mode)") +
+                            " has " + total.to_string() + " in total: it can never run");
   }
   if (config_.placed_by_owner) return std::nullopt;
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
@@ -866,6 +866,22 @@ void LocalRuntime::shutdown() {
     actor_calls_.clear();
   }
   objects_.clear();
+}
+
+// ---- Placement groups --------------------------------------------------------
+
+Result<PlacementGroupId> LocalRuntime::create_placement_group(std::vector<ResourceRequest>, PlacementStrategy,
+                                                              std::string) {
+  return Status::unavailable(
+      "placement groups need a cluster (init with --address, or a node); local mode has none");
+}
+
+Result<bool> LocalRuntime::wait_placement_group(const PlacementGroupId& id, Deadline) {
+  return Status::not_found("placement group " + id.hex() + " is unknown (local mode has none)");
+}
+
+Status LocalRuntime::remove_placement_group(const PlacementGroupId& id) {
+  return Status::not_found("placement group " + id.hex() + " is unknown (local mode has none)");
 }
 
 }  // namespace shoal::detail

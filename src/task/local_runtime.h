@@ -78,6 +78,10 @@ class LocalRuntime final : public Runtime {
   Result<bool> cancel(const RefState& ref, bool force) override;
   Status kill_actor(const ActorHandleState& actor, bool no_restart) override;
   Result<ActorPtr> get_actor(std::string_view name, std::string_view name_space) override;
+  Result<PlacementGroupId> create_placement_group(std::vector<ResourceRequest> bundles,
+                                                  PlacementStrategy strategy, std::string name) override;
+  Result<bool> wait_placement_group(const PlacementGroupId& id, Deadline deadline) override;
+  Status remove_placement_group(const PlacementGroupId& id) override;
   RefPtr adopt_ref(ObjectId id, std::string owner_address) override;
   ActorPtr adopt_actor(ActorId id, std::string class_name, std::string owner_address) override;
   void release_ref(const RefState& ref) noexcept override;
@@ -94,7 +98,8 @@ class LocalRuntime final : public Runtime {
   std::size_t object_count() const { return objects_.size(); }
   std::size_t live_actor_count() const;
   Executor::Stats executor_stats() const { return executor_.stats(); }
-  const ResourceSet& executor_total() const { return executor_.total(); }
+  ResourceSet executor_total() const { return executor_.total(); }
+  Executor& executor() { return executor_; }
 
  private:
   struct Task;

@@ -133,4 +133,15 @@ void NodeResources::release(const ResourceSet& demand) {
                total_.to_string());
 }
 
+void NodeResources::add_total(const ResourceSet& extra) {
+  total_.add(extra);
+  available_.add(extra);
+}
+
+void NodeResources::remove_total(const ResourceSet& extra) {
+  SHOAL_ASSERT(extra.fits_in(available_));
+  available_.subtract(extra);
+  total_.subtract(extra);
+}
+
 }  // namespace shoal::detail

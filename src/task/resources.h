@@ -55,6 +55,9 @@ class ResourceSet {
 
   friend bool operator==(const ResourceSet&, const ResourceSet&) = default;
 
+  // (name, units) pairs, sorted by name.
+  const std::vector<std::pair<std::string, int64_t>>& entries() const { return entries_; }
+
  private:
   std::vector<std::pair<std::string, int64_t>> entries_;  // sorted by name, no zeros
 };
@@ -76,6 +79,10 @@ class NodeResources {
   void acquire(const ResourceSet& demand);
   // Requires the demand to have been acquired (asserted: never above total).
   void release(const ResourceSet& demand);
+  // New resources (a placement group bundle's): added to total and free.
+  void add_total(const ResourceSet& extra);
+  // Takes them away again; requires them all free (asserted).
+  void remove_total(const ResourceSet& extra);
 
  private:
   ResourceSet total_;

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "shoal/detail/core.h"
+#include "shoal/placement_group.h"
 #include "shoal/status.h"
 
 namespace shoal::detail {
@@ -101,6 +102,15 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   virtual Result<bool> cancel(const RefState& ref, bool force) = 0;
   virtual Status kill_actor(const ActorHandleState& actor, bool no_restart) = 0;
   virtual Result<ActorPtr> get_actor(std::string_view name, std::string_view name_space) = 0;
+
+  // ---- Placement groups (shoal/placement_group.h) ------------------------------
+  virtual Result<PlacementGroupId> create_placement_group(std::vector<ResourceRequest> bundles,
+                                                          PlacementStrategy strategy,
+                                                          std::string name) = 0;
+  // True once reserved; false at the deadline. An error when it was removed
+  // or can never be placed.
+  virtual Result<bool> wait_placement_group(const PlacementGroupId& id, Deadline deadline) = 0;
+  virtual Status remove_placement_group(const PlacementGroupId& id) = 0;
 
   // ---- Reference counting ------------------------------------------------------
   // A new local reference to an object/actor named in deserialized bytes.

@@ -263,6 +263,57 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"count\":%zu,\"wrong\":%d}\n", values.size(), wrong);
     return 0;
   }
+  if (mode == "groups") {
+    using shoal::PlacementStrategy;
+    shoal::ResourceRequest one_cpu{.cpus = 1, .gpus = 0, .memory_bytes = 0, .custom = {}};
+    shoal::ResourceRequest two_cpus{.cpus = 2, .gpus = 0, .memory_bytes = 0, .custom = {}};
+    auto spread = shoal::placement_group({one_cpu, one_cpu, one_cpu}, PlacementStrategy::kStrictSpread, "trio");
+    bool spread_ready = spread.wait(std::chrono::seconds(20));
+    std::vector<int> bundle_pids;
+    for (int i = 0; i < 3; ++i) {
+      bundle_pids.push_back(
+          shoal::task(pid_of).strategy(shoal::placement_group_bundle(spread.id(), i)).remote().get());
+    }
+    std::string too_big;
+    try {
+      shoal::task(pid_of).cpus(2).strategy(shoal::placement_group_bundle(spread.id(), 0)).remote().get();
+    } catch (const std::exception& e) {
+      too_big = e.what();
+    }
+    auto log = shoal::actor<Log>().cpus(1).strategy(shoal::placement_group_bundle(spread.id(), 1)).remote();
+    int actor_pid = log.task(&Log::where).remote().get();
+    // Each node has 1 of its 2 CPUs left: 2 CPUs on one node must wait...
+    auto pair = shoal::placement_group({two_cpus}, PlacementStrategy::kStrictPack);
+    bool pair_ready_before = pair.wait(std::chrono::milliseconds(1500));
+    // ...until the first group (and the actor in it) goes.
+    shoal::kill(log);
+    shoal::remove_placement_group(spread);
+    bool pair_ready_after = pair.wait(std::chrono::seconds(20));
+    int pair_pid = shoal::task(pid_of).cpus(2).strategy(shoal::placement_group_bundle(pair.id())).remote().get();
+    auto four = shoal::placement_group({one_cpu, one_cpu, one_cpu, one_cpu}, PlacementStrategy::kStrictSpread);
+    bool four_ready = four.wait(std::chrono::seconds(1));
+    std::string removed_wait;
+    shoal::remove_placement_group(four);
+    try {
+      four.wait(std::chrono::seconds(1));
+    } catch (const std::exception& e) {
+      removed_wait = e.what();
+    }
+    std::string empty_error;
+    try {
+      shoal::placement_group({});
+    } catch (const std::exception& e) {
+      empty_error = e.what();
+    }
+    std::printf(
+        "{\"spread_ready\":%s,\"bundle_pids\":%s,\"too_big\":%s,\"actor_pid\":%d,\"bundle1_pid\":%d,"
+        "\"pair_ready_before\":%s,\"pair_ready_after\":%s,\"pair_pid\":%d,\"four_ready\":%s,"
+        "\"removed_wait\":%s,\"empty_error\":%s}\n",
+        spread_ready ? "true" : "false", pid_counts(bundle_pids).c_str(), json_quoted(too_big).c_str(), actor_pid,
+        bundle_pids[1], pair_ready_before ? "true" : "false", pair_ready_after ? "true" : "false", pair_pid,
+        four_ready ? "true" : "false", json_quoted(removed_wait).c_str(), json_quoted(empty_error).c_str());
+    return 0;
+  }
   if (mode == "infeasible") {
     // Needs more CPUs than any node has: pending, with why, until the timeout.
     auto ref = shoal::task(square).cpus(64).remote(2);

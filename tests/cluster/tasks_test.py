@@ -165,6 +165,21 @@ def test_infeasible_task_is_pending_with_its_reason(cluster):
                20, "the pending demand to clear when its owner stopped")
 
 
+def test_placement_groups_reserve_all_or_nothing_and_free_on_removal(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "groups")
+    check(out["spread_ready"], "a STRICT_SPREAD group of 3 x 1 CPU on 3 nodes was not placed: %s" % out)
+    check(set(out["bundle_pids"]) == node_pids(cluster), "its bundles' tasks did not run on 3 nodes: %s" % out)
+    check("more than bundle 0" in out["too_big"], "a task larger than its bundle: %s" % out)
+    check(out["actor_pid"] == out["bundle1_pid"], "the actor in bundle 1 is not on bundle 1's node: %s" % out)
+    check(not out["pair_ready_before"], "2 CPUs on one node were reserved while every node had 1 free: %s" % out)
+    check(out["pair_ready_after"], "removing the first group did not free its CPUs: %s" % out)
+    check(str(out["pair_pid"]) in node_pids(cluster), "the pair's task: %s" % out)
+    check(not out["four_ready"], "STRICT_SPREAD of 4 bundles was placed on 3 nodes: %s" % out)
+    check("removed" in out["removed_wait"], "wait() on a removed group: %s" % out)
+    check("at least one bundle" in out["empty_error"], "a group of no bundles: %s" % out)
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -177,4 +192,5 @@ if __name__ == "__main__":
         test_missing_function_fails_clearly,
         test_tasks_of_a_killed_node_are_retried,
         test_infeasible_task_is_pending_with_its_reason,
+        test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
     ])

@@ -88,6 +88,17 @@ double figure(const std::string& name, double seconds) {
     auto ref = shoal::put(0);
     return rate(seconds, 1, [&] { (void)ref.get(); });
   }
+  if (name == "placement_group_create_removal") {
+    shoal::ResourceRequest one{.cpus = 1, .gpus = 0, .memory_bytes = 0, .custom = {}};
+    return rate(seconds, 1, [&] {
+      auto group = shoal::placement_group({one}, shoal::PlacementStrategy::kPack);
+      if (!group.wait(std::chrono::seconds(30))) {
+        std::fprintf(stderr, "micro_bench: a 1-CPU placement group was not placed in 30 s\n");
+        std::exit(1);
+      }
+      shoal::remove_placement_group(group);
+    });
+  }
   std::fprintf(stderr, "micro_bench: unknown figure %s\n", name.c_str());
   std::exit(2);
 }

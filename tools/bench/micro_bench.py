@@ -13,7 +13,7 @@ multi_client_tasks_async     the same from 2 driver processes at once (sum)
 n_n_actor_calls_async        4 actors (SPREAD), 1,000 calls round-robin
 single_client_put_calls      put(0) in a loop (the owner's store)
 single_client_get_calls      get() of one put value in a loop
-placement_group_create_removal  null: placement groups are not built yet
+placement_group_create_removal  create a 1-CPU group, wait until placed, remove it
 
 Baselines measured in the same run: rpc_bench's Cap'n Proto no-op round
 trips between two processes (sequential and 64 in flight), the physical
@@ -34,7 +34,7 @@ from harness import free_port  # noqa: E402
 
 FIGURES = ["single_client_tasks_sync", "single_client_tasks_async", "multi_client_tasks_async",
            "1_1_actor_calls_sync", "1_1_actor_calls_async", "n_n_actor_calls_async",
-           "single_client_put_calls", "single_client_get_calls"]
+           "single_client_put_calls", "single_client_get_calls", "placement_group_create_removal"]
 TARGETS = {"single_client_tasks_async": 50000, "single_client_tasks_sync": 10000,
            "1_1_actor_calls_sync": 10000, "1_1_actor_calls_async": 50000}
 
@@ -91,7 +91,6 @@ def main():
                     raise SystemExit("micro: %s failed: %s" % (figure, stderr[-2000:]))
                 total += json.loads(stdout.strip().splitlines()[-1])[figure]
             out[figure] = round(total)
-        out["placement_group_create_removal"] = None
         rpc = json.loads(subprocess.run([args.rpc_bench, str(args.seconds)], capture_output=True, text=True,
                                         check=True).stdout)
         out["baseline_rpc_sequential_per_s"] = rpc["rpc_sequential_per_s"]
