@@ -127,6 +127,8 @@ struct TaskWire {
   maxRetries @5 :Int32;          # retries after an exception, with retryExceptions
   retryExceptions @6 :Bool;
   attempt @7 :UInt32;            # 1 on the first try
+  spillable @8 :Bool;            # the owner let the node choose (default strategy):
+                                 # a busy node may hand it back (TaskResult.spilled)
 }
 
 struct ActorWire {
@@ -148,6 +150,8 @@ struct TaskResult {
     error @3 :Data;              # task/wire.h encode_error_info
   }
   nodeId @4 :Text;               # where it ran
+  spilled @5 :Bool;              # not run: this node is full and another has room;
+                                 # the owner places it again elsewhere
 }
 
 interface Watcher {

@@ -39,6 +39,7 @@ constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
 constexpr std::string_view kDemandPrefix = "/shoal/demand/";
 constexpr std::string_view kGroupsPrefix = "/shoal/placement_groups/";
 constexpr uint64_t kGroupRetryMs = 250;
+constexpr uint32_t kSpillsMax = 3;  // then a node keeps the task and queues it
 constexpr uint64_t kDemandRepublishMs = 10'000;
 const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
 
@@ -160,6 +161,8 @@ struct ClusterRuntime::Task {
   std::string pending_reason;
   // Placed into a placement group bundle: the bundle's resource names.
   std::optional<ResourceRequest> bundle_resources;
+  std::string avoid;  // a node that spilled it back: not again next time
+  uint32_t spills = 0;
 };
 
 struct ClusterRuntime::GroupState {
@@ -806,7 +809,9 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
   if (const auto* affinity = std::get_if<NodeAffinityStrategy>(&strategy)) {
     auto it = std::find_if(candidates.begin(), candidates.end(),
                            [&](const ClusterMember* m) { return m->id == affinity->node_id; });
-    if (it != candidates.end()) return (*it)->address;
+    // Soft affinity gives way when that node spilled the task back.
+    bool spilled_there = affinity->soft && it != candidates.end() && (*it)->address == task->avoid;
+    if (it != candidates.end() && !spilled_there) return (*it)->address;
     if (!affinity->soft) {
       bool alive = std::any_of(members_.begin(), members_.end(),
                                [&](const auto& m) { return m.second.id == affinity->node_id; });
@@ -842,6 +847,9 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
   }
   std::sort(candidates.begin(), candidates.end(),
             [](const ClusterMember* a, const ClusterMember* b) { return a->id < b->id; });
+  if (!task->avoid.empty() && candidates.size() > 1) {
+    std::erase_if(candidates, [&](const ClusterMember* m) { return m->address == task->avoid; });
+  }
   if (std::holds_alternative<SpreadStrategy>(strategy)) {
     return candidates[spread_next_++ % candidates.size()]->address;
   }
@@ -922,6 +930,10 @@ void ClusterRuntime::fill_task_wire(const Task& task, rpc::TaskWire::Builder wir
   wire.setMaxRetries(task.spec.options.max_retries);
   wire.setRetryExceptions(task.spec.options.retry_exceptions);
   wire.setAttempt(task.attempts);
+  const auto* affinity = std::get_if<NodeAffinityStrategy>(&task.spec.options.strategy);
+  wire.setSpillable(task.kind == Task::Kind::kTask && task.spills < kSpillsMax &&
+                    (std::holds_alternative<DefaultStrategy>(task.spec.options.strategy) ||
+                     (affinity != nullptr && affinity->soft)));
 }
 
 void ClusterRuntime::flush_link(const std::string& address) {
@@ -1125,6 +1137,18 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       }
     }
     if (auto link = links_.find(task->node); link != links_.end()) link->second->in_flight.erase(id);
+    if (result.getSpilled() && task->kind == Task::Kind::kTask) {
+      // The node was full and saw room elsewhere: place it again, not there.
+      {
+        std::lock_guard lock(mutex_);
+        task->avoid = task->node;
+        task->node.clear();
+        ++task->spills;
+        if (task->attempts > 0) --task->attempts;  // it never ran
+      }
+      pending_.push_back(task);
+      continue;
+    }
     auto value = std::make_shared<ObjectValue>();
     if (result.isError()) {
       Result<ErrorInfo> error = decode_error_info(data_string(result.getError()));
@@ -1981,11 +2005,51 @@ kj::Promise<void> ClusterRuntime::serve_push_tasks(rpc::TaskOwner::Client owner,
                                                    capnp::List<rpc::TaskWire>::Reader tasks) {
   if (!config_.engine) return KJ_EXCEPTION(FAILED, "this process runs no tasks (a driver)");
   touch_session(session, kj::mv(owner));
+  // Spillback: a task the owner let us place elsewhere, that cannot start
+  // here now behind a queue, while another member has room for it (by its
+  // gossiped load), goes back to its owner to be placed there. Gossip lags
+  // by a second, so at most the CPUs others report free are spilled per
+  // second: a burst does not bounce between busy nodes.
+  Executor::Stats stats = config_.engine->executor_stats();
+  ResourceSet free = stats.available;
+  std::size_t queued = stats.queued;
+  double cpus = std::max(1.0, cpu_wholes(config_.engine->executor_total()));
+  auto now = Clock::now();
+  std::optional<std::vector<ClusterMember>> others;
   for (auto wire : tasks) {
     TaskId id{wire.getTaskHi(), wire.getTaskLo()};
     TaskSpec spec = spec_from_wire(wire);
     std::string function = spec.function;
+    Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
+    bool fits_now = demand.ok() && demand->fits_in(free);
+    if (!fits_now && demand.ok() && wire.getSpillable() && static_cast<double>(queued) >= cpus) {
+      if (!others) {
+        others = config_.members ? config_.members() : std::vector<ClusterMember>();
+        if (now - spill_budget_at_ >= std::chrono::seconds(1)) {
+          spill_budget_at_ = now;
+          spill_budget_ = 0;
+          for (const ClusterMember& m : *others) {
+            if (m.address != config_.address) spill_budget_ += cpu_wholes(m.available);
+          }
+        }
+      }
+      double need = cpu_wholes(*demand);
+      bool room_elsewhere = false;
+      for (const ClusterMember& m : *others) {
+        if (m.address != config_.address && demand->fits_in(m.available)) room_elsewhere = true;
+      }
+      if (room_elsewhere && need > 0 && need <= spill_budget_) {
+        spill_budget_ -= need;
+        queue_spill(session, id);
+        continue;
+      }
+    }
     host(session, id, config_.engine->submit_task(std::move(spec)), function);
+    if (fits_now) {
+      free.subtract(*demand);
+    } else {
+      ++queued;
+    }
   }
   return kj::READY_NOW;
 }
@@ -2176,6 +2240,19 @@ void ClusterRuntime::fill_node_info(rpc::Node::NodeInfoResults::Builder out) {
   }
 }
 
+void ClusterRuntime::queue_spill(uint64_t session, TaskId id) {
+  // A null value in the batch means "spilled back".
+  bool need_post = false;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto s = sessions_.find(session);
+    if (s == sessions_.end()) return;
+    s->second->pending.emplace_back(id, nullptr);
+    if (!results_posted_) results_posted_ = need_post = true;
+  }
+  if (need_post) post_results();
+}
+
 void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value) {
   RefPtr dropped;
   bool need_post = false;
@@ -2191,7 +2268,10 @@ void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValue
     if (!results_posted_) results_posted_ = need_post = true;
   }
   mark_shared(value->contained);
-  if (!need_post) return;
+  if (need_post) post_results();
+}
+
+void ClusterRuntime::post_results() {
   post([this] {
     std::vector<uint64_t> ready;
     {
@@ -2217,7 +2297,7 @@ void ClusterRuntime::send_results(uint64_t session) {
     std::size_t bytes = 0;
     std::size_t taken = 0;
     for (; taken < s.pending.size(); ++taken) {
-      std::size_t size = s.pending[taken].second->bytes.size();
+      std::size_t size = s.pending[taken].second ? s.pending[taken].second->bytes.size() : 0;
       if (taken > 0 && bytes + size > kBatchBytesMax) break;
       bytes += size;
     }
@@ -2235,7 +2315,9 @@ void ClusterRuntime::send_results(uint64_t session) {
     r.setTaskHi(id.hi);
     r.setTaskLo(id.lo);
     r.setNodeId(config_.node_id);
-    if (value->error) {
+    if (!value) {
+      r.setSpilled(true);
+    } else if (value->error) {
       ErrorInfo error = *value->error;
       error.task_id = id;
       if (error.node_id.empty()) error.node_id = config_.node_id;

@@ -259,6 +259,8 @@ class ClusterRuntime final : public Runtime {
   static TaskSpec spec_from_wire(rpc::TaskWire::Reader wire);
   void host(uint64_t session, TaskId id, Result<RefPtr> ref, const std::string& function);
   void queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value);  // any thread
+  void queue_spill(uint64_t session, TaskId id);                               // loop thread
+  void post_results();
   void send_results(uint64_t session);                                         // loop thread
 
  public:
@@ -310,6 +312,9 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<PlacementGroupId, std::vector<std::pair<ResourceSet, ResourceSet>>>
       hosted_bundles_;  // guarded
   bool results_posted_ = false;                                       // guarded
+  // Spillback budget: CPUs others reported free, refilled each second (loop thread).
+  double spill_budget_ = 0;
+  Clock::time_point spill_budget_at_{};
 };
 
 }  // namespace shoal::detail

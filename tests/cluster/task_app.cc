@@ -30,6 +30,10 @@ int64_t wall_ns() {
 
 int square(int x) { return x * x; }
 int pid_of() { return static_cast<int>(getpid()); }
+int pid_after(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return static_cast<int>(getpid());
+}
 int fail_with(std::string message) { throw std::runtime_error(message); }
 int sleep_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -72,7 +76,7 @@ class Log {
   std::vector<int> items_;
 };
 
-SHOAL_REMOTE(square, pid_of, fail_with, sleep_ms, slow_square, nested_sum, busy);
+SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy);
 SHOAL_ACTOR(Log, &Log::append, &Log::all, &Log::where);
 
 namespace {
@@ -312,6 +316,16 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
         spread_ready ? "true" : "false", pid_counts(bundle_pids).c_str(), json_quoted(too_big).c_str(), actor_pid,
         bundle_pids[1], pair_ready_before ? "true" : "false", pair_ready_after ? "true" : "false", pair_pid,
         four_ready ? "true" : "false", json_quoted(removed_wait).c_str(), json_quoted(empty_error).c_str());
+    return 0;
+  }
+  if (mode == "affinity") {
+    // 12 slow tasks that prefer one node (soft or hard affinity).
+    bool soft = args.at(1) == "soft";
+    std::vector<shoal::ObjectRef<int>> refs;
+    for (int i = 0; i < 12; ++i) {
+      refs.push_back(shoal::task(pid_after).strategy(shoal::node_affinity(args.at(0), soft)).remote(300));
+    }
+    std::printf("{\"pids\":%s}\n", pid_counts(shoal::get(refs)).c_str());
     return 0;
   }
   if (mode == "infeasible") {

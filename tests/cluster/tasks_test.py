@@ -134,6 +134,21 @@ def test_tasks_of_a_killed_node_are_retried(cluster):
     check(result["count"] == 60 and result["wrong"] == 0, "results after a node died: %s" % result)
 
 
+def test_busy_node_spills_soft_affinity_tasks_back(cluster):
+    first = start_cluster(cluster)
+    target = cluster.nodes[0]
+    # Hard affinity: all 12 wait on that node's 2 CPUs.
+    hard = driver(cluster, first, "affinity", target.node_id(), "hard")
+    check(hard["pids"] == {str(target.proc.pid): 12}, "hard affinity ran elsewhere: %s" % hard)
+    # Soft: the node runs what it can and hands the rest back to be placed
+    # on nodes with free CPUs.
+    soft = driver(cluster, first, "affinity", target.node_id(), "soft")
+    check(sum(soft["pids"].values()) == 12, "soft affinity results: %s" % soft)
+    check(set(soft["pids"]) <= node_pids(cluster), "tasks ran outside the nodes: %s" % soft)
+    check(len(soft["pids"]) >= 2 and soft["pids"].get(str(target.proc.pid), 0) < 12,
+          "the busy node spilled nothing back: %s" % soft)
+
+
 def test_infeasible_task_is_pending_with_its_reason(cluster):
     first = start_cluster(cluster)
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
@@ -192,5 +207,6 @@ if __name__ == "__main__":
         test_missing_function_fails_clearly,
         test_tasks_of_a_killed_node_are_retried,
         test_infeasible_task_is_pending_with_its_reason,
+        test_busy_node_spills_soft_affinity_tasks_back,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
     ])
