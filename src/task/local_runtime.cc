@@ -51,6 +51,47 @@ ErrorInfo system_error(Status::Code code, std::string message) {
 
 }  // namespace
 
+Result<ResourceSet> task_demand(const TaskSpec& spec) {
+  Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
+  if (!demand.ok())
+    return Status::invalid_argument("task " + spec.function + ": " + demand.status().message());
+  if (spec.options.max_retries < -1) {
+    return Status::invalid_argument("task " + spec.function +
+                                    ": max_retries must be -1 (no limit) or more");
+  }
+  return demand;
+}
+
+Result<ResourceSet> actor_demand(const ActorSpec& spec) {
+  const ActorOptions& options = spec.options;
+  std::string what = "actor " + spec.class_name;
+  Result<ResourceSet> demand = ResourceSet::from_request(options.resources);
+  if (!demand.ok()) return Status::invalid_argument(what + ": " + demand.status().message());
+  if (options.max_concurrency < 1 || options.max_concurrency > ActorOptions::kMaxConcurrencyMax) {
+    return Status::invalid_argument(what + ": max_concurrency must be from 1 to " +
+                                    std::to_string(ActorOptions::kMaxConcurrencyMax));
+  }
+  if (options.max_restarts < -1) {
+    return Status::invalid_argument(what + ": max_restarts must be -1 (no limit) or more");
+  }
+  return demand;
+}
+
+Status check_wait_args(std::span<const RefState* const> refs, std::size_t num_ready) {
+  if (num_ready < 1 || num_ready > refs.size()) {
+    return Status::invalid_argument("wait(): num_ready is " + std::to_string(num_ready) +
+                                    " but there are " + std::to_string(refs.size()) +
+                                    " refs (it must be 1 to that)");
+  }
+  std::unordered_set<ObjectId> seen;
+  for (const RefState* ref : refs) {
+    if (!seen.insert(ref->id).second) {
+      return Status::invalid_argument("wait(): object " + ref->id.hex() + " is in the list twice");
+    }
+  }
+  return Status();
+}
+
 std::shared_ptr<LocalRuntime> LocalRuntime::create(Config config) {
   return std::shared_ptr<LocalRuntime>(new LocalRuntime(std::move(config)));
 }
@@ -159,13 +200,8 @@ Status LocalRuntime::check_in_flight(std::string_view kind, const std::string& f
 
 Result<RefPtr> LocalRuntime::submit_task(TaskSpec spec) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
-  Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
-  if (!demand.ok())
-    return Status::invalid_argument("task " + spec.function + ": " + demand.status().message());
-  if (spec.options.max_retries < -1) {
-    return Status::invalid_argument("task " + spec.function +
-                                    ": max_retries must be -1 (no limit) or more");
-  }
+  Result<ResourceSet> demand = task_demand(spec);
+  if (!demand.ok()) return demand.status();
   SHOAL_RETURN_IF_ERROR(check_in_flight("task", spec.function));
   auto task = std::make_shared<Task>();
   task->id = new_task_id();
@@ -369,15 +405,8 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
   const ActorOptions& options = spec.options;
   std::string what = "actor " + spec.class_name;
-  Result<ResourceSet> demand = ResourceSet::from_request(options.resources);
-  if (!demand.ok()) return Status::invalid_argument(what + ": " + demand.status().message());
-  if (options.max_concurrency < 1 || options.max_concurrency > ActorOptions::kMaxConcurrencyMax) {
-    return Status::invalid_argument(what + ": max_concurrency must be from 1 to " +
-                                    std::to_string(ActorOptions::kMaxConcurrencyMax));
-  }
-  if (options.max_restarts < -1) {
-    return Status::invalid_argument(what + ": max_restarts must be -1 (no limit) or more");
-  }
+  Result<ResourceSet> demand = actor_demand(spec);
+  if (!demand.ok()) return demand.status();
   const std::string& name_space =
       options.name_space.empty() ? config_.name_space : options.name_space;
 
@@ -739,17 +768,7 @@ Result<std::vector<ObjectValuePtr>> LocalRuntime::get(std::span<const RefState* 
 
 Result<std::vector<bool>> LocalRuntime::wait(std::span<const RefState* const> refs,
                                              std::size_t num_ready, Deadline deadline) {
-  if (num_ready < 1 || num_ready > refs.size()) {
-    return Status::invalid_argument("wait(): num_ready is " + std::to_string(num_ready) +
-                                    " but there are " + std::to_string(refs.size()) +
-                                    " refs (it must be 1 to that)");
-  }
-  std::unordered_set<ObjectId> seen;
-  for (const RefState* ref : refs) {
-    if (!seen.insert(ref->id).second) {
-      return Status::invalid_argument("wait(): object " + ref->id.hex() + " is in the list twice");
-    }
-  }
+  SHOAL_RETURN_IF_ERROR(check_wait_args(refs, num_ready));
   std::vector<ObjectValuePtr> values;
   Status status = wait_for(refs, num_ready, deadline, values, false);
   if (!status.ok()) return status;

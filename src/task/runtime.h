@@ -61,6 +61,7 @@
 
 #include "shoal/detail/core.h"
 #include "shoal/placement_group.h"
+#include "task/resources.h"
 #include "shoal/status.h"
 
 namespace shoal::detail {
@@ -122,6 +123,13 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
 
   virtual void shutdown() = 0;
 };
+
+// Checks shared by every runtime. The demand of a task or an actor, or
+// kInvalidArgument naming what is wrong with its options.
+Result<ResourceSet> task_demand(const TaskSpec& spec);
+Result<ResourceSet> actor_demand(const ActorSpec& spec);
+// wait()'s arguments: num_ready from 1 to refs.size(), no object twice.
+Status check_wait_args(std::span<const RefState* const> refs, std::size_t num_ready);
 
 // While alive on a thread, shoal::cancel_requested() on that thread reads
 // `flag`. Set by runtimes around user code (tasks, actor methods).
