@@ -202,6 +202,12 @@ struct ClusterRuntime::ActorState {
   std::deque<std::shared_ptr<Task>> queue;  // calls not sent yet, in submission order
   std::set<TaskId> in_flight;               // sent, not finished
   std::optional<ErrorInfo> dead;
+  // Created here: how to create it again after its node is lost.
+  std::vector<std::string> constructor_args;
+  std::string constructor;
+  ActorOptions options;
+  ResourceSet demand;
+  int restarts = 0;
 };
 
 struct ClusterRuntime::Link {
@@ -999,7 +1005,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
         ids.push_back(batch->tasks[i]->id);
       }
       sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
-        on_push_failed(address, ids, kj_text(e));
+        on_push_failed(address, ids, e);
       }));
     }
     for (auto& [actor, calls] : batch->calls) {
@@ -1015,7 +1021,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
         ids.push_back(calls[i]->id);
       }
       sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
-        on_push_failed(address, ids, kj_text(e));
+        on_push_failed(address, ids, e);
       }));
     }
     for (auto& [actor, reason] : batch->kills) {
@@ -1052,7 +1058,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
                                                    address + " failed: " + why));
           complete(task, nullptr);
         }
-        on_push_failed(address, ids, why);
+        on_push_failed(address, ids, e);
         if (auto it = links_.find(address); it != links_.end()) {
           it->second->sending = false;
           flush_link(address);
@@ -1061,8 +1067,17 @@ void ClusterRuntime::flush_link(const std::string& address) {
 }
 
 void ClusterRuntime::on_push_failed(const std::string& address, const std::vector<TaskId>& ids,
-                                    const std::string& why) {
+                                    const kj::Exception& e) {
+  std::string why = "node " + address + " could not take it: " + kj_text(e);
+  // Unreachable (refused, backing off, connection gone): most likely it never
+  // arrived. Until gossip says the node is dead, tasks go elsewhere without
+  // spending an attempt and actor calls wait, in order, to be sent again
+  // (the node comes back, or is declared dead and the actor restarts or
+  // dies). Anything else (a timeout) counts as a lost attempt.
+  bool unreachable = rpc::status_from_exception(e).code() == Status::Code::kUnavailable &&
+                     members_.contains(address);
   auto link = links_.find(address);
+  std::map<ActorId, std::vector<std::shared_ptr<Task>>> calls;
   for (const TaskId& id : ids) {
     std::shared_ptr<Task> task;
     {
@@ -1072,7 +1087,57 @@ void ClusterRuntime::on_push_failed(const std::string& address, const std::vecto
       task = it->second;
     }
     if (link != links_.end()) link->second->in_flight.erase(id);
-    lost_task(task, "node " + address + " could not take it: " + why);
+    if (!unreachable) {
+      lost_task(task, why);
+    } else if (task->kind == Task::Kind::kActorCall) {
+      calls[task->actor].push_back(task);
+    } else {
+      {
+        std::lock_guard lock(mutex_);
+        task->avoid = address;
+        task->node.clear();
+        if (task->attempts > 0) --task->attempts;
+      }
+      pending_.push_back(task);
+    }
+  }
+  for (auto& [actor, list] : calls) {
+    // Calls of that actor still waiting in the link's outbox come after the
+    // failed ones: they go back to the queue too, behind them, so the order
+    // holds.
+    if (link != links_.end()) {
+      auto& outbox = link->second->calls;
+      for (auto it = outbox.begin(); it != outbox.end();) {
+        if (it->first != actor) {
+          ++it;
+          continue;
+        }
+        for (auto& call : it->second) {
+          link->second->in_flight.erase(call->id);
+          list.push_back(call);
+        }
+        it = outbox.erase(it);
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      auto it = actors_.find(actor);
+      if (it == actors_.end()) continue;
+      for (auto& call : list) {
+        it->second->in_flight.erase(call->id);
+        if (call->attempts > 0) --call->attempts;
+      }
+      it->second->queue.insert(it->second->queue.begin(), list.begin(), list.end());
+    }
+    ActorId id = actor;
+    tasks_set_->add(config_.loop->timer().afterDelay(kRequeueDelayMs * 4 * kj::MILLISECONDS).then([this, id] {
+      pump_actor(id);
+    }));
+  }
+  if (!pending_.empty()) {
+    tasks_set_->add(config_.loop->timer().afterDelay(kRequeueDelayMs * kj::MILLISECONDS).then([this] {
+      schedule_pending();
+    }));
   }
 }
 
@@ -1306,13 +1371,21 @@ void ClusterRuntime::node_lost(const std::string& address) {
     link.kills.clear();
   }
   std::vector<ActorId> dead_actors;
+  std::vector<ActorId> restarting;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, actor] : actors_) {
-      if (actor->address == address && !actor->dead) dead_actors.push_back(id);
+      if (actor->address != address || actor->dead) continue;
+      if (!actor->created_here) {
+        actor->address.clear();  // its creator restarts it or records its death
+        continue;
+      }
+      int max = actor->options.max_restarts;
+      (max < 0 || actor->restarts < max ? restarting : dead_actors).push_back(id);
     }
   }
   std::string why = "node " + address + " left the cluster (dead or stopped)";
+  for (const ActorId& id : restarting) restart_actor(id, why);
   for (const ActorId& id : dead_actors) {
     ErrorInfo error;
     error.kind = ErrorKind::kActorDied;
@@ -1342,6 +1415,15 @@ void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const s
       actor = it->second;
       actor->address = address;
       actor->creating = false;
+    }
+  }
+  if (actor) {
+    std::lock_guard lock(mutex_);
+    if (actor->constructor.empty()) {
+      for (std::string_view bytes : argument_bytes(*task)) actor->constructor_args.emplace_back(bytes);
+      actor->constructor = task->constructor;
+      actor->options = task->actor_options;
+      actor->demand = task->demand;
     }
   }
   complete(task, nullptr);
@@ -1407,6 +1489,50 @@ void ClusterRuntime::actor_died(const ActorId& id, ErrorInfo error) {
     kv_delete(actor_key(id));
     if (!name.empty()) kv_delete(named_key(name_space, name));
   }
+}
+
+void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
+  // Loop thread. The constructor runs again (original arguments) on another
+  // node; calls not sent yet wait for it; calls that were running are lost
+  // with the node and fail.
+  std::vector<std::shared_ptr<Task>> in_flight;
+  auto task = std::make_shared<Task>();
+  int restarts = 0;
+  int max = 0;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = actors_.find(id);
+    if (it == actors_.end()) return;
+    ActorState& actor = *it->second;
+    for (const TaskId& t : actor.in_flight) {
+      if (auto found = tasks_.find(t); found != tasks_.end()) in_flight.push_back(found->second);
+    }
+    actor.in_flight.clear();
+    actor.address.clear();
+    actor.creating = true;
+    restarts = ++actor.restarts;
+    max = actor.options.max_restarts;
+    task->kind = Task::Kind::kActorCreation;
+    task->id = new_task_id();
+    task->spec.function = actor.class_name;
+    for (const std::string& bytes : actor.constructor_args) task->spec.args.push_back(TaskArg{bytes, {}});
+    task->constructor = actor.constructor;
+    task->actor_options = actor.options;
+    task->demand = actor.demand;
+    task->actor = id;
+    tasks_.emplace(task->id, task);
+  }
+  std::string restarting = "restart " + std::to_string(restarts) +
+                           (max < 0 ? std::string(" (no limit)") : " of " + std::to_string(max));
+  SHOAL_LOG_INFO("actor {} ({}): {}; {}", task->spec.function, id.hex(), why, restarting);
+  for (const auto& call : in_flight) {
+    ErrorInfo error = system_error(call, Status::Code::kUnavailable,
+                                   "the call was running when the actor's " + why + "; the actor restarts (" +
+                                       restarting + ")");
+    error.kind = ErrorKind::kActorDied;
+    fail(call, std::move(error));
+  }
+  on_args_resolved(task);
 }
 
 void ClusterRuntime::pump_actor(const ActorId& id) {
@@ -1486,7 +1612,9 @@ void ClusterRuntime::locate_actor(const ActorId& id) {
           auto fields = parse_flat_json(*record);
           if (fields.ok()) {
             auto it = fields->find("address");
-            if (it != fields->end()) address = it->second;
+            // A record naming a node that is gone is stale: its creator is
+            // restarting the actor elsewhere (or will record its death).
+            if (it != fields->end() && members_.contains(it->second)) address = it->second;
           }
         }
         bool give_up = false;

@@ -228,7 +228,7 @@ class ClusterRuntime final : public Runtime {
   void flush_link(const std::string& address);
   void fill_task_wire(const Task& task, rpc::TaskWire::Builder wire);
   void on_push_failed(const std::string& address, const std::vector<TaskId>& ids,
-                      const std::string& why);
+                      const kj::Exception& e);
   // A task whose node is gone: again elsewhere, or failed (calls: ActorDied).
   void lost_task(const std::shared_ptr<Task>& task, const std::string& why);
   void on_results(capnp::List<rpc::TaskResult>::Reader results);
@@ -244,6 +244,7 @@ class ClusterRuntime final : public Runtime {
   void fetch_object(ObjectId id, std::string owner, uint32_t failures);
   void on_actor_created(const std::shared_ptr<Task>& task, const std::string& address);
   void actor_died(const ActorId& id, ErrorInfo error);
+  void restart_actor(const ActorId& id, const std::string& why);
   void pump_actor(const ActorId& id);
   void locate_actor(const ActorId& id);
   kj::Promise<std::string> kv_call(std::string request);

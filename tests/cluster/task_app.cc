@@ -328,6 +328,26 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"pids\":%s}\n", pid_counts(shoal::get(refs)).c_str());
     return 0;
   }
+  if (mode == "restart") {
+    // An actor that may restart once, first on the node named by args[0];
+    // the test kill -9s that node after the first line, then sends a line.
+    auto log = shoal::actor<Log>().max_restarts(1).strategy(shoal::node_affinity(args.at(0), true)).remote();
+    log.task(&Log::append).remote(1).get();
+    int first_pid = log.task(&Log::where).remote().get();
+    std::printf("{\"pid\":%d}\n", first_pid);
+    std::fflush(stdout);
+    char line[16];
+    if (std::fgets(line, sizeof line, stdin) == nullptr) return 1;
+    // Calls made now wait for the restarted actor (fresh state: the
+    // constructor ran again).
+    log.task(&Log::append).remote(2).get(std::chrono::seconds(60));
+    std::vector<int> seen = log.task(&Log::all).remote().get(std::chrono::seconds(60));
+    int second_pid = log.task(&Log::where).remote().get(std::chrono::seconds(60));
+    std::string out = "[";
+    for (int v : seen) out += (out.size() > 1 ? "," : "") + std::to_string(v);
+    std::printf("{\"items\":%s],\"pid\":%d}\n", out.c_str(), second_pid);
+    return 0;
+  }
   if (mode == "infeasible") {
     // Needs more CPUs than any node has: pending, with why, until the timeout.
     auto ref = shoal::task(square).cpus(64).remote(2);

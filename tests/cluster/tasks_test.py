@@ -149,6 +149,29 @@ def test_busy_node_spills_soft_affinity_tasks_back(cluster):
           "the busy node spilled nothing back: %s" % soft)
 
 
+def test_actor_restarts_elsewhere_when_its_node_dies(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
+                             "restart", victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        before = json.loads(proc.stdout.readline())
+        check(before["pid"] == victim.proc.pid, "the actor is not on the chosen node: %s" % before)
+        victim.kill9()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check(proc.returncode == 0, "driver exited %d: %s" % (proc.returncode, err[-2000:]))
+    after = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    check(after["items"] == [2], "the restarted actor's state (constructor ran again): %s" % after)
+    check(str(after["pid"]) in node_pids(cluster), "the restarted actor is not on a live node: %s" % after)
+
+
 def test_infeasible_task_is_pending_with_its_reason(cluster):
     first = start_cluster(cluster)
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
@@ -208,5 +231,6 @@ if __name__ == "__main__":
         test_tasks_of_a_killed_node_are_retried,
         test_infeasible_task_is_pending_with_its_reason,
         test_busy_node_spills_soft_affinity_tasks_back,
+        test_actor_restarts_elsewhere_when_its_node_dies,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
     ])
