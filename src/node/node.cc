@@ -509,8 +509,8 @@ void Node::shutdown() {
   // Tasks first: owned work fails, hosted work stops, and every promise of
   // the runtime goes while the pool and the loop still exist.
   if (s.tasks) {
+    s.tasks->shutdown();  // still installed: user code finishing now may use it
     detail::uninstall_runtime(s.tasks_generation);
-    s.tasks->shutdown();
     s.tasks->teardown_on_loop();
   }
   // Pending metadata requests fail first; RPC calls in flight go with the

@@ -218,7 +218,10 @@ struct ClusterRuntime::Link {
   std::set<TaskId> in_flight;
   bool sending = false;
   bool flush_scheduled = false;
-  bool empty() const { return tasks.empty() && calls.empty() && creations.empty() && kills.empty(); }
+  bool reconnect = false;  // send a push even if empty (see reconnect_owners_links)
+  bool empty() const {
+    return tasks.empty() && calls.empty() && creations.empty() && kills.empty() && !reconnect;
+  }
 };
 
 struct ClusterRuntime::HostedActor {
@@ -283,6 +286,7 @@ ClusterRuntime::ClusterRuntime(ClusterRuntimeConfig config)
       session_(random_session()),
       loop_thread_(std::this_thread::get_id()) {
   SHOAL_ASSERT(config_.id_prefix != 0);
+  loop_ = config_.loop;
   error_handler_ = std::make_unique<LogTaskErrors>();
   tasks_set_ = std::make_unique<kj::TaskSet>(*error_handler_);
 }
@@ -297,13 +301,19 @@ RefPtr ClusterRuntime::new_ref(const ObjectId& id) {
   return std::make_shared<const RefState>(id, config_.address, weak_from_this());
 }
 
-void ClusterRuntime::post(std::function<void()> fn) {
+bool ClusterRuntime::post(std::function<void()> fn) {
   std::weak_ptr<ClusterRuntime> weak = self();
-  Status posted = config_.loop->post([weak, fn = std::move(fn)] {
+  std::lock_guard lock(post_mutex_);
+  if (loop_ == nullptr) return false;  // torn down: the loop may be gone
+  Status posted = loop_->post([weak, fn = std::move(fn)] {
     auto rt = weak.lock();
     if (rt && !rt->torn_down_) fn();
   });
-  if (!posted.ok()) SHOAL_LOG_WARN("task runtime: cannot reach the loop thread: {}", posted.to_string());
+  if (!posted.ok()) {
+    SHOAL_LOG_WARN("task runtime: cannot reach the loop thread: {}", posted.to_string());
+    return false;
+  }
+  return true;
 }
 
 ErrorInfo ClusterRuntime::system_error(const std::shared_ptr<Task>& task, Status::Code code,
@@ -566,7 +576,7 @@ void ClusterRuntime::on_args_resolved(const std::shared_ptr<Task>& task) {
     if (!drain_posted_) drain_posted_ = need_post = true;
   }
   if (need_post) {
-    post([this] {
+    bool posted = post([this] {
       std::deque<std::shared_ptr<Task>> batch;
       {
         std::lock_guard lock(mutex_);
@@ -576,6 +586,10 @@ void ClusterRuntime::on_args_resolved(const std::shared_ptr<Task>& task) {
       for (auto& t : batch) pending_.push_back(std::move(t));
       schedule_pending();
     });
+    if (!posted) {
+      std::lock_guard lock(mutex_);
+      drain_posted_ = false;  // the members refresh drains it instead
+    }
   }
 }
 
@@ -657,6 +671,10 @@ void ClusterRuntime::run_on_engine(const std::shared_ptr<Task>& task) {
     }
   });
   if (!token.ok()) {
+    {
+      std::lock_guard lock(mutex_);
+      --local_running_;
+    }
     fail(task, system_error(task, token.status().code(), token.status().message()));
   }
 }
@@ -728,9 +746,10 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
     if (!labels_match(labels, member.labels)) continue;
     candidates.push_back(&member);
   }
-  if (!learning_.empty()) {
+  if (learning_recently()) {
     // Place nothing until every member answered what it runs (one round
     // trip at start-up), or SPREAD and the load balance would see only some.
+    // A member that does not answer holds nothing up for long.
     *reason = "learning which functions " + std::to_string(learning_.size()) + " node(s) can run";
     return std::nullopt;
   }
@@ -943,16 +962,22 @@ void ClusterRuntime::flush_link(const std::string& address) {
     std::vector<std::pair<ActorId, std::vector<std::shared_ptr<Task>>>> calls;
     std::vector<std::shared_ptr<Task>> creations;
     std::vector<std::pair<ActorId, std::string>> kills;
+    std::set<TaskId> acked;  // requests the node answered (a later timeout does not undo them)
   };
   auto batch = std::make_shared<Batch>();
   std::size_t bytes = 0;
   std::size_t taken = 0;
-  for (; taken < link.tasks.size(); ++taken) {
-    std::size_t size = 0;
-    for (const auto& a : link.tasks[taken]->spec.args) size += a.value.size();
-    if (taken > 0 && bytes + size > kBatchBytesMax) break;
-    bytes += size;
+  {
+    std::lock_guard lock(mutex_);
+    for (; taken < link.tasks.size(); ++taken) {
+      std::size_t size = 0;
+      for (std::string_view a : argument_bytes(*link.tasks[taken])) size += a.size();
+      if (taken > 0 && bytes + size > kBatchBytesMax) break;
+      bytes += size;
+    }
   }
+  bool reconnect = link.reconnect;
+  link.reconnect = false;
   batch->tasks.assign(link.tasks.begin(), link.tasks.begin() + static_cast<std::ptrdiff_t>(taken));
   link.tasks.erase(link.tasks.begin(), link.tasks.begin() + static_cast<std::ptrdiff_t>(taken));
   batch->calls.swap(link.calls);
@@ -961,7 +986,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
 
   rpc::TaskOwner::Client owner = *owner_cap_;
   uint64_t session = session_;
-  auto done = config_.peers->call<int>(address, [this, batch, owner, session, address](
+  auto done = config_.peers->call<int>(address, [this, batch, owner, session, address, reconnect](
                                                     rpc::Node::Client& node) mutable -> kj::Promise<int> {
     kj::Vector<kj::Promise<void>> sends;
     for (auto& task : batch->creations) {
@@ -986,7 +1011,10 @@ void ClusterRuntime::flush_link(const std::string& address) {
       wire.setMaxRestarts(task->actor_options.max_restarts);
       wire.setMaxConcurrency(task->actor_options.max_concurrency);
       sends.add(request.send().then(
-          [this, task, address](auto) { on_actor_created(task, address); },
+          [this, task, address, batch](auto) {
+            batch->acked.insert(task->id);
+            on_actor_created(task, address);
+          },
           [this, task, address](kj::Exception&& e) {
             actor_died(task->actor, system_error(task, rpc::status_from_exception(e).code(),
                                                  "creating actor " + task->spec.function + " on node " +
@@ -994,7 +1022,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
             complete(task, nullptr);
           }));
     }
-    if (!batch->tasks.empty()) {
+    if (!batch->tasks.empty() || reconnect) {
       auto request = node.pushTasksRequest();
       request.setOwner(owner);
       request.setSession(session);
@@ -1004,9 +1032,8 @@ void ClusterRuntime::flush_link(const std::string& address) {
         fill_task_wire(*batch->tasks[i], list[i]);
         ids.push_back(batch->tasks[i]->id);
       }
-      sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
-        on_push_failed(address, ids, e);
-      }));
+      sends.add(request.send().then([batch, ids](auto) { batch->acked.insert(ids.begin(), ids.end()); },
+                                    [this, address, ids](kj::Exception&& e) { on_push_failed(address, ids, e); }));
     }
     for (auto& [actor, calls] : batch->calls) {
       auto request = node.pushActorCallsRequest();
@@ -1020,9 +1047,8 @@ void ClusterRuntime::flush_link(const std::string& address) {
         fill_task_wire(*calls[i], list[i]);
         ids.push_back(calls[i]->id);
       }
-      sends.add(request.send().then([](auto) {}, [this, address, ids](kj::Exception&& e) {
-        on_push_failed(address, ids, e);
-      }));
+      sends.add(request.send().then([batch, ids](auto) { batch->acked.insert(ids.begin(), ids.end()); },
+                                    [this, address, ids](kj::Exception&& e) { on_push_failed(address, ids, e); }));
     }
     for (auto& [actor, reason] : batch->kills) {
       auto request = node.killActorRequest();
@@ -1048,11 +1074,16 @@ void ClusterRuntime::flush_link(const std::string& address) {
         // in this batch reached the node.
         std::string why = kj_text(e);
         std::vector<TaskId> ids;
-        for (auto& t : batch->tasks) ids.push_back(t->id);
+        for (auto& t : batch->tasks) {
+          if (!batch->acked.contains(t->id)) ids.push_back(t->id);
+        }
         for (auto& [actor, calls] : batch->calls) {
-          for (auto& c : calls) ids.push_back(c->id);
+          for (auto& c : calls) {
+            if (!batch->acked.contains(c->id)) ids.push_back(c->id);
+          }
         }
         for (auto& task : batch->creations) {
+          if (batch->acked.contains(task->id)) continue;
           actor_died(task->actor, system_error(task, Status::Code::kUnavailable,
                                                "creating actor " + task->spec.function + " on node " +
                                                    address + " failed: " + why));
@@ -1079,6 +1110,9 @@ void ClusterRuntime::on_push_failed(const std::string& address, const std::vecto
   auto link = links_.find(address);
   std::map<ActorId, std::vector<std::shared_ptr<Task>>> calls;
   for (const TaskId& id : ids) {
+    // Only what is still counted in flight on this node: node_lost (or an
+    // answer) may have dealt with it already, and it may run elsewhere now.
+    if (link == links_.end() || link->second->in_flight.erase(id) == 0) continue;
     std::shared_ptr<Task> task;
     {
       std::lock_guard lock(mutex_);
@@ -1086,7 +1120,6 @@ void ClusterRuntime::on_push_failed(const std::string& address, const std::vecto
       if (it == tasks_.end() || it->second->done) continue;
       task = it->second;
     }
-    if (link != links_.end()) link->second->in_flight.erase(id);
     if (!unreachable) {
       lost_task(task, why);
     } else if (task->kind == Task::Kind::kActorCall) {
@@ -1179,12 +1212,20 @@ void ClusterRuntime::lost_task(const std::shared_ptr<Task>& task, const std::str
 void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
   for (auto result : results) {
     TaskId id{result.getTaskHi(), result.getTaskLo()};
+    std::string from = result.getNodeId().cStr();
+    std::string from_address;
+    for (const auto& [address, member] : members_) {
+      if (member.id == from) from_address = address;
+    }
+    if (auto link = links_.find(from_address); link != links_.end()) link->second->in_flight.erase(id);
     std::shared_ptr<Task> task;
     {
       std::lock_guard lock(mutex_);
       auto it = tasks_.find(id);
       if (it == tasks_.end() || it->second->done) continue;  // finished already (a retry's twin)
       task = it->second;
+      // A spill from an earlier attempt's node says nothing about this one.
+      if (result.getSpilled() && task->node != from_address) continue;
       if (task->kind == Task::Kind::kActorCall) {
         if (auto a = actors_.find(task->actor); a != actors_.end()) a->second->in_flight.erase(id);
       }
@@ -1252,6 +1293,24 @@ void ClusterRuntime::fail(const std::shared_ptr<Task>& task, ErrorInfo error) {
 // ---- Members (loop thread) -------------------------------------------------------------
 
 void ClusterRuntime::on_members_changed() {
+  {
+    // What a dropped post left behind (the loop's queue was full).
+    std::deque<std::shared_ptr<Task>> batch;
+    {
+      std::lock_guard lock(mutex_);
+      if (!drain_posted_) batch.swap(to_schedule_);
+    }
+    for (auto& t : batch) pending_.push_back(std::move(t));
+    std::vector<uint64_t> ready;
+    {
+      std::lock_guard lock(host_mutex_);
+      for (auto& [session, s] : sessions_) {
+        if (!s->pending.empty() && !s->sending) ready.push_back(session);
+      }
+    }
+    for (uint64_t session : ready) send_results(session);
+  }
+  reconnect_owners_links();
   if (!config_.members) return;
   std::vector<ClusterMember> view = config_.members();
   std::map<std::string, ClusterMember> fresh;
@@ -1269,6 +1328,25 @@ void ClusterRuntime::on_members_changed() {
   if (!pending_.empty()) schedule_pending();
   place_pending_groups();
   publish_demand();
+}
+
+bool ClusterRuntime::learning_recently() const {
+  constexpr auto kLearnWait = std::chrono::seconds(2);
+  auto now = Clock::now();
+  for (const std::string& address : learning_) {
+    auto it = first_learning_.find(address);
+    if (it != first_learning_.end() && now - it->second < kLearnWait) return true;
+  }
+  return false;
+}
+
+void ClusterRuntime::reconnect_owners_links() {
+  for (auto& [address, link] : links_) {
+    if (link->in_flight.empty() || link->sending || config_.peers->connected(address)) continue;
+    if (!members_.contains(address)) continue;  // node_lost deals with it
+    link->reconnect = true;
+    schedule_flush(address);
+  }
 }
 
 void ClusterRuntime::place_pending_groups() {
@@ -1322,6 +1400,9 @@ void ClusterRuntime::learn_node(const ClusterMember& member) {
     functions_[member.address] = std::move(names);
     return;
   }
+  auto [first, inserted] = first_learning_.try_emplace(member.address, Clock::now());
+  (void)first;
+  (void)inserted;
   learning_.insert(member.address);
   std::string address = member.address;
   auto info = config_.peers->call<std::set<std::string>>(address, [](rpc::Node::Client& node) {
@@ -1335,18 +1416,22 @@ void ClusterRuntime::learn_node(const ClusterMember& member) {
   tasks_set_->add(info.then(
       [this, address](std::set<std::string> names) {
         learning_.erase(address);
+        first_learning_.erase(address);
         if (!members_.contains(address)) return;
         functions_[address] = std::move(names);
         if (!pending_.empty()) schedule_pending();
       },
       [this, address](kj::Exception&& e) {
         learning_.erase(address);  // tried again at the next refresh
+        if (!pending_.empty()) schedule_pending();
+        place_pending_groups();
         SHOAL_LOG_DEBUG("asking node {} what it runs: {}", address, e.getDescription().cStr());
       }));
 }
 
 void ClusterRuntime::node_lost(const std::string& address) {
   functions_.erase(address);
+  first_learning_.erase(address);
   auto link_it = links_.find(address);
   std::vector<std::shared_ptr<Task>> lost;
   if (link_it != links_.end()) {
@@ -1540,6 +1625,8 @@ void ClusterRuntime::pump_actor(const ActorId& id) {
   std::string address;
   bool locate = false;
   bool release = false;
+  std::string released_name;
+  std::string released_namespace;
   std::optional<ErrorInfo> dead;
   {
     std::lock_guard lock(mutex_);
@@ -1572,6 +1659,8 @@ void ClusterRuntime::pump_actor(const ActorId& id) {
         actor.release_requested = false;
         actor.released = true;
         release = true;
+        released_name = actor.name;
+        released_namespace = actor.name_space;
         actors_.erase(it);
       }
     }
@@ -1599,7 +1688,11 @@ void ClusterRuntime::pump_actor(const ActorId& id) {
       link->calls.emplace_back(id, std::move(to_send));
     }
   }
-  if (release) link->kills.emplace_back(id, std::string());
+  if (release) {
+    link->kills.emplace_back(id, std::string());
+    kv_delete(actor_key(id));
+    if (!released_name.empty()) kv_delete(named_key(released_namespace, released_name));
+  }
   schedule_flush(address);
 }
 
@@ -1756,7 +1849,14 @@ Result<ActorPtr> ClusterRuntime::get_actor(std::string_view name, std::string_vi
 // ---- References ----------------------------------------------------------------------
 
 RefPtr ClusterRuntime::adopt_ref(ObjectId id, std::string owner_address) {
-  objects_.add_ref_or_create(id);
+  if (objects_.add_ref_or_create(id) && owner_address == config_.address) {
+    // One of ours, already freed: nobody will ever complete it.
+    ErrorInfo error;
+    error.code = Status::Code::kNotFound;
+    error.message = "object " + id.hex() + " was freed by its owner (this process) before this reference to it was read";
+    error.node_id = config_.node_id;
+    objects_.complete(id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+  }
   return std::make_shared<const RefState>(id, std::move(owner_address), weak_from_this());
 }
 
@@ -1809,7 +1909,10 @@ void ClusterRuntime::ensure_fetch(const ObjectId& id, const std::string& owner) 
     std::lock_guard lock(mutex_);
     if (!borrowed_.emplace(id, owner).second) return;
   }
-  post([this, id, owner] { fetch_object(id, owner, 0); });
+  if (!post([this, id, owner] { fetch_object(id, owner, 0); })) {
+    std::lock_guard lock(mutex_);
+    borrowed_.erase(id);
+  }
 }
 
 void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failures) {
@@ -1984,6 +2087,7 @@ Result<T> ClusterRuntime::on_loop_and_wait(std::function<kj::Promise<Result<T>>(
   }
   auto promise = std::make_shared<std::promise<Result<T>>>();
   std::future<Result<T>> future = promise->get_future();
+  if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
   post([this, fn = std::move(fn), promise] {
     tasks_set_->add(fn().then([promise](Result<T> r) { promise->set_value(std::move(r)); },
                               [promise](kj::Exception&& e) {
@@ -1996,7 +2100,11 @@ Result<T> ClusterRuntime::on_loop_and_wait(std::function<kj::Promise<Result<T>>(
       return Status::deadline_exceeded("the cluster did not answer in time");
     }
   }
-  return future.get();
+  try {
+    return future.get();
+  } catch (const std::future_error&) {  // the loop dropped the request (shutting down)
+    return Status::unavailable("shoal is shutting down");
+  }
 }
 
 kj::Promise<std::string> ClusterRuntime::kv_call(std::string request) {
@@ -2064,10 +2172,15 @@ std::vector<ClusterRuntime::PendingDemand> ClusterRuntime::pending_demand() cons
 // ---- Node side: running what owners push (loop thread) -------------------------------------
 
 void ClusterRuntime::touch_session(uint64_t session, rpc::TaskOwner::Client owner) {
-  std::lock_guard lock(host_mutex_);
-  auto& s = sessions_[session];
-  if (!s) s = std::make_unique<OwnerSession>();
-  s->client = kj::mv(owner);
+  bool kept = false;
+  {
+    std::lock_guard lock(host_mutex_);
+    auto& s = sessions_[session];
+    if (!s) s = std::make_unique<OwnerSession>();
+    s->client = kj::mv(owner);
+    kept = !s->pending.empty() && !s->sending;
+  }
+  if (kept) send_results(session);
 }
 
 TaskSpec ClusterRuntime::spec_from_wire(rpc::TaskWire::Reader wire) {
@@ -2379,7 +2492,7 @@ void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValue
 }
 
 void ClusterRuntime::post_results() {
-  post([this] {
+  bool posted = post([this] {
     std::vector<uint64_t> ready;
     {
       std::lock_guard lock(host_mutex_);
@@ -2390,6 +2503,10 @@ void ClusterRuntime::post_results() {
     }
     for (uint64_t session : ready) send_results(session);
   });
+  if (!posted) {
+    std::lock_guard lock(host_mutex_);
+    results_posted_ = false;  // the members refresh sends them instead
+  }
 }
 
 void ClusterRuntime::send_results(uint64_t session) {
@@ -2442,7 +2559,7 @@ void ClusterRuntime::send_results(uint64_t session) {
       r.setValue(as_data(value->bytes));
     }
   }
-  batch.clear();
+  std::vector<std::pair<TaskId, ObjectValuePtr>> kept = std::move(batch);
   tasks_set_->add(request.send().then(
       [this, session](auto) {
         {
@@ -2453,17 +2570,18 @@ void ClusterRuntime::send_results(uint64_t session) {
         }
         send_results(session);
       },
-      [this, session](kj::Exception&& e) {
-        // The owner is gone (its connection broke): nobody wants these.
-        SHOAL_LOG_DEBUG("owner session {:x} is gone: {}", session, e.getDescription().cStr());
-        std::unique_ptr<OwnerSession> gone;
-        {
-          std::lock_guard lock(host_mutex_);
-          auto it = sessions_.find(session);
-          if (it == sessions_.end()) return;
-          gone = std::move(it->second);
-          sessions_.erase(it);
-        }
+      [this, session, kept = std::move(kept)](kj::Exception&& e) mutable {
+        // The owner's connection broke. Keep the results: an owner that is
+        // alive connects again (its next push, or an empty one) and gets them.
+        SHOAL_LOG_DEBUG("owner session {:x} unreachable: {}", session, e.getDescription().cStr());
+        std::optional<rpc::TaskOwner::Client> dropped;
+        std::lock_guard lock(host_mutex_);
+        auto it = sessions_.find(session);
+        if (it == sessions_.end()) return;
+        OwnerSession& s = *it->second;
+        s.sending = false;
+        dropped.swap(s.client);
+        s.pending.insert(s.pending.begin(), std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.end()));
       }));
 }
 
@@ -2625,7 +2743,7 @@ void ClusterRuntime::try_place_group(const PlacementGroupId& id) {
     if (it == groups_.end()) return;
     group = it->second;
     if (!group->owned || group->state != GroupState::State::kPending || group->placing) return;
-    if (!learning_.empty()) {
+    if (learning_recently()) {
       group->reason = "learning the members";
       return;
     }
@@ -2734,13 +2852,18 @@ void ClusterRuntime::look_up_group(const PlacementGroupId& id) {
   tasks_set_->add(kv_get(group_key(id)).then(
       [this, id](std::optional<std::string> record) {
         std::lock_guard lock(mutex_);
-        auto& group = *groups_[id];
+        auto it = groups_.find(id);
+        if (it == groups_.end()) return;
+        auto& group = *it->second;
         group.looking_up = false;
         auto fields = record ? parse_flat_json(*record) : Result<std::map<std::string, std::string>>(Status::not_found(""));
         if (!fields.ok() || (*fields)["nodes"].empty()) {
-          group.state = GroupState::State::kRemoved;
+          // Not placed yet (its creator records it once placed), or gone:
+          // asked again at the next placement attempt.
+          groups_.erase(it);
           return;
         }
+        if (group.state == GroupState::State::kRemoved) return;
         std::string nodes = (*fields)["nodes"];
         for (std::size_t start = 0;;) {
           std::size_t bar = nodes.find('|', start);
@@ -2803,29 +2926,38 @@ bool ClusterRuntime::serve_release_bundles(PlacementGroupId group) {
 
 // ---- Shutdown --------------------------------------------------------------------------------
 
-void ClusterRuntime::shutdown() {
-  if (shutting_down_.exchange(true)) {
-    return;
-  }
-  // Fail what this process owns and has not finished.
+void ClusterRuntime::fail_unfinished() {
   std::vector<std::shared_ptr<Task>> unfinished;
-  std::vector<ActorId> to_release;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, task] : tasks_) unfinished.push_back(task);
-    for (auto& [id, actor] : actors_) {
-      if (actor->created_here && !actor->detached && !actor->dead && !actor->address.empty())
-        to_release.push_back(id);
-    }
   }
   for (auto& task : unfinished) {
     ErrorInfo error = system_error(task, Status::Code::kCancelled, "shoal shut down");
     error.kind = ErrorKind::kCancelled;
     fail(task, std::move(error));
   }
+}
+
+kj::Promise<void> ClusterRuntime::shutdown_on_loop() {
+  // Loop thread (the loop may be stopped): fail what this process owns and
+  // has not finished; its actors die with it (detached ones live on), and
+  // so do its placement groups; its records in the metadata store go.
+  fail_unfinished();
+  struct Actor {
+    ActorId id;
+    std::string address;
+    std::string name;
+    std::string name_space;
+  };
+  std::vector<Actor> actors;
   std::vector<std::pair<PlacementGroupId, std::set<std::string>>> groups;
   {
     std::lock_guard lock(mutex_);
+    for (auto& [id, actor] : actors_) {
+      if (actor->created_here && !actor->detached && !actor->dead && !actor->address.empty())
+        actors.push_back(Actor{id, actor->address, actor->name, actor->name_space});
+    }
     for (auto& [id, group] : groups_) {
       if (group->owned && group->state == GroupState::State::kCreated) {
         groups.emplace_back(id, std::set<std::string>(group->nodes.begin(), group->nodes.end()));
@@ -2834,77 +2966,80 @@ void ClusterRuntime::shutdown() {
     }
     groups_cv_.notify_all();
   }
-  // Actors this process created die with it (detached ones live on), and
-  // so do its placement groups.
-  auto teardown = [this, to_release, groups]() -> kj::Promise<void> {
-    kj::Vector<kj::Promise<void>> kills;
-    for (const auto& [id, nodes] : groups) {
-      for (const std::string& node : nodes) {
-        PlacementGroupId group = id;
-        kills.add(config_.peers
-                      ->call<bool>(node,
-                                   [group](rpc::Node::Client& n) {
-                                     auto request = n.releaseBundlesRequest();
-                                     request.setGroupHi(group.hi);
-                                     request.setGroupLo(group.lo);
-                                     return request.send().then([](auto r) { return r.getFound(); });
-                                   })
-                      .then([](bool) {}, [](kj::Exception&&) {}));
-      }
-      meta::Request request;
-      meta::DeleteRangeRequest del;
-      del.key = group_key(id);
-      request.body = std::move(del);
-      if (auto encoded = meta::encode_request(request); encoded.ok()) {
-        kills.add(kv_call(std::move(*encoded)).then([](std::string) {}, [](kj::Exception&&) {}));
-      }
+  kj::Vector<kj::Promise<void>> calls;
+  auto delete_key = [&](const std::string& key) {
+    meta::Request request;
+    meta::DeleteRangeRequest del;
+    del.key = key;
+    request.body = std::move(del);
+    if (auto encoded = meta::encode_request(request); encoded.ok()) {
+      calls.add(kv_call(std::move(*encoded)).then([](std::string) {}, [](kj::Exception&&) {}));
     }
-    for (const ActorId& id : to_release) {
-      std::string address;
-      {
-        std::lock_guard lock(mutex_);
-        if (auto it = actors_.find(id); it != actors_.end()) address = it->second->address;
-      }
-      if (address.empty()) continue;
-      kills.add(config_.peers
-                    ->call<bool>(address,
-                                 [id](rpc::Node::Client& node) {
-                                   auto request = node.killActorRequest();
-                                   request.setActorHi(id.hi);
-                                   request.setActorLo(id.lo);
-                                   request.setNoRestart(true);
-                                   request.setReason("its creator shut down");
+  };
+  for (const auto& [id, nodes] : groups) {
+    for (const std::string& node : nodes) {
+      PlacementGroupId group = id;
+      calls.add(config_.peers
+                    ->call<bool>(node,
+                                 [group](rpc::Node::Client& n) {
+                                   auto request = n.releaseBundlesRequest();
+                                   request.setGroupHi(group.hi);
+                                   request.setGroupLo(group.lo);
                                    return request.send().then([](auto r) { return r.getFound(); });
                                  })
                     .then([](bool) {}, [](kj::Exception&&) {}));
     }
-    if (!demand_published_.empty()) {
-      meta::Request request;
-      meta::DeleteRangeRequest del;
-      del.key = std::string(kDemandPrefix) + config_.node_id;
-      request.body = std::move(del);
-      if (auto encoded = meta::encode_request(request); encoded.ok()) {
-        kills.add(kv_call(std::move(*encoded)).then([](std::string) {}, [](kj::Exception&&) {}));
-      }
-    }
-    return kj::joinPromises(kills.releaseAsArray())
-        .exclusiveJoin(config_.loop->timer().afterDelay(2 * kj::SECONDS));
-  };
+    delete_key(group_key(id));
+  }
+  for (const Actor& actor : actors) {
+    ActorId id = actor.id;
+    calls.add(config_.peers
+                  ->call<bool>(actor.address,
+                               [id](rpc::Node::Client& node) {
+                                 auto request = node.killActorRequest();
+                                 request.setActorHi(id.hi);
+                                 request.setActorLo(id.lo);
+                                 request.setNoRestart(true);
+                                 request.setReason("its creator shut down");
+                                 return request.send().then([](auto r) { return r.getFound(); });
+                               })
+                  .then([](bool) {}, [](kj::Exception&&) {}));
+    delete_key(actor_key(id));
+    if (!actor.name.empty()) delete_key(named_key(actor.name_space, actor.name));
+  }
+  if (!demand_published_.empty()) delete_key(std::string(kDemandPrefix) + config_.node_id);
+  return kj::joinPromises(calls.releaseAsArray()).exclusiveJoin(config_.loop->timer().afterDelay(2 * kj::SECONDS));
+}
+
+void ClusterRuntime::shutdown() {
+  if (shutting_down_.exchange(true)) {
+    return;
+  }
   if (std::this_thread::get_id() == loop_thread_) {
     // The node, on its loop thread after the loop stopped.
-    if (!torn_down_ && tasks_set_) teardown().wait(config_.loop->wait_scope());
+    if (!torn_down_ && tasks_set_) {
+      shutdown_on_loop().wait(config_.loop->wait_scope());
+    } else {
+      fail_unfinished();
+    }
   } else {
-    // A user thread (a driver's shutdown): the loop thread sends the kills.
+    // A user thread (a driver's shutdown): the loop thread does it, so task
+    // state is only touched there.
     auto done = std::make_shared<std::promise<void>>();
     auto future = done->get_future();
-    Status posted = config_.loop->post([this, teardown, done] {
-      if (torn_down_ || !tasks_set_) {
+    bool posted = post([this, done] {
+      if (!tasks_set_) {
+        fail_unfinished();
         done->set_value();
         return;
       }
-      tasks_set_->add(teardown().then([done] { done->set_value(); }));
+      tasks_set_->add(shutdown_on_loop().then([done] { done->set_value(); }));
     });
-    if (posted.ok()) future.wait_for(std::chrono::seconds(3));
+    if (!posted || future.wait_for(std::chrono::seconds(5)) != std::future_status::ready) fail_unfinished();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    groups_cv_.notify_all();
   }
   // Whoever still waits (borrowed objects, user code inside tasks) wakes
   // before the engine waits for its running tasks to return.
@@ -2924,6 +3059,10 @@ void ClusterRuntime::shutdown() {
 
 void ClusterRuntime::teardown_on_loop() {
   // Loop thread: drop every promise and capability before the loop goes.
+  {
+    std::lock_guard lock(post_mutex_);
+    loop_ = nullptr;
+  }
   torn_down_ = true;
   tasks_set_.reset();
   links_.clear();

@@ -196,7 +196,8 @@ class ClusterRuntime final : public Runtime {
   }
   TaskId new_task_id();
   RefPtr new_ref(const ObjectId& id);
-  void post(std::function<void()> fn);
+  // Runs fn on the loop thread; false when it could not be queued.
+  bool post(std::function<void()> fn);
   ErrorInfo system_error(const std::shared_ptr<Task>& task, Status::Code code,
                          std::string message) const;
   // Actor handles inside `contained` reached another process.
@@ -235,6 +236,14 @@ class ClusterRuntime final : public Runtime {
   void learn_node(const ClusterMember& member);
   void node_lost(const std::string& address);
   void publish_demand();
+  void fail_unfinished();
+  kj::Promise<void> shutdown_on_loop();
+  // Links whose connection broke with tasks in flight: a new push (empty if
+  // need be) carries the owner capability again, so the node sends what it
+  // kept.
+  void reconnect_owners_links();
+  // A member's nodeInfo is in flight since less than 2 s: placement waits.
+  bool learning_recently() const;
   // Placement groups (loop thread).
   void try_place_group(const PlacementGroupId& id);
   void place_pending_groups();
@@ -272,6 +281,8 @@ class ClusterRuntime final : public Runtime {
  private:
   const ClusterRuntimeConfig config_;
   std::function<void()> on_shutdown_;
+  std::mutex post_mutex_;
+  loop::Loop* loop_;  // guarded by post_mutex_; null once torn down
   std::atomic<uint64_t> next_sequence_{1};
   std::atomic<bool> shutting_down_{false};
   const uint64_t session_;  // this owner's id in the eyes of nodes
@@ -295,6 +306,7 @@ class ClusterRuntime final : public Runtime {
   std::map<std::string, ClusterMember> members_;            // by address
   std::map<std::string, std::set<std::string>> functions_;  // by address: names, "@Class"
   std::set<std::string> learning_;                          // nodeInfo in flight
+  std::map<std::string, Clock::time_point> first_learning_; // when asking began, until answered
   std::vector<std::shared_ptr<Task>> pending_;              // placed nowhere yet
   std::size_t spread_next_ = 0;
   std::string demand_published_;  // the summary last written to /shoal/demand/<id>
