@@ -127,7 +127,10 @@ class Driver {
       started.set_value(Status::invalid_argument("--address " + node_address_ + ": " + numeric.status().message()));
       return;
     }
-    std::string node = *numeric + ":" + std::to_string(hp->second);
+    // The node the driver talks to for members and metadata: the one it was
+    // given, then (if that one stops answering) any other member it knows.
+    auto attached = std::make_shared<std::string>(*numeric + ":" + std::to_string(hp->second));
+    std::string node = *attached;
     loop::Loop* raw_loop = loop.get();
     auto pool = std::make_unique<rpc::PeerPool>(
         loop->timer(),
@@ -174,8 +177,8 @@ class Driver {
     config.name_space = name_space_;
     config.members = [&members] { return members; };
     rpc::PeerPool* raw_pool = pool.get();
-    config.kv = [raw_pool, node](std::string request) {
-      return raw_pool->call<std::string>(node, [request = std::move(request)](rpc::Node::Client& n) {
+    config.kv = [raw_pool, attached](std::string request) {
+      return raw_pool->call<std::string>(*attached, [request = std::move(request)](rpc::Node::Client& n) {
         auto call = n.kvRequest();
         call.setRequest(kj::arrayPtr(reinterpret_cast<const kj::byte*>(request.data()), request.size()));
         call.setHops(0);
@@ -196,8 +199,22 @@ class Driver {
     std::function<void()> schedule_poll;
     schedule_poll = [&] {
       polls->add(loop->timer().afterDelay(kMembersPollMs * kj::MILLISECONDS).then([&] {
-        return poll_members(*pool, node, members).then([&](Status s) {
-          if (!s.ok()) SHOAL_LOG_WARN("driver: asking {} for the members: {}", node, s.to_string());
+        return poll_members(*pool, *attached, members).then([&](Status s) {
+          if (!s.ok()) {
+            // Ask another member next time (its view drops the dead node
+            // once gossip does); with none left the view empties, so work
+            // on unreachable nodes is failed over.
+            SHOAL_LOG_WARN("driver: asking {} for the members: {}", *attached, s.to_string());
+            std::vector<std::string> others;
+            for (const ClusterMember& m : members) {
+              if (m.address != *attached) others.push_back(m.address);
+            }
+            if (!others.empty()) {
+              *attached = others[rng.uniform(others.size())];
+            } else {
+              members.clear();
+            }
+          }
           schedule_poll();
         });
       }));

@@ -114,7 +114,7 @@ def test_missing_function_fails_clearly(cluster):
           "error for a function no node has: %s" % out)
 
 
-def test_tasks_of_a_killed_node_are_retried(cluster):
+def run_retry_while_killing(cluster, victim_index):
     first = start_cluster(cluster)
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
                              "retry", "60", "400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -123,7 +123,7 @@ def test_tasks_of_a_killed_node_are_retried(cluster):
         line = proc.stdout.readline()
         check(line.startswith("{"), "driver: %s" % line)
         time.sleep(1.0)  # tasks are running on every node
-        cluster.nodes[2].kill9()
+        cluster.nodes[victim_index].kill9()
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -132,6 +132,15 @@ def test_tasks_of_a_killed_node_are_retried(cluster):
     check(proc.returncode == 0, "driver exited %d: %s" % (proc.returncode, err[-2000:]))
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     check(result["count"] == 60 and result["wrong"] == 0, "results after a node died: %s" % result)
+
+
+def test_tasks_of_a_killed_node_are_retried(cluster):
+    run_retry_while_killing(cluster, 2)
+
+
+def test_driver_survives_the_loss_of_the_node_it_attached_to(cluster):
+    # The driver learns the members from node 0; it dies mid-run.
+    run_retry_while_killing(cluster, 0)
 
 
 def test_busy_node_spills_soft_affinity_tasks_back(cluster):
@@ -229,6 +238,7 @@ if __name__ == "__main__":
         test_named_actor_is_found_from_another_driver,
         test_missing_function_fails_clearly,
         test_tasks_of_a_killed_node_are_retried,
+        test_driver_survives_the_loss_of_the_node_it_attached_to,
         test_infeasible_task_is_pending_with_its_reason,
         test_busy_node_spills_soft_affinity_tasks_back,
         test_actor_restarts_elsewhere_when_its_node_dies,
