@@ -97,11 +97,17 @@ interface Node {
   # What this node's binary can run (SHOAL_REMOTE functions, SHOAL_ACTOR
   # classes), and its executor's load.
 
-  reserveBundles @15 (groupHi :UInt64, groupLo :UInt64, bundles :List(BundleWire))
+  reserveBundles @15 (groupHi :UInt64, groupLo :UInt64, bundles :List(BundleWire),
+                      owner :TaskOwner, session :UInt64)
       -> (reserved :Bool, reason :Text);
   # Reserves every bundle of a placement group meant for this node, all or
   # none, from what is free now (no waiting). A bundle's resources then go
   # only to tasks that name the bundle.
+  #
+  # Owners and fate: a node sends each owner session (pushTasks,
+  # createActor, pushActorCalls, reserveBundles) an empty `done` every 2 s;
+  # when its owner has been unreachable for 10 s, the node stops that
+  # owner's actors (unless detached) and releases its bundles.
 
   releaseBundles @16 (groupHi :UInt64, groupLo :UInt64) -> (found :Bool);
   # Gives a group's bundles on this node back.
@@ -140,6 +146,7 @@ struct ActorWire {
   resources @5 :ResourceSet;     # held for the actor's life
   maxRestarts @6 :Int32;
   maxConcurrency @7 :Int32;
+  detached @8 :Bool;             # outlives its owner; else it dies when the owner is gone
 }
 
 struct TaskResult {

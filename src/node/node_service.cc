@@ -181,7 +181,7 @@ kj::Promise<void> NodeService::reserveBundles(ReserveBundlesContext context) {
   auto p = context.getParams();
   std::string reason;
   bool reserved = tasks_->serve_reserve_bundles(PlacementGroupId{p.getGroupHi(), p.getGroupLo()}, p.getBundles(),
-                                                &reason);
+                                                p.getOwner(), p.getSession(), &reason);
   context.getResults().setReserved(reserved);
   context.getResults().setReason(reason);
   return kj::READY_NOW;

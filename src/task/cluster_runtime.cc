@@ -40,6 +40,8 @@ constexpr std::string_view kDemandPrefix = "/shoal/demand/";
 constexpr std::string_view kGroupsPrefix = "/shoal/placement_groups/";
 constexpr uint64_t kGroupRetryMs = 250;
 constexpr uint32_t kSpillsMax = 3;  // then a node keeps the task and queues it
+constexpr auto kOwnerHeartbeat = std::chrono::seconds(2);
+constexpr auto kOwnerGrace = std::chrono::seconds(10);  // unreachable this long: gone
 constexpr uint64_t kDemandRepublishMs = 10'000;
 const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
 
@@ -227,12 +229,15 @@ struct ClusterRuntime::Link {
 struct ClusterRuntime::HostedActor {
   ActorPtr handle;  // the engine's
   uint64_t session = 0;
+  bool detached = false;
 };
 
 struct ClusterRuntime::OwnerSession {
   std::optional<rpc::TaskOwner::Client> client;              // loop thread
   std::vector<std::pair<TaskId, ObjectValuePtr>> pending;    // guarded by host_mutex_
   bool sending = false;                                      // loop thread
+  Clock::time_point last_sent{};                             // a batch or a heartbeat
+  std::optional<Clock::time_point> unreachable_since;        // its connection broke
 };
 
 class ClusterRuntime::OwnerServer final : public rpc::TaskOwner::Server {
@@ -1010,6 +1015,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
                       wire.initResources());
       wire.setMaxRestarts(task->actor_options.max_restarts);
       wire.setMaxConcurrency(task->actor_options.max_concurrency);
+      wire.setDetached(task->actor_options.detached);
       sends.add(request.send().then(
           [this, task, address, batch](auto) {
             batch->acked.insert(task->id);
@@ -1311,6 +1317,7 @@ void ClusterRuntime::on_members_changed() {
     for (uint64_t session : ready) send_results(session);
   }
   reconnect_owners_links();
+  check_owners();
   if (!config_.members) return;
   std::vector<ClusterMember> view = config_.members();
   std::map<std::string, ClusterMember> fresh;
@@ -1328,6 +1335,60 @@ void ClusterRuntime::on_members_changed() {
   if (!pending_.empty()) schedule_pending();
   place_pending_groups();
   publish_demand();
+}
+
+void ClusterRuntime::check_owners() {
+  // Node side: heartbeat every owner session (an empty done) and, when an
+  // owner has been unreachable for kOwnerGrace, stop what it left here: its
+  // actors that are not detached, its placement group bundles, its results.
+  std::vector<uint64_t> beat;
+  std::vector<uint64_t> gone;
+  auto now = Clock::now();
+  {
+    std::lock_guard lock(host_mutex_);
+    for (auto& [session, s] : sessions_) {
+      if (s->unreachable_since && now - *s->unreachable_since >= kOwnerGrace) {
+        gone.push_back(session);
+      } else if (s->client && !s->sending && now - s->last_sent >= kOwnerHeartbeat) {
+        beat.push_back(session);
+      }
+    }
+  }
+  for (uint64_t session : beat) send_results(session);
+  for (uint64_t session : gone) {
+    std::vector<std::shared_ptr<HostedActor>> actors;
+    std::vector<ActorId> actor_ids;
+    std::vector<PlacementGroupId> groups;
+    std::unique_ptr<OwnerSession> dropped;
+    {
+      std::lock_guard lock(host_mutex_);
+      for (auto it = hosted_.begin(); it != hosted_.end();) {
+        if (it->second->session == session && !it->second->detached) {
+          actors.push_back(it->second);
+          actor_ids.push_back(it->first);
+          it = hosted_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (const auto& [group, hosted] : hosted_bundles_) {
+        if (hosted.session == session) groups.push_back(group);
+      }
+      auto it = sessions_.find(session);
+      if (it != sessions_.end()) {
+        dropped = std::move(it->second);
+        sessions_.erase(it);
+      }
+    }
+    SHOAL_LOG_INFO("owner session {:x} unreachable for {} s: stopping its {} actor(s), releasing {} placement group(s)",
+                   session, std::chrono::duration_cast<std::chrono::seconds>(kOwnerGrace).count(), actors.size(),
+                   groups.size());
+    for (auto& actor : actors) {
+      if (config_.engine) (void)config_.engine->kill_actor(*actor->handle, true);
+    }
+    for (const ActorId& id : actor_ids) kv_delete(actor_key(id));
+    for (const PlacementGroupId& group : groups) serve_release_bundles(group);
+  }
 }
 
 bool ClusterRuntime::learning_recently() const {
@@ -2178,6 +2239,7 @@ void ClusterRuntime::touch_session(uint64_t session, rpc::TaskOwner::Client owne
     auto& s = sessions_[session];
     if (!s) s = std::make_unique<OwnerSession>();
     s->client = kj::mv(owner);
+    s->unreachable_since.reset();
     kept = !s->pending.empty() && !s->sending;
   }
   if (kept) send_results(session);
@@ -2299,6 +2361,7 @@ kj::Promise<void> ClusterRuntime::serve_create_actor(rpc::TaskOwner::Client owne
   auto hosted = std::make_shared<HostedActor>();
   hosted->handle = std::move(*handle);
   hosted->session = session;
+  hosted->detached = wire.getDetached();
   std::lock_guard lock(host_mutex_);
   hosted_[id] = std::move(hosted);
   return kj::READY_NOW;
@@ -2517,7 +2580,10 @@ void ClusterRuntime::send_results(uint64_t session) {
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return;
     OwnerSession& s = *it->second;
-    if (s.sending || s.pending.empty() || !s.client) return;
+    if (s.sending || !s.client) return;
+    bool heartbeat = s.pending.empty() && Clock::now() - s.last_sent >= kOwnerHeartbeat;
+    if (s.pending.empty() && !heartbeat) return;
+    s.last_sent = Clock::now();
     std::size_t bytes = 0;
     std::size_t taken = 0;
     for (; taken < s.pending.size(); ++taken) {
@@ -2581,6 +2647,7 @@ void ClusterRuntime::send_results(uint64_t session) {
         OwnerSession& s = *it->second;
         s.sending = false;
         dropped.swap(s.client);
+        if (!s.unreachable_since) s.unreachable_since = Clock::now();
         s.pending.insert(s.pending.begin(), std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.end()));
       }));
 }
@@ -2764,12 +2831,16 @@ void ClusterRuntime::try_place_group(const PlacementGroupId& id) {
     std::string node = address;
     std::vector<ResourceSet> sets;
     for (uint32_t b : indexes) sets.push_back(group->bundles[b]);
+    rpc::TaskOwner::Client owner = *owner_cap_;
+    uint64_t session = session_;
     calls.add(config_.peers
                   ->call<std::string>(node,
-                                      [id, indexes, sets](rpc::Node::Client& n) {
+                                      [id, indexes, sets, owner, session](rpc::Node::Client& n) mutable {
                                         auto request = n.reserveBundlesRequest();
                                         request.setGroupHi(id.hi);
                                         request.setGroupLo(id.lo);
+                                        request.setOwner(owner);
+                                        request.setSession(session);
                                         auto list = request.initBundles(static_cast<unsigned>(indexes.size()));
                                         for (unsigned i = 0; i < indexes.size(); ++i) {
                                           list[i].setIndex(indexes[i]);
@@ -2882,7 +2953,7 @@ void ClusterRuntime::look_up_group(const PlacementGroupId& id) {
 }
 
 bool ClusterRuntime::serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
-                                           std::string* reason) {
+                                           rpc::TaskOwner::Client owner, uint64_t session, std::string* reason) {
   if (!config_.engine) {
     *reason = "this process runs no tasks (a driver)";
     return false;
@@ -2905,8 +2976,9 @@ bool ClusterRuntime::serve_reserve_bundles(PlacementGroupId group, capnp::List<r
     }
     done.emplace_back(*demand, bundle_set(*demand, group, wire.getIndex()));
   }
+  touch_session(session, kj::mv(owner));
   std::lock_guard lock(host_mutex_);
-  hosted_bundles_[group] = std::move(done);
+  hosted_bundles_[group] = HostedGroup{session, std::move(done)};
   return true;
 }
 
@@ -2916,7 +2988,7 @@ bool ClusterRuntime::serve_release_bundles(PlacementGroupId group) {
     std::lock_guard lock(host_mutex_);
     auto it = hosted_bundles_.find(group);
     if (it == hosted_bundles_.end()) return false;
-    bundles = std::move(it->second);
+    bundles = std::move(it->second.bundles);
     hosted_bundles_.erase(it);
   }
   if (!config_.engine) return false;

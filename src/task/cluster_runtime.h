@@ -164,7 +164,7 @@ class ClusterRuntime final : public Runtime {
   void fill_node_info(rpc::Node::NodeInfoResults::Builder out);
   // Placement group bundles on this node: all or none; reason when none.
   bool serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
-                             std::string* reason);
+                             rpc::TaskOwner::Client owner, uint64_t session, std::string* reason);
   bool serve_release_bundles(PlacementGroupId group);
 
   // Called on the loop thread when membership changed (or periodically).
@@ -244,6 +244,7 @@ class ClusterRuntime final : public Runtime {
   void reconnect_owners_links();
   // A member's nodeInfo is in flight since less than 2 s: placement waits.
   bool learning_recently() const;
+  void check_owners();  // node side: heartbeats, and what vanished owners left
   // Placement groups (loop thread).
   void try_place_group(const PlacementGroupId& id);
   void place_pending_groups();
@@ -321,9 +322,12 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ActorId, std::shared_ptr<HostedActor>> hosted_;  // guarded by host_mutex_
   std::unordered_map<TaskId, RefPtr> hosted_tasks_;                   // guarded: engine refs
   std::map<uint64_t, std::unique_ptr<OwnerSession>> sessions_;        // guarded
-  // Bundles reserved here: group -> (demand, bundle) per bundle.
-  std::unordered_map<PlacementGroupId, std::vector<std::pair<ResourceSet, ResourceSet>>>
-      hosted_bundles_;  // guarded
+  // Bundles reserved here: group -> its owner's session and (demand, bundle) per bundle.
+  struct HostedGroup {
+    uint64_t session = 0;
+    std::vector<std::pair<ResourceSet, ResourceSet>> bundles;
+  };
+  std::unordered_map<PlacementGroupId, HostedGroup> hosted_bundles_;  // guarded
   bool results_posted_ = false;                                       // guarded
   // Spillback budget: CPUs others reported free, refilled each second (loop thread).
   double spill_budget_ = 0;

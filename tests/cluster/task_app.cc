@@ -348,6 +348,19 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"items\":%s],\"pid\":%d}\n", out.c_str(), second_pid);
     return 0;
   }
+  if (mode == "abandon") {
+    // Holds 1 CPU with an actor and 1 with a placement group, then waits to
+    // be kill -9'ed: the nodes must give both back on their own.
+    auto log = shoal::actor<Log>().cpus(1).remote();
+    int pid = log.task(&Log::where).remote().get();
+    shoal::ResourceRequest one{.cpus = 1, .gpus = 0, .memory_bytes = 0, .custom = {}};
+    auto group = shoal::placement_group({one});
+    bool ready = group.wait(std::chrono::seconds(20));
+    std::printf("{\"actor_pid\":%d,\"group_ready\":%s}\n", pid, ready ? "true" : "false");
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::minutes(5));
+    return 0;
+  }
   if (mode == "infeasible") {
     // Needs more CPUs than any node has: pending, with why, until the timeout.
     auto ref = shoal::task(square).cpus(64).remote(2);

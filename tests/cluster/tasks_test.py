@@ -181,6 +181,34 @@ def test_actor_restarts_elsewhere_when_its_node_dies(cluster):
     check(str(after["pid"]) in node_pids(cluster), "the restarted actor is not on a live node: %s" % after)
 
 
+def free_cpus(cluster, node):
+    members = node.status()
+    return sum(m["available"]["cpus"] for m in members.values() if m["state"] == "alive")
+
+
+def test_what_a_dead_driver_held_is_freed(cluster):
+    first = start_cluster(cluster)
+    total = CPUS * len(cluster.nodes)
+    wait_until(lambda: free_cpus(cluster, first) == total, 10, "every CPU free at the start")
+    proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "abandon"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        held = json.loads(proc.stdout.readline())
+        check(held["group_ready"], "the driver's placement group: %s" % held)
+        wait_until(lambda: free_cpus(cluster, first) == total - 2, 10,
+                   "the actor's CPU and the group's bundle to show as taken")
+        proc.kill()  # SIGKILL: no shutdown, nothing released by the driver
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Nodes notice the owner is gone (heartbeats fail), wait out the grace
+    # (10 s), then stop its actor and release its bundle.
+    wait_until(lambda: free_cpus(cluster, first) == total, 40,
+               "the CPUs a kill -9'ed driver held to come back")
+
+
 def test_infeasible_task_is_pending_with_its_reason(cluster):
     first = start_cluster(cluster)
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
@@ -242,5 +270,6 @@ if __name__ == "__main__":
         test_infeasible_task_is_pending_with_its_reason,
         test_busy_node_spills_soft_affinity_tasks_back,
         test_actor_restarts_elsewhere_when_its_node_dies,
+        test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
     ])
