@@ -10,6 +10,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("shoal::rpc");
 
 using Raft = import "raft.capnp";
+using Jobs = import "jobs.capnp";  # jobs (issue 6)
 
 interface Authenticator {
   # One challenge per connection; its nonce is single use. Any protocol error
@@ -65,6 +66,45 @@ interface Node {
   # is the store's revision when the watch started.
 
   controlStatus @7 () -> (status :ControlStatus);
+
+  # --- Placeholders (jobs branch only): main defines @8..@19; capnp needs
+  # sequential ordinals. Drop these lines when merging with main. ---
+  jobsBranchPlaceholder8 @8 () -> ();
+  jobsBranchPlaceholder9 @9 () -> ();
+  jobsBranchPlaceholder10 @10 () -> ();
+  jobsBranchPlaceholder11 @11 () -> ();
+  jobsBranchPlaceholder12 @12 () -> ();
+  jobsBranchPlaceholder13 @13 () -> ();
+  jobsBranchPlaceholder14 @14 () -> ();
+  jobsBranchPlaceholder15 @15 () -> ();
+  jobsBranchPlaceholder16 @16 () -> ();
+  jobsBranchPlaceholder17 @17 () -> ();
+  jobsBranchPlaceholder18 @18 () -> ();
+  jobsBranchPlaceholder19 @19 () -> ();
+
+  # --- Command jobs (src/jobs; ordinals @20 and up) --------------------------
+  # Bad input is answered with a non-empty `error` (a message for the user);
+  # exceptions mean the node could not serve at all.
+
+  jobSubmit @20 (spec :Jobs.JobSpec, files :Jobs.JobFiles) -> (ids :List(Text), error :Text);
+  # Validates, checks that some node could ever fit it, stores it PENDING.
+
+  jobList @21 (state :Text) -> (jobs :List(Jobs.JobRecord), error :Text);
+  # Every job (state empty) or those in one state, in submission order.
+
+  jobGet @22 (id :Text) -> (job :Jobs.JobRecord, error :Text);
+
+  jobStop @23 (id :Text) -> (stopped :Bool, error :Text);
+  # stopped = false when the job had already finished.
+
+  jobLogs @24 (id :Text, offset :Int64, maxBytes :UInt32, hops :UInt8)
+      -> (data :Data, offset :Int64, nextOffset :Int64, finished :Bool, error :Text);
+  # The job's output from byte `offset` (-1: the last maxBytes); served by the
+  # node that ran it (this node forwards). finished: the job is over and
+  # nextOffset is the end of its output.
+
+  jobDelete @25 (id :Text) -> (deleted :Bool, error :Text);
+  # Removes a finished job's record.
 }
 
 interface Watcher {

@@ -15,6 +15,8 @@
 #include "base/log.h"
 #include "control/control_plane.h"
 #include "gossip/service.h"
+#include "jobs/http_api.h"     // jobs (issue 6)
+#include "jobs/job_service.h"  // jobs (issue 6)
 #include "loop/loop.h"
 #include "loop/tcp.h"
 #include "node/data_dir.h"
@@ -25,6 +27,7 @@
 #include "rpc/peer_pool.h"
 #include "rpc/server.h"
 #include "rpc/tls.h"
+#include "task/executor.h"  // jobs (issue 6): the node's one resource accounting
 
 namespace shoal::node {
 namespace {
@@ -93,6 +96,13 @@ struct Node::State {
   std::unique_ptr<rpc::Tls> tls;  // null: plaintext RPC
   std::unique_ptr<control::ControlPlane> control;
   Status fatal;  // set when the metadata store failed
+  // --- jobs (issue 6) ---
+  // The node's one resource accounting, shared by jobs and (on main) tasks;
+  // created in serve() from the node's totals (self.total).
+  std::unique_ptr<shoal::detail::Executor> executor;
+  std::unique_ptr<jobs::JobService> jobs;
+  std::unique_ptr<jobs::HttpApi> http;
+  // --- end jobs ---
 
   uv_signal_t sigterm{};
   uv_signal_t sigint{};
@@ -213,6 +223,7 @@ Status Node::serve() {
   bool joining = !options_.join.empty();
   s.gossip->on_event([&s, joining](const gossip::MemberEvent& event) {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
+    if (s.jobs) s.jobs->on_membership_change();  // jobs (issue 6)
     size_t alive = s.gossip->core()->count(gossip::MemberState::kAlive);
     SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),
                    event.member.info.address, gossip::member_state_name(event.member.state),
@@ -224,7 +235,9 @@ Status Node::serve() {
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
-    return kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id);
+    auto service = kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id);
+    service->set_jobs(&s.jobs);  // jobs (issue 6)
+    return service;
   });
   if (s.tls) {
     s.rpc_server->set_stream_upgrade([&s](kj::Own<kj::AsyncIoStream> stream, std::string peer) {
@@ -257,6 +270,33 @@ Status Node::serve() {
     s.fatal = status;
     s.loop->stop();
   }));
+
+  // --- jobs (issue 6): executor from the node's totals, job service, REST ---
+  {
+    std::vector<std::pair<std::string, double>> wholes = {
+        {"CPU", s.self.total.cpus}, {"GPU", s.self.total.gpus},
+        {"memory", static_cast<double>(s.self.total.memory_bytes)}};
+    for (const auto& [name, amount] : s.self.total.custom) wholes.emplace_back(name, amount);
+    auto total = shoal::detail::ResourceSet::from_wholes(wholes);
+    if (!total.ok()) return total.status();
+    s.executor = std::make_unique<shoal::detail::Executor>(
+        shoal::detail::Executor::Config{.total = *total, .threads_min = 1, .threads_max = 64});
+    jobs::JobServiceOptions job_options;
+    job_options.data_dir = s.data_dir;
+    job_options.self_id = s.self.id;
+    job_options.self_address = s.self.address;
+    job_options.gpus = static_cast<uint32_t>(s.self.total.gpus);
+    s.jobs = std::make_unique<jobs::JobService>(*s.loop, *s.control, *s.gossip, *s.peers, *s.executor, s.clock,
+                                                job_options);
+    s.jobs->start();
+    if (options_.http_port != 0) {
+      s.http = std::make_unique<jobs::HttpApi>(*s.loop, *s.jobs, s.secret);
+      Status http_started = s.http->listen(options_.http_bind.empty() ? options_.bind : options_.http_bind,
+                                           options_.http_port);
+      if (!http_started.ok()) return http_started;
+    }
+  }
+  // --- end jobs ---
 
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
@@ -373,11 +413,19 @@ void Node::start_timers_and_signals() {
 void Node::refresh_load() {
   State& s = *state_;
   if (!s.gossip) return;
-  // Nothing runs on a node yet (tasks and jobs come with later modules), so
-  // everything it has is available.
   gossip::Load load;
   load.available = s.self.total;
   load.running_tasks = 0;
+  // --- jobs (issue 6): what the node's executor has free is what others see ---
+  if (s.executor) {
+    auto stats = s.executor->stats();
+    load.available.cpus = stats.available.wholes("CPU");
+    load.available.gpus = stats.available.wholes("GPU");
+    load.available.memory_bytes = static_cast<uint64_t>(stats.available.wholes("memory"));
+    for (auto& [name, amount] : load.available.custom) amount = stats.available.wholes(name);
+    load.running_tasks = static_cast<uint32_t>(stats.running);
+  }
+  // --- end jobs ---
   load.updated_ms = s.clock.now_ms();
   s.gossip->set_local_load(load);
 }
@@ -419,11 +467,21 @@ void Node::shutdown() {
       uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
     }
   }
+  // --- jobs (issue 6): before the metadata store they write to ---
+  s.http.reset();
+  if (s.jobs) s.jobs->stop();
+  if (s.executor) {
+    std::vector<shoal::detail::WorkItem> dropped = s.executor->drain();
+    s.executor->join();
+  }
+  // --- end jobs ---
   // Pending metadata requests fail first; RPC calls in flight go with the
   // server; the pool outlives every promise that used it.
   if (s.control) s.control->stop();
   s.listen_task.reset();
   s.rpc_server.reset();
+  s.jobs.reset();      // jobs (issue 6): after the RPC server that points at it
+  s.executor.reset();  // jobs (issue 6)
   s.peers.reset();
   s.control.reset();
   s.listener = nullptr;

@@ -2,6 +2,7 @@
 // Loop thread only.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "base/clock.h"
@@ -12,6 +13,10 @@ class GossipService;
 }
 namespace shoal::control {
 class ControlPlane;
+}
+
+namespace shoal::jobs {
+class JobService;
 }
 
 namespace shoal::node {
@@ -33,12 +38,26 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> leaseKeepAlive(LeaseKeepAliveContext context) override;
   kj::Promise<void> watch(WatchContext context) override;
   kj::Promise<void> controlStatus(ControlStatusContext context) override;
+  // --- jobs (issue 6): defined in node/job_methods.cc ---
+ public:
+  // The node's job service, read at each call (null: job methods answer unavailable).
+  void set_jobs(const std::unique_ptr<jobs::JobService>* jobs) { jobs_ = jobs; }
+
+ protected:
+  kj::Promise<void> jobSubmit(JobSubmitContext context) override;
+  kj::Promise<void> jobList(JobListContext context) override;
+  kj::Promise<void> jobGet(JobGetContext context) override;
+  kj::Promise<void> jobStop(JobStopContext context) override;
+  kj::Promise<void> jobLogs(JobLogsContext context) override;
+  kj::Promise<void> jobDelete(JobDeleteContext context) override;
+  // --- end jobs ---
 
  private:
   gossip::GossipService& gossip_;
   control::ControlPlane* control_;
   const Clock& clock_;
   std::string self_id_;
+  const std::unique_ptr<jobs::JobService>* jobs_ = nullptr;  // jobs (issue 6)
 };
 
 }  // namespace shoal::node
