@@ -110,13 +110,13 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   submit->add_option("--cpus", submit_cmd.cpus, "CPUs it holds while it runs")->check(CLI::Range(0.0, 1e6))->capture_default_str();
   submit->add_option("--gpus", submit_cmd.gpus, "Whole GPUs (CUDA_VISIBLE_DEVICES names them)")->check(CLI::Range(0.0, 4096.0));
   submit->add_option("--memory", submit_cmd.memory, "Memory it holds, e.g. 2GiB");
-  submit->add_option("--resource", submit_cmd.resources, "Custom resource NAME=QTY (repeatable)");
-  submit->add_option("--env", submit_cmd.env, "Environment variable KEY=VALUE (repeatable)");
+  submit->add_option("--resource", submit_cmd.resources, "Custom resource NAME=QTY (repeatable)")->allow_extra_args(false);
+  submit->add_option("--env", submit_cmd.env, "Environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
   submit->add_option("--working-dir", submit_cmd.working_dir, "Directory shipped to the node and run in (at most 1 MiB)");
   submit->add_option("--max-retries", submit_cmd.max_retries, "Requeues when its node is lost")->check(CLI::Range(0, 100));
   submit->add_option("--timeout", submit_cmd.timeout, "Time limit, e.g. 90s, 15m, 2h");
   submit->add_option("--priority", submit_cmd.priority, "Higher starts first")->check(CLI::Range(-1000000, 1000000));
-  submit->add_option("--after", submit_cmd.after, "Start only after this job succeeded (repeatable)");
+  submit->add_option("--after", submit_cmd.after, "Start only after this job succeeded (repeatable)")->allow_extra_args(false);
   submit->add_option("--array", submit_cmd.array, "A-B: one job per index, SHOAL_ARRAY_INDEX set");
   submit->add_option("--submission-id", submit_cmd.submission_id, "The job id to use (default: generated)");
   submit->add_flag("--no-wait", submit_cmd.no_wait, "Print the id and return at once");
@@ -392,8 +392,9 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   start->add_option("--tls-server-name", options.tls_server_name,
                     "Name every node certificate carries (default: node.shoal)");
   // jobs (issue 6)
-  start->add_option("--http-port", options.http_port, "Jobs REST API port (0: off)")
-      ->check(CLI::Range(0, 65535))->capture_default_str();
+  int http_port = -1;
+  start->add_option("--http-port", http_port, "Jobs REST API port (0: off; default 8265 when free)")
+      ->check(CLI::Range(0, 65535));
   start->add_option("--http-bind", options.http_bind, "Address of the REST API (default: --bind)");
 
   auto* certs = app.add_subcommand("certs", "Make a CA and node certificates for TLS between nodes");
@@ -469,6 +470,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
     if (!check_tls_flags(prog, options.tls_cert, options.tls_key, options.tls_ca)) return kExitUsage;
     if (cpus >= 0) options.cpus = cpus;
     if (gpus >= 0) options.gpus = static_cast<uint32_t>(gpus);
+    if (http_port >= 0) options.http_port = static_cast<uint16_t>(http_port);  // jobs (issue 6)
     return run_start(options);
   });
 }

@@ -546,8 +546,14 @@ void JobService::on_job_changed(const CachedJob& job, bool first_sync) {
     }
     return;
   }
+  auto seen = admitted_.find(r.id);
+  if (seen != admitted_.end() && (is_terminal(r.state) || r.attempt > seen->second)) {
+    admitted_.erase(seen);
+    seen = admitted_.end();
+  }
   if (r.node != options_.self_id) return;
   if (r.state == State::kAssigned) {
+    if (seen != admitted_.end() && seen->second >= r.attempt) return;  // ran (or runs) already
     admit(r);
   } else if (r.state == State::kRunning && first_sync) {
     cleanup_stale(r);
@@ -670,6 +676,7 @@ void JobService::admit(const Record& record) {
   };
   Local& ref = *local;
   local_[id] = std::move(local);
+  admitted_[id] = attempt;
   Status submitted = executor_.submit(std::move(item));
   if (!submitted.ok()) fail_before_start(ref, "cannot run here: " + submitted.message());
 }

@@ -163,6 +163,9 @@ class JobService {
   uint64_t last_round_ms_ = 0;
 
   std::map<std::string, std::unique_ptr<Local>> local_;
+  // The latest attempt of each job this run of the node admitted: the cache
+  // may still show it ASSIGNED after it ended, and it must not run twice.
+  std::map<std::string, uint32_t> admitted_;
   std::vector<bool> gpu_used_;
   std::unique_ptr<kj::TaskSet> tasks_;
   std::unique_ptr<kj::TaskSet::ErrorHandler> task_errors_;

@@ -289,11 +289,16 @@ Status Node::serve() {
     s.jobs = std::make_unique<jobs::JobService>(*s.loop, *s.control, *s.gossip, *s.peers, *s.executor, s.clock,
                                                 job_options);
     s.jobs->start();
-    if (options_.http_port != 0) {
+    uint16_t http_port = options_.http_port.value_or(8265);
+    if (http_port != 0) {
       s.http = std::make_unique<jobs::HttpApi>(*s.loop, *s.jobs, s.secret);
       Status http_started = s.http->listen(options_.http_bind.empty() ? options_.bind : options_.http_bind,
-                                           options_.http_port);
-      if (!http_started.ok()) return http_started;
+                                           http_port);
+      if (!http_started.ok() && options_.http_port) return http_started;
+      if (!http_started.ok()) {
+        SHOAL_LOG_WARN("{}; the REST API is off", http_started.message());
+        s.http.reset();
+      }
     }
   }
   // --- end jobs ---
