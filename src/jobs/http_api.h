@@ -26,7 +26,6 @@ namespace shoal::jobs {
 class JobService;
 
 inline constexpr size_t kHttpBodyBytesMax = 4 * 1024 * 1024;
-inline constexpr size_t kHttpConnectionsMax = 256;
 
 class HttpApi {
  public:

@@ -683,17 +683,9 @@ void JobService::admit(const Record& record) {
 
 void JobService::on_granted(const std::string& id, uint32_t attempt) {
   auto it = local_.find(id);
-  if (it == local_.end() || it->second->attempt != attempt || it->second->granted) {
-    // Not ours any more (stopped while queued and already forgotten).
-    auto demand_of = [&]() -> detail::ResourceSet {
-      auto c = cache_.find(id);
-      if (c == cache_.end()) return {};
-      auto d = c->second.record.spec.demand();
-      return d.ok() ? *d : detail::ResourceSet();
-    };
-    (void)demand_of;
-    return;
-  }
+  // Every Local stays until its executor item either was cancelled or
+  // reached here, so a grant always finds its Local (stop() aside).
+  if (it == local_.end() || it->second->attempt != attempt || it->second->granted) return;
   Local& local = *it->second;
   local.granted = true;
   if (local.kill_requested) {
