@@ -388,6 +388,14 @@ kj::Promise<Result<std::pair<Record, int64_t>>> JobService::read_record(const st
 
 kj::Promise<Result<std::optional<Record>>> JobService::update(std::string id, std::function<bool(Record&)> change,
                                                               int attempt) {
+  // First try from this node's cache (no read round trip); a stale cache
+  // only costs a refused compare-and-swap, which answers with the current
+  // value to retry from.
+  if (attempt == 0) {
+    auto it = cache_.find(id);
+    if (it != cache_.end()) return write_update(std::move(id), std::move(change), 1, it->second.record,
+                                                it->second.mod_revision);
+  }
   return read_record(id).then([this, id, change = std::move(change), attempt](
                                   Result<std::pair<Record, int64_t>> current) mutable
                               -> kj::Promise<Result<std::optional<Record>>> {
@@ -399,28 +407,41 @@ kj::Promise<Result<std::optional<Record>>> JobService::update(std::string id, st
       }
       return Result<std::optional<Record>>(current.status());
     }
-    Record record = std::move(current->first);
-    int64_t revision = current->second;
-    if (!change(record)) return Result<std::optional<Record>>(std::optional<Record>());
-    meta::PutRequest put;
-    put.key = record_key(id);
-    put.value = encode_record(record);
-    put.expected_mod_revision = revision;
-    meta::Request request;
-    request.body = std::move(put);
-    return kv(std::move(request)).then([this, id, change = std::move(change), attempt,
-                                        record = std::move(record)](meta::Response r) mutable
-                                       -> kj::Promise<Result<std::optional<Record>>> {
-      if (r.status.ok()) return Result<std::optional<Record>>(std::optional<Record>(std::move(record)));
-      bool retry = r.status.code() == Status::Code::kAlreadyExists || r.status.code() == Status::Code::kUnavailable;
-      if (retry && attempt < kCasRetriesMax && !stopped_) {
-        uint64_t delay_ms = r.status.code() == Status::Code::kUnavailable ? 500 : 1;
-        return loop_.timer().afterDelay(delay_ms * kj::MILLISECONDS).then([this, id, change = std::move(change), attempt]() mutable {
-          return update(id, std::move(change), attempt + 1);
-        });
+    return write_update(id, std::move(change), attempt, std::move(current->first), current->second);
+  });
+}
+
+kj::Promise<Result<std::optional<Record>>> JobService::write_update(std::string id,
+                                                                    std::function<bool(Record&)> change, int attempt,
+                                                                    Record record, int64_t revision) {
+  if (!change(record)) return Result<std::optional<Record>>(std::optional<Record>());
+  meta::PutRequest put;
+  put.key = record_key(id);
+  put.value = encode_record(record);
+  put.expected_mod_revision = revision;
+  meta::Request request;
+  request.body = std::move(put);
+  return kv(std::move(request)).then([this, id, change = std::move(change), attempt,
+                                      record = std::move(record)](meta::Response r) mutable
+                                     -> kj::Promise<Result<std::optional<Record>>> {
+    if (r.status.ok()) return Result<std::optional<Record>>(std::optional<Record>(std::move(record)));
+    if (attempt >= kCasRetriesMax || stopped_) return Result<std::optional<Record>>(r.status);
+    if (r.status.code() == Status::Code::kAlreadyExists) {
+      auto* put = std::get_if<meta::PutResponse>(&r.body);
+      if (put != nullptr && put->current) {
+        auto current = decode_record(put->current->value);
+        if (!current.ok()) return Result<std::optional<Record>>(current.status());
+        return write_update(id, std::move(change), attempt + 1, std::move(*current), put->current->mod_revision);
       }
-      return Result<std::optional<Record>>(r.status);
-    });
+      if (put != nullptr) return Result<std::optional<Record>>(Status::not_found("no job " + id));
+      return update(id, std::move(change), attempt + 1);
+    }
+    if (r.status.code() == Status::Code::kUnavailable) {
+      return loop_.timer().afterDelay(500 * kj::MILLISECONDS).then([this, id, change = std::move(change), attempt]() mutable {
+        return update(id, std::move(change), attempt + 1);
+      });
+    }
+    return Result<std::optional<Record>>(r.status);
   });
 }
 
@@ -735,6 +756,7 @@ void JobService::on_granted(const std::string& id, uint32_t attempt) {
     }
     std::string work = job_dir(id) + "/work";
     remove_tree(work);
+    ::mkdir(job_dir(id).c_str(), 0700);
     if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) {
       fail_before_start(local, "cannot create " + work + ": " + std::strerror(errno));
       return;

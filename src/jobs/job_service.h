@@ -51,7 +51,7 @@ class Executor;
 
 namespace shoal::jobs {
 
-inline constexpr uint64_t kScheduleIntervalMs = 50;   // leader: a round when something changed
+inline constexpr uint64_t kScheduleIntervalMs = 10;   // leader: a round when something changed
 inline constexpr uint64_t kScheduleFullMs = 1'000;    // leader: a round anyway
 inline constexpr uint64_t kStopGraceMs = 3'000;       // SIGTERM -> SIGKILL
 inline constexpr uint64_t kPipeDrainMs = 2'000;       // after exit, wait this long for output EOF
@@ -114,6 +114,8 @@ class JobService {
   // on conflicts. Answers the record written, or nullopt when given up.
   kj::Promise<Result<std::optional<Record>>> update(std::string id, std::function<bool(Record&)> change,
                                                    int attempt = 0);
+  kj::Promise<Result<std::optional<Record>>> write_update(std::string id, std::function<bool(Record&)> change,
+                                                          int attempt, Record record, int64_t revision);
 
   kj::Promise<Status> check_exist(std::vector<std::string> ids, size_t i);
   kj::Promise<Result<std::vector<std::string>>> write_submission(std::vector<Record> records, std::vector<File> files);

@@ -222,7 +222,7 @@ def http(node, method, path, body=None, token=None):
 
 
 def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
-    nodes = start_three(cluster)
+    nodes = start_three(cluster, {1: ["--gpus", "2"]})
     token = open(cluster.token_file).read().strip()
     check(http(nodes[0], "GET", "/api/jobs/")[0] == 401, "no token was accepted")
     check(http(nodes[0], "GET", "/api/jobs/", token="0" * 64)[0] == 401, "a wrong token was accepted")
@@ -253,6 +253,34 @@ def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
     check(r.returncode == 7, "exit code %d" % r.returncode)
     r = ctl(nodes[0], "submit", "--shell", "--", "echo $((6*7))")
     check(r.stdout.split("\n", 1)[1] == "42\n", "--shell output: %r" % r.stdout)
+
+    # GPUs: CUDA_VISIBLE_DEVICES names exactly the ids reserved; two jobs at
+    # once on the node with 2 GPUs get different ones; no GPU -> empty.
+    rec = os.path.join(cluster.root, "gpu")
+    os.makedirs(rec)
+    gpu_jobs = [submit(nodes[0], "--gpus", "1", "--", "/bin/sh", "-c",
+                       'echo "$CUDA_VISIBLE_DEVICES" > %s/g%d; sleep 1' % (rec, i))[0] for i in range(2)]
+    for j in gpu_jobs:
+        check(wait_state(nodes[0], j, ["SUCCEEDED"])["node_id"] == nodes[1].node_id(), "a GPU job ran without GPUs")
+    seen = sorted(open(os.path.join(rec, "g%d" % i)).read().strip() for i in range(2))
+    check(seen == ["0", "1"], "CUDA_VISIBLE_DEVICES of two concurrent jobs: %s" % seen)
+    r = ctl(nodes[0], "submit", "--", "/bin/sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"')
+    check(r.stdout.split("\n", 1)[1] == "[]\n", "a job without GPUs saw %r" % r.stdout)
+
+    # --working-dir is shipped and run in; a too large one is refused at submit.
+    work = os.path.join(cluster.root, "work")
+    os.makedirs(os.path.join(work, "sub"))
+    with open(os.path.join(work, "sub", "data.txt"), "w") as f:
+        f.write("shipped data\n")
+    with open(os.path.join(work, "run.sh"), "w") as f:
+        f.write("#!/bin/sh\ncat sub/data.txt\n")
+    os.chmod(os.path.join(work, "run.sh"), 0o755)
+    r = ctl(nodes[2], "submit", "--working-dir", work, "--", "./run.sh")
+    check(r.stdout.split("\n", 1)[1] == "shipped data\n", "--working-dir output: %r" % r.stdout)
+    with open(os.path.join(work, "big"), "wb") as f:
+        f.write(b"x" * (2 << 20))
+    r = ctl(nodes[2], "submit", "--working-dir", work, "--", "./run.sh", check_rc=False)
+    check(r.returncode != 0 and "too large" in r.stderr, "a 2 MiB working dir: %s" % r.stderr)
 
 
 if __name__ == "__main__":
