@@ -163,6 +163,11 @@ class JobsHttpService final : public kj::HttpService {
     std::string path = url.cStr();
     size_t q = path.find('?');
     if (q != std::string::npos) path.resize(q);
+    // Ray's JobSubmissionClient checks the server version first.
+    if (path == "/api/version" && method == kj::HttpMethod::GET) {
+      return send(response, 200,
+                  "{\"version\":\"4\",\"ray_version\":\"shoal\",\"ray_commit\":\"shoal\",\"session_name\":\"shoal\"}");
+    }
     const std::string prefix = "/api/jobs";
     if (path.rfind(prefix, 0) != 0) return send(response, 404, error_json("no such endpoint: " + path));
     std::string rest = path.substr(prefix.size());
@@ -177,9 +182,12 @@ class JobsHttpService final : public kj::HttpService {
     }
     if (id.empty()) {
       if (method == kj::HttpMethod::POST) {
-        return body.readAllText(kHttpBodyBytesMax).then([this, &response](kj::String text) {
-          return submit(std::string(text.cStr()), response);
-        });
+        return body.readAllText(kHttpBodyBytesMax)
+            .then([this, &response](kj::String text) { return submit(std::string(text.cStr()), response); },
+                  [this, &response](kj::Exception&& e) {
+                    return send(response, 413, error_json("the body is larger than " +
+                                                          std::to_string(kHttpBodyBytesMax) + " bytes or broken"));
+                  });
       }
       if (method == kj::HttpMethod::GET) {
         return jobs_.list(std::nullopt).then([this, &response](Result<std::vector<Record>> records) {

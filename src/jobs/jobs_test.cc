@@ -53,6 +53,17 @@ TEST_CASE("durations parse with units and refuse garbage") {
   CHECK_FALSE(parse_duration_ms("99999999999999h").ok());
 }
 
+TEST_CASE("entrypoints split into words without any shell interpretation") {
+  auto words = split_command("echo 'a;b' \"$HOME x\" \\| `id` > f");
+  REQUIRE(words.ok());
+  CHECK(*words == std::vector<std::string>{"echo", "a;b", "$HOME x", "|", "`id`", ">", "f"});
+  CHECK(*split_command("  a   b  ") == std::vector<std::string>{"a", "b"});
+  CHECK(*split_command("''") == std::vector<std::string>{""});
+  CHECK_FALSE(split_command("echo 'open").ok());
+  CHECK_FALSE(split_command("echo \"open").ok());
+  CHECK_FALSE(split_command("   ").ok());
+}
+
 TEST_CASE("specs are validated") {
   CHECK(validate_spec(simple()).ok());
   Spec s = simple();

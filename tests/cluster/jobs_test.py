@@ -181,6 +181,31 @@ def test_kill9_node_requeues_or_fails_its_jobs_and_logs_survive_restart(cluster)
     wait_state(nodes[0], retried, ["STOPPED"])
 
 
+def test_leader_kill9_neither_loses_nor_duplicates_jobs(cluster):
+    nodes = start_three(cluster)
+    leader_id = json.loads(ctl(nodes[0], "status", "--json").stdout)["metadata"]["leader_node_id"]
+    leader = [n for n in nodes if n.node_id() == leader_id][0]
+    others = [n for n in nodes if n is not leader]
+    rec = os.path.join(cluster.root, "runs")
+    ids = []
+    for i in range(24):
+        ids += submit(others[i % 2], "--max-retries", "2", "--", "/bin/sh", "-c",
+                      'echo "$SHOAL_JOB_ID $SHOAL_JOB_ATTEMPT" >> %s; sleep 1' % rec)
+        if i == 11:
+            wait_until(lambda: os.path.exists(rec), 20, "the first job to start")
+            leader.kill9()
+    final = {}
+    for j in ids:
+        final[j] = wait_state(others[0], j, ["SUCCEEDED", "FAILED", "STOPPED"], timeout=90)
+    with open(rec) as f:
+        runs = [tuple(line.split()) for line in f if line.strip()]
+    check(len(runs) == len(set(runs)), "an attempt ran twice: %s" % sorted(r for r in runs if runs.count(r) > 1))
+    ran = {r[0] for r in runs}
+    for j in ids:
+        check(final[j]["state"] == "SUCCEEDED", "%s ended %s: %s" % (j, final[j]["state"], final[j]["message"]))
+        check(j in ran, "%s never ran" % j)
+
+
 def test_stop_and_timeout_kill_the_whole_process_group(cluster):
     nodes = start_three(cluster)
     rec = os.path.join(cluster.root, "rec")
@@ -227,6 +252,9 @@ def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
     check(http(nodes[0], "GET", "/api/jobs/")[0] == 401, "no token was accepted")
     check(http(nodes[0], "GET", "/api/jobs/", token="0" * 64)[0] == 401, "a wrong token was accepted")
     check(http(nodes[0], "POST", "/api/jobs/", "{not json", token)[0] == 400, "malformed JSON was accepted")
+    check(http(nodes[0], "GET", "/api/version", token=token)[1]["version"] == "4", "GET /api/version")
+    code, doc = http(nodes[0], "POST", "/api/jobs/", json.dumps({"entrypoint": "true", "bogus": 1}), token)
+    check(code == 400 and "bogus" in doc["error"], doc)
     code, doc = http(nodes[0], "POST", "/api/jobs/", json.dumps({"entrypoint": 7}), token)
     check(code == 400 and "entrypoint" in doc["error"], doc)
     body = {"entrypoint": "echo 'a;b' $HOME `id` | cat", "submission_id": "rest_1",
@@ -287,6 +315,7 @@ if __name__ == "__main__":
     run_tests([
         test_thirty_jobs_never_oversubscribe_and_priorities_after_and_arrays_order_starts,
         test_kill9_node_requeues_or_fails_its_jobs_and_logs_survive_restart,
+        test_leader_kill9_neither_loses_nor_duplicates_jobs,
         test_stop_and_timeout_kill_the_whole_process_group,
         test_rest_api_wants_the_token_and_entrypoints_run_literally,
     ])
