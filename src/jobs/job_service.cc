@@ -1,5 +1,6 @@
 #include "jobs/job_service.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -138,25 +139,23 @@ Status write_files(const std::string& dir, const std::vector<File>& files) {
   return {};
 }
 
+// Removes a job's directory. Never follows symbolic links (a job may leave
+// one pointing anywhere); paths are built from validated ids only.
 void remove_tree(const std::string& path) {
-  // Only ever called on <data-dir>/jobs/<id>/work; ids are validated.
-  std::string command_free;
-  uv_fs_t req;
-  uv_dirent_t entry;
-  if (uv_fs_scandir(nullptr, &req, path.c_str(), 0, nullptr) < 0) {
-    uv_fs_req_cleanup(&req);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISDIR(st.st_mode)) {
     ::unlink(path.c_str());
     return;
   }
-  while (uv_fs_scandir_next(&req, &entry) != UV_EOF) {
-    std::string child = path + "/" + entry.name;
-    if (entry.type == UV_DIRENT_DIR) {
-      remove_tree(child);
-    } else {
-      ::unlink(child.c_str());
+  if (DIR* d = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      remove_tree(path + "/" + name);
     }
+    ::closedir(d);
   }
-  uv_fs_req_cleanup(&req);
   ::rmdir(path.c_str());
 }
 
@@ -539,6 +538,8 @@ void JobService::on_event(const meta::Event& event) {
   auto it = cache_.find(id);
   if (event.type == meta::Event::Type::kDelete) {
     if (it != cache_.end() && it->second.mod_revision < event.kv.mod_revision) cache_.erase(it);
+    // A deleted job's files go too (ids are validated: the path stays inside jobs/).
+    if (!local_.count(id) && validate_id(id).ok()) remove_tree(job_dir(id));
     return;
   }
   if (it != cache_.end() && it->second.mod_revision >= event.kv.mod_revision) return;

@@ -274,6 +274,8 @@ def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
     check(http(nodes[0], "POST", "/api/jobs/rest_1/stop", "", token)[1] == {"stopped": False}, "stop of a finished job")
     check(http(nodes[0], "DELETE", "/api/jobs/rest_1", token=token)[1] == {"deleted": True}, "delete")
     check(http(nodes[0], "GET", "/api/jobs/rest_1", token=token)[0] == 404, "a deleted job is still there")
+    wait_until(lambda: not any(os.path.exists(os.path.join(n.data_dir, "jobs", "rest_1")) for n in nodes), 10,
+               "the deleted job's files to go")
     # The CLI runs argv literally too, and waits for the job's exit code.
     r = ctl(nodes[0], "submit", "--", "echo", "x|y;z", "$HOME")
     check(r.stdout.split("\n", 1)[1] == "x|y;z $HOME\n", "CLI output: %r" % r.stdout)
