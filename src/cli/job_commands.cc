@@ -141,6 +141,7 @@ Status get_job(const CtlOptions& options, const std::string& id, jobs::Record& o
 
 struct LogPoll {
   std::string data;
+  int64_t offset = 0;
   int64_t next_offset = 0;
   bool finished = false;
 };
@@ -155,6 +156,7 @@ Status poll_logs(const CtlOptions& options, const std::string& id, int64_t offse
       if (r.getError().size() > 0) return Status::unavailable(r.getError().cStr());
       auto data = r.getData();
       out.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+      out.offset = r.getOffset();
       out.next_offset = r.getNextOffset();
       out.finished = r.getFinished();
       return {};
@@ -174,6 +176,11 @@ Status print_logs(const CtlOptions& options, const std::string& id, int64_t offs
       continue;
     }
     errors = 0;
+    if (poll.offset < offset) {
+      // A retry runs on another node, whose log starts again at 0.
+      offset = 0;
+      continue;
+    }
     if (!poll.data.empty()) {
       std::fwrite(poll.data.data(), 1, poll.data.size(), stdout);
       std::fflush(stdout);
