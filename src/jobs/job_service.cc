@@ -635,9 +635,14 @@ void JobService::schedule_round() {
   schedule_dirty_ = false;
   last_round_ms_ = now;
   std::vector<const CachedJob*> jobs;
-  jobs.reserve(cache_.size());
-  for (const auto& [id, job] : cache_) jobs.push_back(&job);
-  std::vector<Decision> decisions = schedule(jobs, node_views(), clock_.wall_now_ms());
+  for (const auto& [id, job] : cache_) {
+    if (!is_terminal(job.record.state)) jobs.push_back(&job);
+  }
+  std::vector<Decision> decisions =
+      schedule(jobs, node_views(), clock_.wall_now_ms(), [this](const std::string& id) -> const CachedJob* {
+        auto it = cache_.find(id);
+        return it == cache_.end() ? nullptr : &it->second;
+      });
   if (decisions.empty()) return;
   meta::TxnRequest txn;
   for (auto& d : decisions) {
@@ -1108,11 +1113,7 @@ void JobService::forget(const std::string& id_ref) {
       proc->service = nullptr;
       for (int i = 0; i < 2; ++i) proc->close_pipe(i);
       for (uv_timer_t* t : {&proc->timeout, &proc->drain}) proc->close_handle(reinterpret_cast<uv_handle_t*>(t));
-      uv_timer_start(
-          &proc->drain,
-          [](uv_timer_t*) {},
-          0, 0);
-      // kill timer closes everything after it fired.
+      // The kill timer closes everything after it fired.
       uv_timer_start(
           &proc->kill,
           [](uv_timer_t* t) {

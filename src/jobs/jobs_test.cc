@@ -33,6 +33,16 @@ CachedJob pending(const std::string& id, int64_t rev, double c = 1, int priority
   return j;
 }
 
+std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const std::vector<NodeView>& nodes,
+                               uint64_t now_ms) {
+  return jobs::schedule(jobs, nodes, now_ms, [&](const std::string& id) -> const CachedJob* {
+    for (const CachedJob* j : jobs) {
+      if (j->record.id == id) return j;
+    }
+    return nullptr;
+  });
+}
+
 std::vector<const CachedJob*> ptrs(const std::vector<CachedJob>& jobs) {
   std::vector<const CachedJob*> out;
   for (const auto& j : jobs) out.push_back(&j);

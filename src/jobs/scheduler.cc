@@ -27,14 +27,12 @@ std::string largest_nodes_text(const std::vector<NodeView>& nodes) {
 }  // namespace
 
 std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const std::vector<NodeView>& nodes,
-                               uint64_t now_ms) {
+                               uint64_t now_ms, const JobLookup& lookup) {
   std::vector<Decision> out;
   auto emit = [&](const CachedJob& job, Record record) {
     if (out.size() < kDecisionsPerRoundMax) out.push_back(Decision{std::move(record), job.mod_revision});
   };
 
-  std::unordered_map<std::string, const CachedJob*> by_id;
-  for (const CachedJob* j : jobs) by_id[j->record.id] = j;
   std::map<std::string, NodeCapacity> capacity;
   for (const auto& n : nodes) {
     NodeCapacity& c = capacity[n.id];
@@ -121,12 +119,12 @@ std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const 
     std::string waiting_for;
     std::string failed_because;
     for (const auto& dep : r.spec.after) {
-      auto it = by_id.find(dep);
-      if (it == by_id.end()) {
+      const CachedJob* found = lookup(dep);
+      if (found == nullptr) {
         failed_because = "dependency " + dep + " does not exist";
         break;
       }
-      State s = it->second->record.state;
+      State s = found->record.state;
       if (s == State::kFailed || s == State::kStopped) {
         failed_because = "dependency " + dep + " " + (s == State::kFailed ? "failed" : "was stopped");
         break;

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,8 +49,12 @@ struct Decision {
   int64_t mod_revision = 0;  // the revision it must still have
 };
 
+// Finds any job (finished ones included) by id; null when there is none.
+using JobLookup = std::function<const CachedJob*(const std::string& id)>;
+
 // The changes one scheduling round makes (at most kDecisionsPerRoundMax).
+// `jobs` needs only the unfinished jobs; dependencies are looked up.
 std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const std::vector<NodeView>& nodes,
-                               uint64_t now_ms);
+                               uint64_t now_ms, const JobLookup& lookup);
 
 }  // namespace shoal::jobs

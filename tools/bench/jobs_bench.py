@@ -159,6 +159,13 @@ def main():
         starts = sorted(j["start_time"] for j in done if j["start_time"])
         first_submit = min(j["submit_time"] for j in jobs)
         last_end = max(j["end_time"] or 0 for j in done)
+        def phase(job, state):
+            times = [h["time"] for h in job["history"] if h["state"] == state]
+            return times[-1] if times else None
+
+        assign = [phase(j, "ASSIGNED") - j["submit_time"] for j in done if phase(j, "ASSIGNED")]
+        spawn = [j["start_time"] - phase(j, "ASSIGNED") for j in done if phase(j, "ASSIGNED") and j["start_time"]]
+        run = [j["end_time"] - j["start_time"] for j in done if j["start_time"] and j["end_time"]]
         out = {
             "jobs": args.jobs,
             "nodes": 3,
@@ -170,6 +177,9 @@ def main():
             "start_latency_p99_ms": percentile(latency, 99),
             "started_per_s": round(len(starts) / max((starts[-1] - starts[0]) / 1000, 1e-3), 1),
             "completed_per_s": round(len(done) / max((last_end - first_submit) / 1000, 1e-3), 1),
+            "submit_to_assigned_p50_ms": percentile(assign, 50),
+            "assigned_to_started_p50_ms": percentile(spawn, 50),
+            "started_to_ended_p50_ms": percentile(run, 50),
             "baseline_spawn_per_s": round(baseline, 1),
             "target_started_per_s": 200,
         }
