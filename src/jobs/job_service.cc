@@ -159,6 +159,26 @@ void remove_tree(const std::string& path) {
   ::rmdir(path.c_str());
 }
 
+// The node's environment, then the job's, then shoal's own variables.
+std::map<std::string, std::string> job_environment(const Spec& spec, const std::string& id, uint32_t attempt,
+                                                   const std::string& address, const std::vector<uint32_t>& gpus) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string entry = *e;
+    size_t eq = entry.find('=');
+    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  for (const auto& [k, v] : spec.env) env[k] = v;
+  env["SHOAL_JOB_ID"] = id;
+  env["SHOAL_JOB_ATTEMPT"] = std::to_string(attempt);
+  env["SHOAL_ADDRESS"] = address;
+  if (spec.array_index >= 0) env["SHOAL_ARRAY_INDEX"] = std::to_string(spec.array_index);
+  std::string visible;
+  for (size_t i = 0; i < gpus.size(); ++i) visible += (i ? "," : "") + std::to_string(gpus[i]);
+  env["CUDA_VISIBLE_DEVICES"] = visible;  // exactly the GPUs reserved; empty: none
+  return env;
+}
+
 class ErrorLogger final : public kj::TaskSet::ErrorHandler {
  public:
   void taskFailed(kj::Exception&& exception) override {
@@ -811,22 +831,8 @@ void JobService::spawn(Local& local, const Record& record) {
     return;
   }
 
-  // Environment: the node's, then the job's, then shoal's own.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string entry = *e;
-    size_t eq = entry.find('=');
-    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
-  }
-  for (const auto& [k, v] : spec.env) env[k] = v;
-  env["SHOAL_JOB_ID"] = local.id;
-  env["SHOAL_JOB_ATTEMPT"] = std::to_string(local.attempt);
-  env["SHOAL_ADDRESS"] = options_.self_address;
-  if (spec.array_index >= 0) env["SHOAL_ARRAY_INDEX"] = std::to_string(spec.array_index);
-  std::string gpus;
-  for (size_t i = 0; i < local.gpus.size(); ++i) gpus += (i ? "," : "") + std::to_string(local.gpus[i]);
-  env["CUDA_VISIBLE_DEVICES"] = gpus;
-
+  std::map<std::string, std::string> env = job_environment(spec, local.id, local.attempt, options_.self_address,
+                                                           local.gpus);
   std::vector<std::string> args;
   std::string program;
   if (spec.shell) {
@@ -906,6 +912,13 @@ void JobService::spawn(Local& local, const Record& record) {
   local.started = true;
   local.pid = proc->process.pid;
   uv_unref(reinterpret_cast<uv_handle_t*>(&proc->process));
+  watch_process(proc, spec.timeout_ms);
+  SHOAL_LOG_DEBUG("jobs: started {} (attempt {}) as pid {}", local.id, local.attempt, local.pid);
+  mark_running(local.id);
+}
+
+// Reads the child's stdout and stderr into its log and arms its time limit.
+void JobService::watch_process(Process* proc, uint64_t timeout_ms) {
   for (auto& pipe : proc->pipes) {
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&pipe),
@@ -930,7 +943,7 @@ void JobService::spawn(Local& local, const Record& record) {
           if (self->service != nullptr) self->service->maybe_finish(self->id);
         });
   }
-  if (spec.timeout_ms > 0) {
+  if (timeout_ms > 0) {
     uv_timer_start(
         &proc->timeout,
         [](uv_timer_t* t) {
@@ -941,10 +954,8 @@ void JobService::spawn(Local& local, const Record& record) {
           it->second->timed_out = true;
           self->service->request_kill(*it->second, "timeout", true);
         },
-        spec.timeout_ms, 0);
+        timeout_ms, 0);
   }
-  SHOAL_LOG_DEBUG("jobs: started {} (attempt {}) as pid {}", local.id, local.attempt, local.pid);
-  mark_running(local.id);
 }
 
 void JobService::mark_running(const std::string& id) {

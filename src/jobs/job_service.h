@@ -133,6 +133,7 @@ class JobService {
   void admit(const Record& record);
   void on_granted(const std::string& id, uint32_t attempt);
   void spawn(Local& local, const Record& record);
+  void watch_process(Process* proc, uint64_t timeout_ms);
   void mark_running(const std::string& id);
   void request_kill(Local& local, const std::string& why, bool as_timeout);
   void on_exit(Local& local, int64_t exit_status, int term_signal);
