@@ -297,11 +297,8 @@ int run_job_show(const CtlOptions& options, const std::string& id, bool json) {
   std::printf("job:        %s%s\n", r.id.c_str(), r.spec.name.empty() ? "" : (" (" + r.spec.name + ")").c_str());
   std::printf("state:      %s  %s\n", std::string(jobs::state_name(r.state)).c_str(), r.message.c_str());
   std::printf("command:    %s%s\n", r.spec.entrypoint.c_str(), r.spec.shell ? "  (shell)" : "");
-  std::string res = "CPU " + std::to_string(r.spec.cpus);
-  if (r.spec.gpus > 0) res += ", GPU " + std::to_string(static_cast<int>(r.spec.gpus));
-  if (r.spec.memory_bytes) res += ", memory " + std::to_string(r.spec.memory_bytes) + " bytes";
-  for (const auto& [k, v] : r.spec.custom) res += ", " + k + " " + std::to_string(v);
-  std::printf("resources:  %s\n", res.c_str());
+  auto demand = r.spec.demand();
+  std::printf("resources:  %s\n", demand.ok() ? demand->to_string().c_str() : "?");
   std::printf("node:       %s %s\n", r.node.empty() ? "-" : r.node.c_str(), r.node_address.c_str());
   if (r.pid) std::printf("pid:        %d\n", r.pid);
   std::printf("attempt:    %u (max retries %d)\n", r.attempt, r.spec.max_retries);
