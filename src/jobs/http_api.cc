@@ -132,7 +132,9 @@ Result<Spec> spec_of(Value::Reader body) {
           return Status::invalid_argument("runtime_env." + key + " is not supported (only env_vars)");
         }
       }
-    } else {
+    } else if (!v.isNull()) {
+      // Ray clients send every field they know, unset ones as null: those
+      // are ignored; a value shoal cannot honour is refused.
       return Status::invalid_argument("unknown field '" + name + "'");
     }
   }

@@ -257,7 +257,8 @@ def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
     check(code == 400 and "bogus" in doc["error"], doc)
     code, doc = http(nodes[0], "POST", "/api/jobs/", json.dumps({"entrypoint": 7}), token)
     check(code == 400 and "entrypoint" in doc["error"], doc)
-    body = {"entrypoint": "echo 'a;b' $HOME `id` | cat", "submission_id": "rest_1",
+    body = {"entrypoint": "echo 'a;b' $HOME `id` | cat", "submission_id": "rest_1", "job_id": None,
+            "entrypoint_label_selector": None,
             "runtime_env": {"env_vars": {"GREETING": "hi"}}, "metadata": {"owner": "test"},
             "entrypoint_num_cpus": 1}
     code, doc = http(nodes[1], "POST", "/api/jobs/", json.dumps(body), token)
