@@ -111,7 +111,7 @@ def test_thirty_jobs_never_oversubscribe_and_priorities_after_and_arrays_order_s
     # Priorities: every CPU busy; when the first node frees up, the high
     # priority job (submitted last) takes it.
     blockers = [submit(nodes[0], "--cpus", "2", "--", *recorder(rec, "b%d" % i, s))[0]
-                for i, s in enumerate(["1", "4", "4"])]
+                for i, s in enumerate(["3", "6", "6"])]
     for b in blockers:
         wait_state(nodes[0], b, ["RUNNING"])
     low = submit(nodes[1], "--cpus", "2", "--priority", "0", "--", *recorder(rec, "low", "0.1"))[0]
