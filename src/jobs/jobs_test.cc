@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "jobs/job_types.h"
@@ -182,6 +183,55 @@ TEST_CASE("jobs of a lost node are requeued while retries last, then fail") {
   CHECK(got["r"].attempt == 1);
   CHECK(got["f"].state == State::kFailed);
   CHECK(got["f"].message == "node lost");
+}
+
+TEST_CASE("random rounds: never over a node's totals, never a lower priority before a blocked higher one") {
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    std::srand(seed);
+    std::vector<NodeView> nodes;
+    int node_count = 1 + std::rand() % 4;
+    for (int n = 0; n < node_count; ++n) {
+      nodes.push_back({"n" + std::to_string(n), "a", cpus(1 + std::rand() % 4), std::rand() % 5 != 0, false});
+    }
+    std::vector<CachedJob> jobs;
+    int job_count = std::rand() % 30;
+    for (int i = 0; i < job_count; ++i) {
+      CachedJob j = pending("j" + std::to_string(i), i + 1, 0.5 * (1 + std::rand() % 4), std::rand() % 3);
+      if (std::rand() % 3 == 0) {  // already running somewhere
+        j.record.state = State::kRunning;
+        j.record.node = nodes[static_cast<size_t>(std::rand() % node_count)].id;
+      }
+      jobs.push_back(j);
+    }
+    auto decisions = schedule(ptrs(jobs), nodes, 0);
+    std::map<std::string, double> used;
+    for (auto& j : jobs) {
+      for (const auto& d : decisions) {
+        if (d.record.id == j.record.id) j.record = d.record;
+      }
+      if (j.record.state == State::kRunning || j.record.state == State::kAssigned) used[j.record.node] += j.record.spec.cpus;
+    }
+    int lowest_placed_priority = 1 << 30, highest_blocked = -1;
+    for (const auto& d : decisions) {
+      if (d.record.state == State::kAssigned) {
+        lowest_placed_priority = std::min(lowest_placed_priority, d.record.spec.priority);
+      } else if (d.record.message.rfind("resources: waiting", 0) == 0) {
+        highest_blocked = std::max(highest_blocked, d.record.spec.priority);
+      }
+    }
+    INFO("seed " << seed);
+    CHECK(lowest_placed_priority >= highest_blocked);
+    for (const auto& n : nodes) {
+      double before = 0;  // jobs that were already running may exceed nothing new
+      for (const auto& j : jobs) {
+        if (j.record.node == n.id && j.record.state == State::kRunning) before += j.record.spec.cpus;
+      }
+      if (before <= n.total.wholes("CPU")) CHECK(used[n.id] <= n.total.wholes("CPU") + 1e-9);
+      if (!n.alive) {
+        for (const auto& d : decisions) CHECK_FALSE((d.record.node == n.id && d.record.state == State::kAssigned));
+      }
+    }
+  }
 }
 
 TEST_CASE("logs rotate at the cap and are read by offset") {
