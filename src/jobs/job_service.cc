@@ -473,15 +473,18 @@ void JobService::begin_sync() {
   auto first_revision = std::make_shared<int64_t>(0);
   // Pages of the range; changes between pages arrive through the watch
   // (which starts after the first page's revision), newest wins.
+  // The function is owned by the chain's last continuation; pages call it
+  // through a plain pointer (capturing the shared_ptr would be a cycle).
   auto page = std::make_shared<std::function<kj::Promise<Status>(std::string)>>();
-  *page = [this, jobs, first_revision, page](std::string from) -> kj::Promise<Status> {
+  auto* next_page = page.get();
+  *page = [this, jobs, first_revision, next_page](std::string from) -> kj::Promise<Status> {
     meta::Request request;
     meta::RangeRequest range;
     range.key = from;
     range.range_end = meta::prefix_range_end(kRecordPrefix);
     range.limit = 5'000;
     request.body = range;
-    return kv(std::move(request)).then([jobs, first_revision, page](meta::Response r) -> kj::Promise<Status> {
+    return kv(std::move(request)).then([jobs, first_revision, next_page](meta::Response r) -> kj::Promise<Status> {
       if (!r.status.ok()) return r.status;
       auto* got = std::get_if<meta::RangeResponse>(&r.body);
       if (got == nullptr) return Status::internal("a range answered with another kind of response");
@@ -494,7 +497,7 @@ void JobService::begin_sync() {
         }
         jobs->push_back(CachedJob{std::move(*record), kv.mod_revision, kv.create_revision});
       }
-      if (got->more && !got->kvs.empty()) return (*page)(got->kvs.back().key + '\0');
+      if (got->more && !got->kvs.empty()) return (*next_page)(got->kvs.back().key + '\0');
       return Status();
     });
   };
@@ -1281,15 +1284,16 @@ kj::Promise<Result<std::vector<std::string>>> JobService::write_records(std::sha
 
 kj::Promise<Result<std::vector<Record>>> JobService::list(std::optional<State> state) {
   auto out = std::make_shared<std::vector<std::pair<int64_t, Record>>>();
-  auto page = std::make_shared<std::function<kj::Promise<Status>(std::string)>>();
-  *page = [this, out, page, state](std::string from) -> kj::Promise<Status> {
+  auto page = std::make_shared<std::function<kj::Promise<Status>(std::string)>>();  // see begin_sync()
+  auto* next_page = page.get();
+  *page = [this, out, next_page, state](std::string from) -> kj::Promise<Status> {
     meta::Request request;
     meta::RangeRequest range;
     range.key = from;
     range.range_end = meta::prefix_range_end(kRecordPrefix);
     range.limit = 5'000;
     request.body = range;
-    return kv(std::move(request)).then([out, page, state](meta::Response r) -> kj::Promise<Status> {
+    return kv(std::move(request)).then([out, next_page, state](meta::Response r) -> kj::Promise<Status> {
       if (!r.status.ok()) return r.status;
       auto* got = std::get_if<meta::RangeResponse>(&r.body);
       if (got == nullptr) return Status::internal("a range answered with another kind of response");
@@ -1299,7 +1303,7 @@ kj::Promise<Result<std::vector<Record>>> JobService::list(std::optional<State> s
         if (state && record->state != *state) continue;
         out->emplace_back(kv.create_revision, std::move(*record));
       }
-      if (got->more && !got->kvs.empty()) return (*page)(got->kvs.back().key + '\0');
+      if (got->more && !got->kvs.empty()) return (*next_page)(got->kvs.back().key + '\0');
       return Status();
     });
   };
