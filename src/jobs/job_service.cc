@@ -202,6 +202,7 @@ struct JobService::Process {
   int open_handles = 0;
   int open_pipes = 0;
   JobService* service = nullptr;
+  JobService* lingering_owner = nullptr;  // set while only the SIGKILL timer is left (JobService::lingering_)
   std::string id;
 
   void close_handle(uv_handle_t* h) {
@@ -342,6 +343,12 @@ void JobService::stop() {
     }
   }
   local_.clear();
+  for (Process* proc : lingering_) {
+    if (proc->process.pid > 0) ::kill(-proc->process.pid, SIGKILL);
+    proc->lingering_owner = nullptr;
+    proc->close_all();
+  }
+  lingering_.clear();
   if (timers_->started) {
     timers_->started = false;
     // The handles live inside Timers, freed by the last close callback
@@ -1127,12 +1134,16 @@ void JobService::forget(const std::string& id_ref) {
       proc->service = nullptr;
       for (int i = 0; i < 2; ++i) proc->close_pipe(i);
       for (uv_timer_t* t : {&proc->timeout, &proc->drain}) proc->close_handle(reinterpret_cast<uv_handle_t*>(t));
-      // The kill timer closes everything after it fired.
+      // The kill timer closes everything after it fired (or stop() does).
+      proc->lingering_owner = this;
+      lingering_.insert(proc);
       uv_timer_start(
           &proc->kill,
           [](uv_timer_t* t) {
             auto* self = static_cast<Process*>(t->data);
             if (self->process.pid > 0) ::kill(-self->process.pid, SIGKILL);
+            if (self->lingering_owner != nullptr) self->lingering_owner->lingering_.erase(self);
+            self->lingering_owner = nullptr;
             self->close_all();
           },
           options_.stop_grace_ms, 0);

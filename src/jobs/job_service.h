@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -169,6 +170,7 @@ class JobService {
   // The latest attempt of each job this run of the node admitted: the cache
   // may still show it ASSIGNED after it ended, and it must not run twice.
   std::map<std::string, uint32_t> admitted_;
+  std::set<Process*> lingering_;  // ended jobs whose group still gets its SIGKILL
   std::vector<bool> gpu_used_;
   std::unique_ptr<kj::TaskSet> tasks_;
   std::unique_ptr<kj::TaskSet::ErrorHandler> task_errors_;
