@@ -10,6 +10,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("shoal::rpc");
 
 using Raft = import "raft.capnp";
+using Jobs = import "jobs.capnp";  # jobs (issue 6)
 
 interface Authenticator {
   # One challenge per connection; its nonce is single use. Any protocol error
@@ -111,6 +112,30 @@ interface Node {
 
   releaseBundles @16 (groupHi :UInt64, groupLo :UInt64) -> (found :Bool);
   # Gives a group's bundles on this node back.
+
+  # --- Command jobs (src/jobs) ------------------------------------------------
+  # Bad input is answered with a non-empty `error` (a message for the user);
+  # exceptions mean the node could not serve at all.
+
+  jobSubmit @17 (spec :Jobs.JobSpec, files :Jobs.JobFiles) -> (ids :List(Text), error :Text);
+  # Validates, checks that some node could ever fit it, stores it PENDING.
+
+  jobList @18 (state :Text) -> (jobs :List(Jobs.JobRecord), error :Text);
+  # Every job (state empty) or those in one state, in submission order.
+
+  jobGet @19 (id :Text) -> (job :Jobs.JobRecord, error :Text);
+
+  jobStop @20 (id :Text) -> (stopped :Bool, error :Text);
+  # stopped = false when the job had already finished.
+
+  jobLogs @21 (id :Text, offset :Int64, maxBytes :UInt32, hops :UInt8)
+      -> (data :Data, offset :Int64, nextOffset :Int64, finished :Bool, error :Text);
+  # The job's output from byte `offset` (-1: the last maxBytes); served by the
+  # node that ran it (this node forwards). finished: the job is over and
+  # nextOffset is the end of its output.
+
+  jobDelete @22 (id :Text) -> (deleted :Bool, error :Text);
+  # Removes a finished job's record.
 }
 
 struct BundleWire {

@@ -12,6 +12,7 @@
 #include "cli/certs_command.h"
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "cli/job_commands.h"  // jobs (issue 6)
 #include "node/machine.h"
 #include "rpc/certs.h"
 
@@ -102,9 +103,54 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, INT64_MAX));
   kv_watch->add_flag("--json", kvc.json, "One JSON object per change");
 
+  // --- jobs (issue 6) ---
+  SubmitCommand submit_cmd;
+  auto* submit = app.add_subcommand("submit", "Run a command on the cluster: shoalctl submit [flags] -- CMD ARGS...");
+  submit->add_option("--name", submit_cmd.name, "A name to show");
+  submit->add_option("--cpus", submit_cmd.cpus, "CPUs it holds while it runs")->check(CLI::Range(0.0, 1e6))->capture_default_str();
+  submit->add_option("--gpus", submit_cmd.gpus, "Whole GPUs (CUDA_VISIBLE_DEVICES names them)")->check(CLI::Range(0.0, 4096.0));
+  submit->add_option("--memory", submit_cmd.memory, "Memory it holds, e.g. 2GiB");
+  submit->add_option("--resource", submit_cmd.resources, "Custom resource NAME=QTY (repeatable)")->allow_extra_args(false);
+  submit->add_option("--env", submit_cmd.env, "Environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
+  submit->add_option("--working-dir", submit_cmd.working_dir, "Directory shipped to the node and run in (at most 1 MiB)");
+  submit->add_option("--max-retries", submit_cmd.max_retries, "Requeues when its node is lost")->check(CLI::Range(0, 100));
+  submit->add_option("--timeout", submit_cmd.timeout, "Time limit, e.g. 90s, 15m, 2h");
+  submit->add_option("--priority", submit_cmd.priority, "Higher starts first")->check(CLI::Range(-1000000, 1000000));
+  submit->add_option("--after", submit_cmd.after, "Start only after this job succeeded (repeatable)")->allow_extra_args(false);
+  submit->add_option("--array", submit_cmd.array, "A-B: one job per index, SHOAL_ARRAY_INDEX set");
+  submit->add_option("--submission-id", submit_cmd.submission_id, "The job id to use (default: generated)");
+  submit->add_flag("--no-wait", submit_cmd.no_wait, "Print the id and return at once");
+  submit->add_flag("--shell", submit_cmd.shell, "Run the command with /bin/sh -c (default: an argv, no shell)");
+  submit->add_option("command", submit_cmd.argv, "The command and its arguments (after --)")->required();
+  std::string job_state;
+  bool job_json = false, follow = false;
+  std::string job_id;
+  auto* jobs_cmd = app.add_subcommand("jobs", "List jobs");
+  jobs_cmd->add_option("--state", job_state, "Only jobs in this state (PENDING, RUNNING, SUCCEEDED, FAILED, ...)");
+  jobs_cmd->add_flag("--json", job_json, "Print JSON (Ray Jobs field names)");
+  auto* job_cmd = app.add_subcommand("job", "Show one job with its history");
+  job_cmd->add_option("job", job_id, "Job id")->required();
+  job_cmd->add_flag("--json", job_json, "Print JSON");
+  auto* stop_cmd = app.add_subcommand("stop", "Stop a job (SIGTERM to its process group, SIGKILL after a grace period)");
+  stop_cmd->add_option("job", job_id, "Job id")->required();
+  auto* logs_cmd = app.add_subcommand("logs", "Print a job's output (from any node)");
+  logs_cmd->add_option("job", job_id, "Job id")->required();
+  logs_cmd->add_flag("-f,--follow", follow, "Keep printing until the job ends");
+  auto* delete_cmd = app.add_subcommand("delete", "Delete a finished job's record");
+  delete_cmd->add_option("job", job_id, "Job id")->required();
+  // --- end jobs ---
+
   return parse_and_run(app, prog, argc, argv, [&]() -> int {
     if (!check_tls_flags(prog, ctl.tls_cert, ctl.tls_key, ctl.tls_ca)) return kExitUsage;
     if (status->parsed()) return run_status(ctl, json);
+    // --- jobs (issue 6) ---
+    if (submit->parsed()) return run_submit(ctl, submit_cmd);
+    if (jobs_cmd->parsed()) return run_jobs_list(ctl, job_state, job_json);
+    if (job_cmd->parsed()) return run_job_show(ctl, job_id, job_json);
+    if (stop_cmd->parsed()) return run_job_stop(ctl, job_id);
+    if (logs_cmd->parsed()) return run_job_logs(ctl, job_id, follow);
+    if (delete_cmd->parsed()) return run_job_delete(ctl, job_id);
+    // --- end jobs ---
     if (kv_get->parsed()) kvc.op = KvCommand::Op::kGet;
     if (kv_put->parsed()) kvc.op = KvCommand::Op::kPut;
     if (kv_del->parsed()) kvc.op = KvCommand::Op::kDelete;
@@ -345,6 +391,11 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
                     "PEM CA certificate: peers must present a certificate it signed (mutual TLS)");
   start->add_option("--tls-server-name", options.tls_server_name,
                     "Name every node certificate carries (default: node.shoal)");
+  // jobs (issue 6)
+  int http_port = -1;
+  start->add_option("--http-port", http_port, "Jobs REST API port (0: off; default 8265 when free)")
+      ->check(CLI::Range(0, 65535));
+  start->add_option("--http-bind", options.http_bind, "Address of the REST API (default: --bind)");
 
   auto* certs = app.add_subcommand("certs", "Make a CA and node certificates for TLS between nodes");
   certs->require_subcommand(1);
@@ -419,6 +470,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
     if (!check_tls_flags(prog, options.tls_cert, options.tls_key, options.tls_ca)) return kExitUsage;
     if (cpus >= 0) options.cpus = cpus;
     if (gpus >= 0) options.gpus = static_cast<uint32_t>(gpus);
+    if (http_port >= 0) options.http_port = static_cast<uint16_t>(http_port);  // jobs (issue 6)
     return run_start(options);
   });
 }

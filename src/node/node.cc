@@ -16,6 +16,8 @@
 #include "base/log.h"
 #include "control/control_plane.h"
 #include "gossip/service.h"
+#include "jobs/http_api.h"     // jobs (issue 6)
+#include "jobs/job_service.h"  // jobs (issue 6)
 #include "loop/loop.h"
 #include "loop/tcp.h"
 #include "node/data_dir.h"
@@ -28,6 +30,7 @@
 #include "rpc/tls.h"
 #include "task/cluster_runtime.h"
 #include "task/local_runtime.h"
+#include "task/executor.h"  // jobs (issue 6): the node's one resource accounting
 
 namespace shoal::node {
 namespace {
@@ -125,6 +128,12 @@ struct Node::State {
   std::shared_ptr<detail::LocalRuntime> engine;
   std::shared_ptr<detail::ClusterRuntime> tasks;
   uint64_t tasks_generation = 0;
+  // --- jobs (issue 6) ---
+  // Jobs take their resources from the engine's executor: one accounting
+  // for tasks, actors, placement groups and jobs.
+  std::unique_ptr<jobs::JobService> jobs;
+  std::unique_ptr<jobs::HttpApi> http;
+  // --- end jobs ---
 
   uv_signal_t sigterm{};
   uv_signal_t sigint{};
@@ -245,6 +254,7 @@ Status Node::serve() {
   bool joining = !options_.join.empty();
   s.gossip->on_event([&s, joining](const gossip::MemberEvent& event) {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
+    if (s.jobs) s.jobs->on_membership_change();  // jobs (issue 6)
     size_t alive = s.gossip->core()->count(gossip::MemberState::kAlive);
     SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),
                    event.member.info.address, gossip::member_state_name(event.member.state),
@@ -256,7 +266,9 @@ Status Node::serve() {
   });
 
   s.rpc_server = std::make_unique<rpc::RpcServer>(s.loop->timer(), s.secret, [&s]() -> rpc::Node::Client {
-    return kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id, s.tasks.get());
+    auto service = kj::heap<NodeService>(*s.gossip, s.control.get(), s.clock, s.self.id, s.tasks.get());
+    service->set_jobs(&s.jobs);  // jobs (issue 6)
+    return service;
   });
   if (s.tls) {
     s.rpc_server->set_stream_upgrade([&s](kj::Own<kj::AsyncIoStream> stream, std::string peer) {
@@ -291,6 +303,30 @@ Status Node::serve() {
   }));
 
   SHOAL_RETURN_IF_ERROR(start_tasks());
+
+  // --- jobs (issue 6): the job service (on the engine's executor), REST ---
+  {
+    jobs::JobServiceOptions job_options;
+    job_options.data_dir = s.data_dir;
+    job_options.self_id = s.self.id;
+    job_options.self_address = s.self.address;
+    job_options.gpus = static_cast<uint32_t>(s.self.total.gpus);
+    s.jobs = std::make_unique<jobs::JobService>(*s.loop, *s.control, *s.gossip, *s.peers, s.engine->executor(), s.clock,
+                                                job_options);
+    s.jobs->start();
+    uint16_t http_port = options_.http_port.value_or(8265);
+    if (http_port != 0) {
+      s.http = std::make_unique<jobs::HttpApi>(*s.loop, *s.jobs, s.secret);
+      Status http_started = s.http->listen(options_.http_bind.empty() ? options_.bind : options_.http_bind,
+                                           http_port);
+      if (!http_started.ok() && options_.http_port) return http_started;
+      if (!http_started.ok()) {
+        SHOAL_LOG_WARN("{}; the REST API is off", http_started.message());
+        s.http.reset();
+      }
+    }
+  }
+  // --- end jobs ---
 
   SHOAL_LOG_INFO("node {} listening on {} (data dir {})", s.self.id, s.self.address, s.data_dir);
   if (options_.join.empty()) {
@@ -506,6 +542,11 @@ void Node::shutdown() {
       uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
     }
   }
+  // --- jobs (issue 6): before the metadata store they write to, and
+  // before the engine whose executor holds their resources ---
+  s.http.reset();
+  if (s.jobs) s.jobs->stop();
+  // --- end jobs ---
   // Tasks first: owned work fails, hosted work stops, and every promise of
   // the runtime goes while the pool and the loop still exist.
   if (s.tasks) {
@@ -518,6 +559,7 @@ void Node::shutdown() {
   if (s.control) s.control->stop();
   s.listen_task.reset();
   s.rpc_server.reset();
+  s.jobs.reset();  // jobs (issue 6): after the RPC server that points at it
   s.tasks.reset();
   s.engine.reset();
   s.peers.reset();

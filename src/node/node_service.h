@@ -2,6 +2,7 @@
 // Loop thread only.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "base/clock.h"
@@ -16,6 +17,9 @@ class ControlPlane;
 
 namespace shoal::detail {
 class ClusterRuntime;
+}
+namespace shoal::jobs {
+class JobService;
 }
 
 namespace shoal::node {
@@ -47,6 +51,19 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> nodeInfo(NodeInfoContext context) override;
   kj::Promise<void> reserveBundles(ReserveBundlesContext context) override;
   kj::Promise<void> releaseBundles(ReleaseBundlesContext context) override;
+  // --- jobs (issue 6): defined in node/job_methods.cc ---
+ public:
+  // The node's job service, read at each call (null: job methods answer unavailable).
+  void set_jobs(const std::unique_ptr<jobs::JobService>* jobs) { jobs_ = jobs; }
+
+ protected:
+  kj::Promise<void> jobSubmit(JobSubmitContext context) override;
+  kj::Promise<void> jobList(JobListContext context) override;
+  kj::Promise<void> jobGet(JobGetContext context) override;
+  kj::Promise<void> jobStop(JobStopContext context) override;
+  kj::Promise<void> jobLogs(JobLogsContext context) override;
+  kj::Promise<void> jobDelete(JobDeleteContext context) override;
+  // --- end jobs ---
 
  private:
   gossip::GossipService& gossip_;
@@ -54,6 +71,7 @@ class NodeService final : public rpc::Node::Server {
   const Clock& clock_;
   std::string self_id_;
   detail::ClusterRuntime* tasks_;
+  const std::unique_ptr<jobs::JobService>* jobs_ = nullptr;  // jobs (issue 6)
 };
 
 }  // namespace shoal::node

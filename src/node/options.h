@@ -32,6 +32,11 @@ struct NodeOptions {
   std::string tls_key;
   std::string tls_ca;
   std::string tls_server_name;  // empty: rpc::kTlsNodeName
+  // jobs (issue 6): the Jobs REST API port; 0 turns it off. Unset: 8265 if
+  // free (a warning otherwise, so several nodes can share a machine). Bound
+  // to `bind` unless http_bind says otherwise.
+  std::optional<uint16_t> http_port;
+  std::string http_bind;
 };
 
 }  // namespace shoal::node
