@@ -212,7 +212,7 @@ def test_what_a_dead_driver_held_is_freed(cluster):
 def test_infeasible_task_is_pending_with_its_reason(cluster):
     first = start_cluster(cluster)
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
-                             "infeasible", "15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "infeasible", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=cluster.env)
     try:
         check(proc.stdout.readline().startswith("{"), "driver did not submit")
