@@ -1,4 +1,5 @@
 #include "jobs/job_types.h"
+#include "base/json.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -432,27 +433,7 @@ Result<std::vector<File>> decode_files(std::string_view bytes) {
 
 // ---- JSON -------------------------------------------------------------------------------
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned char>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string json_string(std::string_view s) { return json_quote(s); }
 
 namespace {
 

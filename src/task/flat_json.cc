@@ -1,34 +1,13 @@
 #include "task/flat_json.h"
 
+#include "base/json.h"
+
 #include <cstdint>
 
 namespace shoal::detail {
 
 namespace {
 
-void append_escaped(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out += kHex[u >> 4];
-          out += kHex[u & 0xf];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
 
 class Reader {
  public:
@@ -154,9 +133,9 @@ std::string flat_json(const std::vector<std::pair<std::string, std::string>>& fi
   std::string out = "{";
   for (std::size_t i = 0; i < fields.size(); ++i) {
     if (i > 0) out += ',';
-    append_escaped(out, fields[i].first);
+    out += json_quote(fields[i].first);
     out += ':';
-    append_escaped(out, fields[i].second);
+    out += json_quote(fields[i].second);
   }
   out += '}';
   return out;
