@@ -296,7 +296,7 @@ ClusterRuntime::ClusterRuntime(ClusterRuntimeConfig config)
   tasks_set_ = std::make_unique<kj::TaskSet>(*error_handler_);
 }
 
-ClusterRuntime::~ClusterRuntime() { shutdown(); }
+ClusterRuntime::~ClusterRuntime() noexcept { shutdown(); }
 
 TaskId ClusterRuntime::new_task_id() {
   return TaskId{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
@@ -1056,7 +1056,9 @@ void ClusterRuntime::flush_link(const std::string& address) {
       sends.add(request.send().then([batch, ids](auto) { batch->acked.insert(ids.begin(), ids.end()); },
                                     [this, address, ids](kj::Exception&& e) { on_push_failed(address, ids, e); }));
     }
-    for (auto& [actor, reason] : batch->kills) {
+    for (auto& kill : batch->kills) {
+      ActorId actor = kill.first;
+      const std::string& reason = kill.second;
       auto request = node.killActorRequest();
       request.setActorHi(actor.hi);
       request.setActorLo(actor.lo);
@@ -2827,8 +2829,9 @@ void ClusterRuntime::try_place_group(const PlacementGroupId& id) {
   std::map<std::string, std::vector<uint32_t>> by_node;
   for (uint32_t b = 0; b < plan.size(); ++b) by_node[plan[b]].push_back(b);
   kj::Vector<kj::Promise<std::pair<std::string, std::string>>> calls;  // (node, why not) "" = reserved
-  for (const auto& [address, indexes] : by_node) {
-    std::string node = address;
+  for (const auto& entry : by_node) {
+    std::string node = entry.first;
+    std::vector<uint32_t> indexes = entry.second;
     std::vector<ResourceSet> sets;
     for (uint32_t b : indexes) sets.push_back(group->bundles[b]);
     rpc::TaskOwner::Client owner = *owner_cap_;

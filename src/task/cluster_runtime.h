@@ -118,7 +118,7 @@ struct ClusterRuntimeConfig {
 class ClusterRuntime final : public Runtime {
  public:
   static std::shared_ptr<ClusterRuntime> create(ClusterRuntimeConfig config);
-  ~ClusterRuntime() override;
+  ~ClusterRuntime() noexcept override;
 
   const std::string& node_id() const override { return config_.node_id; }
   const std::string& address() const override { return config_.address; }
