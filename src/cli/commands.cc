@@ -181,6 +181,15 @@ int run_start(const node::NodeOptions& options) {
   return kExitOk;
 }
 
+namespace {
+thread_local kj::Timer* tls_ctl_timer = nullptr;  // NOLINT: with_node's loop, while it runs
+}  // namespace
+
+kj::Timer& ctl_timer() {
+  KJ_REQUIRE(tls_ctl_timer != nullptr, "ctl_timer() outside with_node");
+  return *tls_ctl_timer;
+}
+
 Status with_node(const CtlOptions& options,
                  const std::function<kj::Promise<Status>(rpc::Node::Client&)>& fn, bool no_timeout) {
   auto target = resolve_target(options);
@@ -199,6 +208,8 @@ Status with_node(const CtlOptions& options,
   (void)set_log_level("warn");
 
   loop::Loop loop;
+  tls_ctl_timer = &loop.timer();
+  KJ_DEFER(tls_ctl_timer = nullptr);
   std::unique_ptr<rpc::ClientConnection> connection;
   std::string where = address;
   auto work = loop::connect_tcp(loop, hp->first, hp->second)
@@ -296,6 +307,9 @@ kj::Promise<std::vector<Demand>> fetch_demand(rpc::Node::Client& node) {
   if (!bytes.ok()) return std::vector<Demand>();
   auto call = node.kvRequest();
   call.setRequest(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes->data()), bytes->size()));
+  // Optional: without a metadata leader (an election under way) status must
+  // still answer, so this read gets 1.5 s.
+  auto no_answer = ctl_timer().afterDelay(1500 * kj::MILLISECONDS).then([] { return std::vector<Demand>(); });
   return call.send().then(
       [](capnp::Response<rpc::Node::KvResults> r) {
         std::vector<Demand> out;
@@ -314,7 +328,8 @@ kj::Promise<std::vector<Demand>> fetch_demand(rpc::Node::Client& node) {
         }
         return out;
       },
-      [](kj::Exception&&) { return std::vector<Demand>(); });  // no metadata store: nothing to show
+      [](kj::Exception&&) { return std::vector<Demand>(); })  // no metadata store: nothing to show
+      .exclusiveJoin(kj::mv(no_answer));
 }
 
 std::string demand_json(const std::vector<Demand>& demand) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <kj/async.h>
+#include <kj/timer.h>
 
 #include <functional>
 #include <string>
@@ -20,6 +21,10 @@ std::string json_escape(std::string_view s);
 // Connects to the node `options` names (or the local one), authenticates,
 // runs `fn` with its Node capability and waits for the result. Without
 // `no_timeout`, gives up after options.timeout_ms.
+// The timer of with_node's loop; only inside with_node's callback (to bound
+// an optional sub-request so one slow answer does not fail the command).
+kj::Timer& ctl_timer();
+
 Status with_node(const CtlOptions& options, const std::function<kj::Promise<Status>(rpc::Node::Client&)>& fn,
                  bool no_timeout);
 
