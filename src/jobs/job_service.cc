@@ -473,43 +473,50 @@ kj::Promise<Result<std::optional<Record>>> JobService::write_update(std::string 
 
 // ---- Cache of job records ------------------------------------------------------------------
 
-void JobService::begin_sync() {
-  if (stopped_ || syncing_) return;
-  syncing_ = true;
-  auto jobs = std::make_shared<std::vector<CachedJob>>();
-  auto first_revision = std::make_shared<int64_t>(0);
-  // Pages of the range; changes between pages arrive through the watch
-  // (which starts after the first page's revision), newest wins.
+kj::Promise<Status> JobService::scan_records(std::function<void(const meta::KeyValue&, int64_t)> visit) {
   // The function is owned by the chain's last continuation; pages call it
   // through a plain pointer (capturing the shared_ptr would be a cycle).
   auto page = std::make_shared<std::function<kj::Promise<Status>(std::string)>>();
   auto* next_page = page.get();
-  *page = [this, jobs, first_revision, next_page](std::string from) -> kj::Promise<Status> {
+  *page = [this, visit = std::move(visit), next_page](std::string from) -> kj::Promise<Status> {
     meta::Request request;
     meta::RangeRequest range;
     range.key = from;
     range.range_end = meta::prefix_range_end(kRecordPrefix);
     range.limit = 5'000;
     request.body = range;
-    return kv(std::move(request)).then([jobs, first_revision, next_page](meta::Response r) -> kj::Promise<Status> {
+    return kv(std::move(request)).then([&visit, next_page](meta::Response r) -> kj::Promise<Status> {
       if (!r.status.ok()) return r.status;
       auto* got = std::get_if<meta::RangeResponse>(&r.body);
       if (got == nullptr) return Status::internal("a range answered with another kind of response");
-      if (*first_revision == 0) *first_revision = r.revision;
-      for (const auto& kv : got->kvs) {
-        auto record = decode_record(kv.value);
-        if (!record.ok()) {
-          SHOAL_LOG_WARN("jobs: skipping unreadable record {}: {}", kv.key, record.status().message());
-          continue;
-        }
-        jobs->push_back(CachedJob{std::move(*record), kv.mod_revision, kv.create_revision});
-      }
+      for (const auto& kv : got->kvs) visit(kv, r.revision);
       if (got->more && !got->kvs.empty()) return (*next_page)(got->kvs.back().key + '\0');
       return Status();
     });
   };
-  tasks_->add((*page)(std::string(kRecordPrefix)).then([this, jobs, first_revision, page](Status status) mutable {
+  return (*page)(std::string(kRecordPrefix)).then([page](Status status) mutable {
     page.reset();
+    return status;
+  });
+}
+
+void JobService::begin_sync() {
+  if (stopped_ || syncing_) return;
+  syncing_ = true;
+  auto jobs = std::make_shared<std::vector<CachedJob>>();
+  auto first_revision = std::make_shared<int64_t>(0);
+  // Changes between pages arrive through the watch (which starts after the
+  // first page's revision), newest wins.
+  auto visit = [jobs, first_revision](const meta::KeyValue& kv, int64_t revision) {
+    if (*first_revision == 0) *first_revision = revision;
+    auto record = decode_record(kv.value);
+    if (!record.ok()) {
+      SHOAL_LOG_WARN("jobs: skipping unreadable record {}: {}", kv.key, record.status().message());
+      return;
+    }
+    jobs->push_back(CachedJob{std::move(*record), kv.mod_revision, kv.create_revision});
+  };
+  tasks_->add(scan_records(visit).then([this, jobs, first_revision](Status status) {
     if (!status.ok()) {
       syncing_ = false;
       SHOAL_LOG_DEBUG("jobs: cannot read job records yet: {}", status.message());
@@ -1295,31 +1302,13 @@ kj::Promise<Result<std::vector<std::string>>> JobService::write_records(std::sha
 
 kj::Promise<Result<std::vector<Record>>> JobService::list(std::optional<State> state) {
   auto out = std::make_shared<std::vector<std::pair<int64_t, Record>>>();
-  auto page = std::make_shared<std::function<kj::Promise<Status>(std::string)>>();  // see begin_sync()
-  auto* next_page = page.get();
-  *page = [this, out, next_page, state](std::string from) -> kj::Promise<Status> {
-    meta::Request request;
-    meta::RangeRequest range;
-    range.key = from;
-    range.range_end = meta::prefix_range_end(kRecordPrefix);
-    range.limit = 5'000;
-    request.body = range;
-    return kv(std::move(request)).then([out, next_page, state](meta::Response r) -> kj::Promise<Status> {
-      if (!r.status.ok()) return r.status;
-      auto* got = std::get_if<meta::RangeResponse>(&r.body);
-      if (got == nullptr) return Status::internal("a range answered with another kind of response");
-      for (const auto& kv : got->kvs) {
-        auto record = decode_record(kv.value);
-        if (!record.ok()) continue;
-        if (state && record->state != *state) continue;
-        out->emplace_back(kv.create_revision, std::move(*record));
-      }
-      if (got->more && !got->kvs.empty()) return (*next_page)(got->kvs.back().key + '\0');
-      return Status();
-    });
+  auto visit = [out, state](const meta::KeyValue& kv, int64_t) {
+    auto record = decode_record(kv.value);
+    if (!record.ok()) return;
+    if (state && record->state != *state) return;
+    out->emplace_back(kv.create_revision, std::move(*record));
   };
-  return (*page)(std::string(kRecordPrefix)).then([out, page](Status status) mutable -> Result<std::vector<Record>> {
-    page.reset();
+  return scan_records(visit).then([out](Status status) -> Result<std::vector<Record>> {
     if (!status.ok()) return status;
     std::stable_sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<Record> records;

@@ -124,6 +124,9 @@ class JobService {
                                                               size_t from);
 
   void begin_sync();
+  // Reads every job record, in pages, calling `visit(kv, revision)` for each
+  // (revision: the store's revision of the page that carried it).
+  kj::Promise<Status> scan_records(std::function<void(const meta::KeyValue&, int64_t)> visit);
   void on_synced(std::vector<CachedJob> jobs, int64_t revision);
   void on_event(const meta::Event& event);
   void on_job_changed(const CachedJob& job, bool first_sync);

@@ -1218,12 +1218,16 @@ void ClusterRuntime::lost_task(const std::shared_ptr<Task>& task, const std::str
 // ---- Results (loop thread) ------------------------------------------------------------
 
 void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
+  std::string from;          // the reporting node's id (one node per batch)
+  std::string from_address;  // and its address
   for (auto result : results) {
     TaskId id{result.getTaskHi(), result.getTaskLo()};
-    std::string from = result.getNodeId().cStr();
-    std::string from_address;
-    for (const auto& [address, member] : members_) {
-      if (member.id == from) from_address = address;
+    if (from != result.getNodeId().cStr()) {
+      from = result.getNodeId().cStr();
+      from_address.clear();
+      for (const auto& [address, member] : members_) {
+        if (member.id == from) from_address = address;
+      }
     }
     if (auto link = links_.find(from_address); link != links_.end()) link->second->in_flight.erase(id);
     std::shared_ptr<Task> task;
