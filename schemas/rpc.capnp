@@ -136,6 +136,42 @@ interface Node {
 
   jobDelete @22 (id :Text) -> (deleted :Bool, error :Text);
   # Removes a finished job's record.
+
+  # --- Objects (src/task/cluster_runtime) ---------------------------------------
+  # Values over 100 KiB stay where they were made (the node that ran the
+  # task, the process that put them) and move in chunks, pulled by whoever
+  # needs them from any process holding a copy.
+
+  readObject @23 (objectHi :UInt64, objectLo :UInt64, offset :UInt64, length :UInt32)
+      -> (data :Data, size :UInt64);
+  # Bytes [offset, offset + length) of a value held here (length at most
+  # 16 MiB), and the value's whole size. An object not held here (never, or
+  # freed) is an error naming it.
+
+  freeObjects @24 (objects :List(ObjectIdWire)) -> ();
+  # The owner's last reference to these objects is gone: drop the copies
+  # held here for it.
+}
+
+struct ObjectIdWire {
+  hi @0 :UInt64;
+  lo @1 :UInt64;
+}
+
+struct StoredWire {
+  # A value that did not travel inline: its size, and processes holding a
+  # copy ("host:port"), to pull it from with readObject.
+  size @0 :UInt64;
+  locations @1 :List(Text);
+}
+
+struct RefArgWire {
+  # An argument passed by reference: the node pulls the value before the
+  # task runs.
+  index @0 :UInt32;              # which argument (its slot in TaskWire.args is empty)
+  objectHi @1 :UInt64;
+  objectLo @2 :UInt64;
+  stored @3 :StoredWire;
 }
 
 struct BundleWire {
@@ -160,6 +196,7 @@ struct TaskWire {
   attempt @7 :UInt32;            # 1 on the first try
   spillable @8 :Bool;            # the owner let the node choose (default strategy):
                                  # a busy node may hand it back (TaskResult.spilled)
+  refArgs @9 :List(RefArgWire);  # arguments over 100 KiB, pulled by the node
 }
 
 struct ActorWire {
@@ -180,6 +217,7 @@ struct TaskResult {
   union {
     value @2 :Data;              # msgpack of the return value
     error @3 :Data;              # task/wire.h encode_error_info
+    stored @6 :StoredWire;       # over 100 KiB: kept where it is, pulled on demand
   }
   nodeId @4 :Text;               # where it ran
   spilled @5 :Bool;              # not run: this node is full and another has room;

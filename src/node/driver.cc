@@ -83,6 +83,14 @@ class DriverService final : public rpc::Node::Server {
     if (auto runtime = runtime_.lock()) runtime->fill_node_info(context.getResults());
     return kj::READY_NOW;
   }
+  kj::Promise<void> readObject(ReadObjectContext context) override {
+    auto runtime = runtime_.lock();
+    if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
+    auto p = context.getParams();
+    runtime->serve_read_object(object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
+                               context.getResults());
+    return kj::READY_NOW;
+  }
 
  private:
   std::weak_ptr<ClusterRuntime> runtime_;

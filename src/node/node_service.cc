@@ -176,6 +176,20 @@ kj::Promise<void> NodeService::nodeInfo(NodeInfoContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> NodeService::readObject(ReadObjectContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  tasks_->serve_read_object(detail::object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
+                            context.getResults());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::freeObjects(FreeObjectsContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  tasks_->serve_free_objects(context.getParams().getObjects());
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> NodeService::reserveBundles(ReserveBundlesContext context) {
   if (tasks_ == nullptr) return no_tasks();
   auto p = context.getParams();

@@ -16,13 +16,7 @@ std::vector<std::string_view> argument_views(const ActorCall& call) {
   std::vector<std::string_view> views;
   views.reserve(call.spec.args.size());
   for (std::size_t i = 0; i < call.spec.args.size(); ++i) {
-    const TaskArg& arg = call.spec.args[i];
-    if (arg.ref) {
-      SHOAL_ASSERT(i < call.arg_values.size() && call.arg_values[i] != nullptr, i);
-      views.emplace_back(call.arg_values[i]->bytes);
-    } else {
-      views.emplace_back(arg.value);
-    }
+    views.push_back(argument_view(call.spec.args[i], i < call.arg_values.size() ? call.arg_values[i] : nullptr));
   }
   return views;
 }

@@ -16,6 +16,8 @@
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
 #include "shoal/registry.h"
+#include "task/cluster_task.h"
+#include "task/cluster_wire.h"
 #include "task/flat_json.h"
 #include "task/wire.h"
 
@@ -31,9 +33,6 @@ constexpr uint64_t kLocateRetryMs = 100;
 constexpr uint32_t kLocateAttemptsMax = 100;    // 10 s for a creator to record its actor
 constexpr uint64_t kRequeueDelayMs = 50;
 constexpr std::size_t kBatchBytesMax = 16u << 20;  // per pushTasks / done message
-// One value per message, under the RPC message limit (64 MiB) with room to
-// spare; larger values need the object store (issue 5).
-constexpr std::size_t kInlineValueBytesMax = 48u << 20;
 constexpr std::string_view kActorsPrefix = "/shoal/actors/";
 constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
 constexpr std::string_view kDemandPrefix = "/shoal/demand/";
@@ -67,20 +66,10 @@ void request_to_wire(const ResourceRequest& request, rpc::ResourceSet::Builder w
   }
 }
 
-std::string data_string(capnp::Data::Reader data) {
-  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
-}
-
-capnp::Data::Reader as_data(const std::string& s) {
-  return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.data()), s.size());
-}
-
 std::string actor_key(const ActorId& id) { return std::string(kActorsPrefix) + id.hex(); }
 std::string named_key(std::string_view name_space, std::string_view name) {
   return std::string(kNamedActorsPrefix) + std::string(name_space) + "/" + std::string(name);
 }
-
-std::string kj_text(const kj::Exception& e) { return e.getDescription().cStr(); }
 
 uint64_t random_session() {
   std::random_device rd;
@@ -139,33 +128,7 @@ std::string group_key(const PlacementGroupId& id) { return std::string(kGroupsPr
 
 }  // namespace
 
-// ---- Internal records --------------------------------------------------------------
-
-struct ClusterRuntime::Task {
-  enum class Kind { kTask, kActorCall, kActorCreation };
-  Kind kind = Kind::kTask;
-  TaskId id;
-  ObjectId return_id;  // nil for a creation
-  TaskSpec spec;       // a creation: function = the class name
-  std::string constructor;
-  ActorOptions actor_options;
-  ResourceSet demand;
-  ActorId actor;
-  // Guarded by mutex_:
-  std::vector<ObjectValuePtr> arg_values;
-  std::size_t deps_remaining = 0;
-  std::optional<ErrorInfo> dep_error;
-  bool resolved = false;
-  bool done = false;
-  std::string node;  // address it went to, kEngine, or empty
-  uint32_t attempts = 0;
-  RefPtr engine_ref;
-  std::string pending_reason;
-  // Placed into a placement group bundle: the bundle's resource names.
-  std::optional<ResourceRequest> bundle_resources;
-  std::string avoid;  // a node that spilled it back: not again next time
-  uint32_t spills = 0;
-};
+// ---- Internal records (Task: cluster_task.h) ------------------------------------------
 
 struct ClusterRuntime::GroupState {
   enum class State { kPending, kCreated, kRemoved };
@@ -479,11 +442,6 @@ Result<ActorPtr> ClusterRuntime::create_actor(ActorSpec spec) {
 
 Result<RefPtr> ClusterRuntime::put(SerializedValue value) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
-  if (value.bytes.size() > kInlineValueBytesMax) {
-    return Status::resource_exhausted("put(): the value is " + std::to_string(value.bytes.size()) +
-                                      " bytes; values over " + std::to_string(kInlineValueBytesMax) +
-                                      " bytes need the object store, which this build lacks");
-  }
   mark_shared(value.contained);  // whoever fetches it gets the handles inside
   ObjectId id = ObjectId::for_put(new_task_id());
   auto stored = std::make_shared<ObjectValue>();
@@ -560,6 +518,19 @@ void ClusterRuntime::on_argument(const std::shared_ptr<Task>& task, std::size_t 
 }
 
 void ClusterRuntime::on_args_resolved(const std::shared_ptr<Task>& task) {
+  if (task->kind == Task::Kind::kActorCreation) {
+    // Constructor arguments travel inline (they are kept for restarts):
+    // values held elsewhere come here first.
+    bool remote = false;
+    {
+      std::lock_guard lock(mutex_);
+      remote = has_remote_args(*task);
+    }
+    if (remote) {
+      with_local_args(task, [this, task] { on_args_resolved(task); });
+      return;
+    }
+  }
   if (task->kind == Task::Kind::kActorCall) {
     {
       std::lock_guard lock(mutex_);
@@ -602,14 +573,13 @@ std::vector<std::string_view> ClusterRuntime::argument_bytes(const Task& task) c
   std::vector<std::string_view> out;
   out.reserve(task.spec.args.size());
   for (std::size_t i = 0; i < task.spec.args.size(); ++i) {
-    if (task.spec.args[i].ref) {
-      SHOAL_ASSERT(i < task.arg_values.size() && task.arg_values[i] != nullptr, i);
-      out.emplace_back(task.arg_values[i]->bytes);
-    } else {
-      out.emplace_back(task.spec.args[i].value);
-    }
+    out.push_back(argument_view(task.spec.args[i], i < task.arg_values.size() ? task.arg_values[i] : nullptr));
   }
   return out;
+}
+
+bool ClusterRuntime::by_reference(const Task& task, std::size_t index) const {
+  return task.spec.args[index].ref && index < task.arg_values.size() && large(task.arg_values[index]);
 }
 
 // ---- Running on this node's engine ---------------------------------------------------
@@ -623,6 +593,8 @@ bool ClusterRuntime::try_run_here(const std::shared_ptr<Task>& task) {
   if (!task->demand.fits_in(total)) return false;
   {
     std::lock_guard lock(mutex_);
+    // Arguments held elsewhere: the push path pulls them (to this node too).
+    if (has_remote_args(*task)) return false;
     double cpus = cpu_wholes(total);
     if (static_cast<double>(local_running_) >= std::max(1.0, cpus)) return false;
     ++local_running_;
@@ -698,7 +670,14 @@ void ClusterRuntime::schedule_pending() {
     bool never = false;
     std::optional<std::string> address = pick_node(task, &reason, &never);
     if (address) {
-      if (*address == config_.address && config_.engine && task->kind == Task::Kind::kTask) {
+      bool remote_args = false;
+      {
+        std::lock_guard lock(mutex_);
+        remote_args = has_remote_args(*task);
+      }
+      // Tasks with arguments held elsewhere go through a push even to this
+      // node: the node side pulls them and keeps the copies.
+      if (*address == config_.address && config_.engine && task->kind == Task::Kind::kTask && !remote_args) {
         {
           std::lock_guard lock(mutex_);
           ++local_running_;
@@ -933,15 +912,45 @@ void ClusterRuntime::schedule_flush(const std::string& address) {
   }));
 }
 
-void ClusterRuntime::fill_task_wire(const Task& task, rpc::TaskWire::Builder wire) {
+void ClusterRuntime::fill_task_wire(const Task& task, const std::string& address, rpc::TaskWire::Builder wire) {
   wire.setTaskHi(task.id.hi);
   wire.setTaskLo(task.id.lo);
   wire.setFunction(task.spec.function);
   std::lock_guard lock(mutex_);
   std::vector<std::string_view> args = argument_bytes(task);
   auto list = wire.initArgs(static_cast<unsigned>(args.size()));
+  unsigned by_ref = 0;
   for (unsigned i = 0; i < args.size(); ++i) {
+    if (by_reference(task, i)) {
+      ++by_ref;  // its slot stays empty; the node pulls the value
+      continue;
+    }
     list.set(i, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(args[i].data()), args[i].size()));
+  }
+  if (by_ref > 0) {
+    auto refs = wire.initRefArgs(by_ref);
+    unsigned k = 0;
+    for (unsigned i = 0; i < args.size(); ++i) {
+      if (!by_reference(task, i)) continue;
+      const ObjectId& id = task.spec.args[i].ref->id;
+      const ObjectValuePtr& value = task.arg_values[i];
+      refs[k].setIndex(i);
+      refs[k].setObjectHi(id.hi);
+      refs[k].setObjectLo(id.lo);
+      std::vector<std::string> holders = holders_locked(id, value);
+      if (holders.empty()) holders.push_back(task.spec.args[i].ref->owner_address);
+      fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders,
+                  refs[k].initStored());
+      // The node may keep a copy: the owner frees it there too.
+      any_locations_.store(true);
+      Locations& l = locations_[id];
+      if (value->remote_size == 0) {
+        l.size = value->bytes.size();
+        l.owned = task.spec.args[i].ref->owner_address == config_.address;
+      }
+      l.sent_to.insert(address);
+      ++k;
+    }
   }
   request_to_wire(task.bundle_resources ? *task.bundle_resources : task.spec.options.resources,
                   wire.initResources());
@@ -976,7 +985,10 @@ void ClusterRuntime::flush_link(const std::string& address) {
     std::lock_guard lock(mutex_);
     for (; taken < link.tasks.size(); ++taken) {
       std::size_t size = 0;
-      for (std::string_view a : argument_bytes(*link.tasks[taken])) size += a.size();
+      std::vector<std::string_view> args = argument_bytes(*link.tasks[taken]);
+      for (std::size_t i = 0; i < args.size(); ++i) {
+        if (!by_reference(*link.tasks[taken], i)) size += args[i].size();
+      }
       if (taken > 0 && bytes + size > kBatchBytesMax) break;
       bytes += size;
     }
@@ -1035,7 +1047,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
       auto list = request.initTasks(static_cast<unsigned>(batch->tasks.size()));
       std::vector<TaskId> ids;
       for (unsigned i = 0; i < batch->tasks.size(); ++i) {
-        fill_task_wire(*batch->tasks[i], list[i]);
+        fill_task_wire(*batch->tasks[i], address, list[i]);
         ids.push_back(batch->tasks[i]->id);
       }
       sends.add(request.send().then([batch, ids](auto) { batch->acked.insert(ids.begin(), ids.end()); },
@@ -1050,7 +1062,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
       auto list = request.initCalls(static_cast<unsigned>(calls.size()));
       std::vector<TaskId> ids;
       for (unsigned i = 0; i < calls.size(); ++i) {
-        fill_task_wire(*calls[i], list[i]);
+        fill_task_wire(*calls[i], address, list[i]);
         ids.push_back(calls[i]->id);
       }
       sends.add(request.send().then([batch, ids](auto) { batch->acked.insert(ids.begin(), ids.end()); },
@@ -1267,6 +1279,16 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
                                     "node " + std::string(result.getNodeId().cStr()) +
                                         " sent an unreadable error: " + error.status().message());
       }
+    } else if (result.isStored()) {
+      auto stored = result.getStored();
+      if (stored.getSize() == 0 || stored.getLocations().size() == 0) {
+        value->error = system_error(task, Status::Code::kInternal,
+                                    "node " + std::string(result.getNodeId().cStr()) +
+                                        " reported a stored result with no size or holder");
+      } else {
+        value->remote_size = stored.getSize();
+        add_locations(task->return_id, stored.getSize(), stored.getLocations(), /*owned=*/true);
+      }
     } else {
       value->bytes = data_string(result.getValue());
     }
@@ -1291,7 +1313,11 @@ void ClusterRuntime::complete(const std::shared_ptr<Task>& task, ObjectValuePtr 
   arg_values.clear();
   args.clear();
   contained = {};
-  if (value && !task->return_id.nil()) objects_.complete(task->return_id, std::move(value));
+  if (!value || task->return_id.nil()) return;
+  bool remote = value->remote_size > 0;
+  objects_.complete(task->return_id, std::move(value));
+  // Nobody here wanted it any more: the node that holds it can drop it.
+  if (remote) forget_locations(task->return_id);
 }
 
 void ClusterRuntime::fail(const std::shared_ptr<Task>& task, ErrorInfo error) {
@@ -1366,6 +1392,7 @@ void ClusterRuntime::check_owners() {
     std::vector<ActorId> actor_ids;
     std::vector<PlacementGroupId> groups;
     std::unique_ptr<OwnerSession> dropped;
+    std::vector<ObjectValuePtr> dropped_values;  // what it held here: released after the lock
     {
       std::lock_guard lock(host_mutex_);
       for (auto it = hosted_.begin(); it != hosted_.end();) {
@@ -1384,6 +1411,18 @@ void ClusterRuntime::check_owners() {
       if (it != sessions_.end()) {
         dropped = std::move(it->second);
         sessions_.erase(it);
+      }
+      for (auto h = held_.begin(); h != held_.end();) {
+        if (h->second.session != session) {
+          ++h;
+          continue;
+        }
+        if (h->second.copy) {
+          copies_bytes_ -= h->second.value->bytes.size();
+          copies_lru_.erase(h->second.lru);
+        }
+        dropped_values.push_back(std::move(h->second.value));
+        h = held_.erase(h);
       }
     }
     SHOAL_LOG_INFO("owner session {:x} unreachable for {} s: stopping its {} actor(s), releasing {} placement group(s)",
@@ -1943,7 +1982,10 @@ ActorPtr ClusterRuntime::adopt_actor(ActorId id, std::string class_name, std::st
                                                   weak_from_this());
 }
 
-void ClusterRuntime::release_ref(const RefState& ref) noexcept { objects_.remove_ref(ref.id); }
+void ClusterRuntime::release_ref(const RefState& ref) noexcept {
+  objects_.remove_ref(ref.id);
+  forget_locations(ref.id);  // the last reference here: copies elsewhere go
+}
 
 void ClusterRuntime::release_actor(const ActorHandleState& handle) noexcept {
   bool pump = false;
@@ -1990,12 +2032,12 @@ void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failu
     borrowed_.erase(id);
     return;
   }
-  auto fetched = config_.peers->call<ObjectValuePtr>(owner, [id](rpc::Node::Client& node) {
+  auto fetched = config_.peers->call<ObjectValuePtr>(owner, [this, id](rpc::Node::Client& node) {
     auto request = node.getObjectRequest();
     request.setObjectHi(id.hi);
     request.setObjectLo(id.lo);
     request.setWaitMs(kGetObjectWaitMs);
-    return request.send().then([](auto response) -> ObjectValuePtr {
+    return request.send().then([this, id](auto response) -> ObjectValuePtr {
       auto result = response.getResult();
       auto value = std::make_shared<ObjectValue>();
       if (result.isError()) {
@@ -2005,6 +2047,15 @@ void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failu
           value->error->message = "the owner sent an unreadable error: " + error.status().message();
         } else {
           value->error = std::move(*error);
+        }
+      } else if (result.isStored()) {
+        auto stored = result.getStored();
+        if (stored.getSize() == 0 || stored.getLocations().size() == 0) {
+          value->error = ErrorInfo{};
+          value->error->message = "the owner reported a stored value with no size or holder";
+        } else {
+          value->remote_size = stored.getSize();
+          add_locations(id, stored.getSize(), stored.getLocations(), /*owned=*/false);
         }
       } else {
         value->bytes = data_string(result.getValue());
@@ -2093,6 +2144,7 @@ Result<std::vector<ObjectValuePtr>> ClusterRuntime::get(std::span<const RefState
   bool done = false;
   SHOAL_RETURN_IF_ERROR(wait_for(refs, refs.size(), deadline, values, done));
   if (!done) return Status::deadline_exceeded(describe_pending(refs, values));
+  SHOAL_RETURN_IF_ERROR(materialize(refs, values, deadline));  // values held elsewhere come here
   return values;
 }
 
@@ -2173,6 +2225,10 @@ Result<T> ClusterRuntime::on_loop_and_wait(std::function<kj::Promise<Result<T>>(
     return Status::unavailable("shoal is shutting down");
   }
 }
+
+// cluster_objects.cc waits for pulls.
+template Result<std::vector<ObjectValuePtr>> ClusterRuntime::on_loop_and_wait<std::vector<ObjectValuePtr>>(
+    std::function<kj::Promise<Result<std::vector<ObjectValuePtr>>>()> fn, Deadline deadline);
 
 kj::Promise<std::string> ClusterRuntime::kv_call(std::string request) {
   if (!config_.kv) return KJ_EXCEPTION(DISCONNECTED, "no metadata store is reachable from here");
@@ -2308,6 +2364,7 @@ kj::Promise<void> ClusterRuntime::serve_push_tasks(rpc::TaskOwner::Client owner,
     TaskId id{wire.getTaskHi(), wire.getTaskLo()};
     TaskSpec spec = spec_from_wire(wire);
     std::string function = spec.function;
+    std::vector<RefArg> refs = ref_args_from_wire(wire);
     Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
     bool fits_now = demand.ok() && demand->fits_in(free);
     if (!fits_now && demand.ok() && wire.getSpillable() && static_cast<double>(queued) >= cpus) {
@@ -2332,7 +2389,23 @@ kj::Promise<void> ClusterRuntime::serve_push_tasks(rpc::TaskOwner::Client owner,
         continue;
       }
     }
-    host(session, id, config_.engine->submit_task(std::move(spec)), function);
+    if (refs.empty()) {
+      host(session, id, config_.engine->submit_task(std::move(spec)), function);
+    } else {
+      // Arguments held elsewhere: pulled first (or found here), then queued.
+      tasks_set_->add(fetch_ref_args(refs, session)
+                          .then([this, session, id, spec = std::move(spec), refs, function](
+                                    std::vector<ObjectValuePtr> values) mutable {
+                            if (auto error = attach_ref_args(spec, refs, values)) {
+                              error->function = function;
+                              if (error->node_id.empty()) error->node_id = config_.node_id;
+                              queue_result(session, id, std::make_shared<const ObjectValue>(
+                                                            ObjectValue{{}, {}, std::move(*error)}));
+                              return;
+                            }
+                            host(session, id, config_.engine->submit_task(std::move(spec)), function);
+                          }));
+    }
     if (fits_now) {
       free.subtract(*demand);
     } else {
@@ -2378,28 +2451,76 @@ kj::Promise<void> ClusterRuntime::serve_push_actor_calls(rpc::TaskOwner::Client 
                                                          capnp::List<rpc::TaskWire>::Reader calls) {
   if (!config_.engine) return KJ_EXCEPTION(FAILED, "this process runs no actors (a driver)");
   touch_session(session, kj::mv(owner));
+  struct Call {
+    TaskId id;
+    TaskSpec spec;
+    std::vector<RefArg> refs;
+  };
+  std::vector<Call> batch;
+  bool any_refs = false;
+  for (auto wire : calls) {
+    Call call{TaskId{wire.getTaskHi(), wire.getTaskLo()}, spec_from_wire(wire), ref_args_from_wire(wire)};
+    any_refs = any_refs || !call.refs.empty();
+    batch.push_back(std::move(call));
+  }
+  auto tail = actor_tails_.find(actor);
+  if (!any_refs && tail == actor_tails_.end()) {
+    for (Call& call : batch) submit_hosted_call(session, actor, call.id, std::move(call.spec));
+    return kj::READY_NOW;
+  }
+  // Calls run in arrival order: these wait for the arguments of every
+  // earlier batch still being pulled, and for their own.
+  kj::Promise<void> before = tail == actor_tails_.end() ? kj::Promise<void>(kj::READY_NOW) : tail->second.second.addBranch();
+  auto shared = std::make_shared<std::vector<Call>>(std::move(batch));
+  kj::Promise<void> after =
+      before
+          .then([this, session, shared] {
+            kj::Vector<kj::Promise<std::vector<ObjectValuePtr>>> fetches;
+            for (Call& call : *shared) fetches.add(fetch_ref_args(call.refs, session));
+            return kj::joinPromises(fetches.releaseAsArray());
+          })
+          .then([this, session, actor, shared](kj::Array<std::vector<ObjectValuePtr>> values) {
+            for (std::size_t i = 0; i < shared->size(); ++i) {
+              Call& call = (*shared)[i];
+              if (auto error = attach_ref_args(call.spec, call.refs, values[i])) {
+                error->function = call.spec.function;
+                if (error->node_id.empty()) error->node_id = config_.node_id;
+                queue_result(session, call.id,
+                             std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(*error)}));
+                continue;
+              }
+              submit_hosted_call(session, actor, call.id, std::move(call.spec));
+            }
+          })
+          .catch_([](kj::Exception&& e) { SHOAL_LOG_WARN("actor calls: {}", kj_text(e)); });
+  uint64_t generation = next_tail_++;
+  auto forked = after.fork();
+  tasks_set_->add(forked.addBranch().then([this, actor, generation] {
+    auto it = actor_tails_.find(actor);
+    if (it != actor_tails_.end() && it->second.first == generation) actor_tails_.erase(it);
+  }));
+  actor_tails_.insert_or_assign(actor, std::make_pair(generation, kj::mv(forked)));
+  return kj::READY_NOW;
+}
+
+void ClusterRuntime::submit_hosted_call(uint64_t session, ActorId actor, TaskId id, TaskSpec spec) {
   std::shared_ptr<HostedActor> hosted;
   {
     std::lock_guard lock(host_mutex_);
     if (auto it = hosted_.find(actor); it != hosted_.end()) hosted = it->second;
   }
-  for (auto wire : calls) {
-    TaskId id{wire.getTaskHi(), wire.getTaskLo()};
-    TaskSpec spec = spec_from_wire(wire);
-    std::string function = spec.function;
-    if (!hosted) {
-      ErrorInfo error;
-      error.kind = ErrorKind::kActorDied;
-      error.code = Status::Code::kUnavailable;
-      error.message = "actor " + actor.hex() + " is not on node " + config_.node_id + " (killed, or it stopped)";
-      error.function = function;
-      error.node_id = config_.node_id;
-      queue_result(session, id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
-      continue;
-    }
-    host(session, id, config_.engine->submit_actor_task(*hosted->handle, std::move(spec)), function);
+  std::string function = spec.function;
+  if (!hosted) {
+    ErrorInfo error;
+    error.kind = ErrorKind::kActorDied;
+    error.code = Status::Code::kUnavailable;
+    error.message = "actor " + actor.hex() + " is not on node " + config_.node_id + " (killed, or it stopped)";
+    error.function = function;
+    error.node_id = config_.node_id;
+    queue_result(session, id, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, error}));
+    return;
   }
-  return kj::READY_NOW;
+  host(session, id, config_.engine->submit_actor_task(*hosted->handle, std::move(spec)), function);
 }
 
 bool ClusterRuntime::serve_kill_actor(ActorId actor, bool no_restart, const std::string& reason) {
@@ -2441,13 +2562,13 @@ kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms
   auto fill = [this, id](rpc::TaskResult::Builder b, const ObjectValuePtr& value) {
     if (value->error) {
       b.setError(as_data(encode_error_info(*value->error)));
-    } else if (value->bytes.size() > kInlineValueBytesMax) {
-      ErrorInfo error;
-      error.code = Status::Code::kResourceExhausted;
-      error.message = "object " + id.hex() + " is " + std::to_string(value->bytes.size()) +
-                      " bytes, over what one message carries (" + std::to_string(kInlineValueBytesMax) + ")";
-      error.node_id = config_.node_id;
-      b.setError(as_data(encode_error_info(error)));
+    } else if (large(value)) {
+      std::vector<std::string> holders;
+      {
+        std::lock_guard lock(mutex_);
+        holders = holders_locked(id, value);
+      }
+      fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders, b.initStored());
     } else {
       b.setValue(as_data(value->bytes));
     }
@@ -2593,7 +2714,8 @@ void ClusterRuntime::send_results(uint64_t session) {
     std::size_t bytes = 0;
     std::size_t taken = 0;
     for (; taken < s.pending.size(); ++taken) {
-      std::size_t size = s.pending[taken].second ? s.pending[taken].second->bytes.size() : 0;
+      const ObjectValuePtr& v = s.pending[taken].second;
+      std::size_t size = v && !large(v) ? v->bytes.size() : 0;
       if (taken > 0 && bytes + size > kBatchBytesMax) break;
       bytes += size;
     }
@@ -2618,15 +2740,10 @@ void ClusterRuntime::send_results(uint64_t session) {
       error.task_id = id;
       if (error.node_id.empty()) error.node_id = config_.node_id;
       r.setError(as_data(encode_error_info(error)));
-    } else if (value->bytes.size() > kInlineValueBytesMax) {
-      ErrorInfo error;
-      error.code = Status::Code::kResourceExhausted;
-      error.message = "the result is " + std::to_string(value->bytes.size()) +
-                      " bytes, over what one message carries (" + std::to_string(kInlineValueBytesMax) +
-                      "); large values need the object store, which this build lacks";
-      error.task_id = id;
-      error.node_id = config_.node_id;
-      r.setError(as_data(encode_error_info(error)));
+    } else if (large(value)) {
+      // Kept here until the owner frees it; the owner learns where it is.
+      hold(ObjectId::for_task_return(id, 0), value, session, /*copy=*/false);
+      fill_stored(value->bytes.size(), {config_.address}, r.initStored());
     } else {
       r.setValue(as_data(value->bytes));
     }
@@ -3146,11 +3263,16 @@ void ClusterRuntime::teardown_on_loop() {
   tasks_set_.reset();
   links_.clear();
   waits_.clear();
+  pulls_.clear();
+  actor_tails_.clear();
   {
     std::lock_guard lock(host_mutex_);
     sessions_.clear();
     hosted_.clear();
     hosted_tasks_.clear();
+    held_.clear();
+    copies_lru_.clear();
+    copies_bytes_ = 0;
   }
   owner_cap_.reset();
 }

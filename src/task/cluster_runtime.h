@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -162,6 +163,11 @@ class ClusterRuntime final : public Runtime {
   bool serve_cancel_task(TaskId task, bool force);
   kj::Promise<void> serve_get_object(ObjectId id, uint32_t wait_ms, rpc::TaskResult::Builder out);
   void fill_node_info(rpc::Node::NodeInfoResults::Builder out);
+  // Objects over 100 KiB (cluster_objects.cc): a chunk of a value held
+  // here; the owner dropping copies held here for it.
+  void serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
+                         rpc::Node::ReadObjectResults::Builder out);
+  void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
   // Placement group bundles on this node: all or none; reason when none.
   bool serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
                              rpc::TaskOwner::Client owner, uint64_t session, std::string* reason);
@@ -180,6 +186,10 @@ class ClusterRuntime final : public Runtime {
   std::vector<PendingDemand> pending_demand() const;
   std::size_t owned_objects() const { return objects_.size(); }
 
+  // Values over this size stay where they were made and are pulled in
+  // chunks by whoever needs them; smaller ones travel inline in messages.
+  static constexpr std::size_t kInlineBytesMax = 100 * 1024;
+
  private:
   struct Task;
   struct ActorState;
@@ -188,6 +198,24 @@ class ClusterRuntime final : public Runtime {
   struct OwnerSession;
   struct GroupState;
   class OwnerServer;
+  struct Pull;
+  struct RefArg;
+  // A value held here for other processes: a large result this node made
+  // (kept until its owner frees it or goes away), or a copy pulled for an
+  // argument (a cache, bounded, least recently used first out).
+  struct Held {
+    ObjectValuePtr value;
+    uint64_t session = 0;  // the owner session it was made or pulled for
+    bool copy = false;
+    std::list<ObjectId>::iterator lru;  // copies only
+  };
+  // Owner (and borrower) side: where a value held elsewhere lives.
+  struct Locations {
+    uint64_t size = 0;
+    std::vector<std::string> holders;  // processes with a copy to read from
+    std::set<std::string> sent_to;     // nodes a task took it to (they may cache it)
+    bool owned = false;                // this process owns it: frees the copies
+  };
 
   explicit ClusterRuntime(ClusterRuntimeConfig config);
 
@@ -204,6 +232,8 @@ class ClusterRuntime final : public Runtime {
   void mark_shared(const Contained& contained);
   // Each argument's bytes (mutex_ held).
   std::vector<std::string_view> argument_bytes(const Task& task) const;
+  // The argument travels by reference: a ref whose value is large (mutex_ held).
+  bool by_reference(const Task& task, std::size_t index) const;
 
   // Owner side, any thread.
   void resolve_args(const std::shared_ptr<Task>& task);
@@ -227,7 +257,7 @@ class ClusterRuntime final : public Runtime {
   void send_to(const std::string& address, const std::shared_ptr<Task>& task);
   void schedule_flush(const std::string& address);
   void flush_link(const std::string& address);
-  void fill_task_wire(const Task& task, rpc::TaskWire::Builder wire);
+  void fill_task_wire(const Task& task, const std::string& address, rpc::TaskWire::Builder wire);
   void on_push_failed(const std::string& address, const std::vector<TaskId>& ids,
                       const kj::Exception& e);
   // A task whose node is gone: again elsewhere, or failed (calls: ActorDied).
@@ -265,10 +295,48 @@ class ClusterRuntime final : public Runtime {
   template <typename T>
   Result<T> on_loop_and_wait(std::function<kj::Promise<Result<T>>()> fn, Deadline deadline);
 
+  // Objects over kInlineBytesMax (cluster_objects.cc).
+  static bool large(const ObjectValuePtr& value);
+  // A ready value this process holds (a result kept here, a pulled copy,
+  // or an object in its table), else null.
+  ObjectValuePtr local_copy(const ObjectId& id);
+  // Pulls a value (loop thread) from the first of `sources` that answers,
+  // in chunks; concurrent pulls of one object share one transfer. Never
+  // rejects: a failure is a value with an error.
+  kj::Promise<ObjectValuePtr> pull(ObjectId id, uint64_t size, std::vector<std::string> sources);
+  void pull_chunks(const std::shared_ptr<Pull>& pull);
+  void finish_pull(const std::shared_ptr<Pull>& pull, ObjectValuePtr value);
+  // Where to read a value that is large or held elsewhere (mutex_ held).
+  std::vector<std::string> holders_locked(const ObjectId& id, const ObjectValuePtr& value) const;
+  void fill_stored(uint64_t size, const std::vector<std::string>& holders, rpc::StoredWire::Builder out);
+  // Records where a value held elsewhere lives.
+  void add_locations(const ObjectId& id, uint64_t size, capnp::List<capnp::Text>::Reader holders, bool owned);
+  // After the last local reference: the copies elsewhere are freed (owned
+  // objects) and the record goes.
+  void forget_locations(const ObjectId& id);
+  void send_frees();  // loop thread
+  // Replaces values held elsewhere by their bytes (a user thread, blocking).
+  Status materialize(std::span<const RefState* const> refs, std::vector<ObjectValuePtr>& values,
+                     Deadline deadline);
+  // Makes a task's remote argument values local, then runs `next` (any thread).
+  void with_local_args(const std::shared_ptr<Task>& task, std::function<void()> next);
+  bool has_remote_args(const Task& task) const;  // mutex_ held
+  void fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error);
+  // Node side: keeps a value for other processes to read.
+  void hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy);
+  static std::vector<RefArg> ref_args_from_wire(rpc::TaskWire::Reader wire);
+  // The values of a pushed task's by-reference arguments (loop thread).
+  kj::Promise<std::vector<ObjectValuePtr>> fetch_ref_args(std::vector<RefArg> refs, uint64_t session);
+  // Sets the by-reference arguments of a pushed spec; an error names the
+  // first that could not be read.
+  static std::optional<ErrorInfo> attach_ref_args(TaskSpec& spec, const std::vector<RefArg>& refs,
+                                                  const std::vector<ObjectValuePtr>& values);
+
   // Node side.
   void touch_session(uint64_t session, rpc::TaskOwner::Client owner);  // loop thread
   static TaskSpec spec_from_wire(rpc::TaskWire::Reader wire);
   void host(uint64_t session, TaskId id, Result<RefPtr> ref, const std::string& function);
+  void submit_hosted_call(uint64_t session, ActorId actor, TaskId id, TaskSpec spec);
   void queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value);  // any thread
   void queue_spill(uint64_t session, TaskId id);                               // loop thread
   void post_results();
@@ -300,6 +368,10 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ObjectId, std::string> borrowed_;      // guarded: fetch started (owner)
   std::size_t local_running_ = 0;                           // guarded: own tasks on the engine
   std::unordered_map<PlacementGroupId, std::shared_ptr<GroupState>> groups_;  // guarded
+  std::unordered_map<ObjectId, Locations> locations_;       // guarded: values held elsewhere
+  std::atomic<bool> any_locations_{false};                   // locations_ was ever used
+  std::map<std::string, std::vector<ObjectId>> to_free_;   // guarded: freeObjects to send
+  bool frees_posted_ = false;                                // guarded
   std::condition_variable groups_cv_;                        // a group's state changed
 
   // Loop thread only.
@@ -314,6 +386,10 @@ class ClusterRuntime final : public Runtime {
   uint64_t demand_published_ms_ = 0;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<ObjectValuePtr>>> waits_;  // getObject
   uint64_t next_wait_ = 1;
+  std::unordered_map<ObjectId, kj::ForkedPromise<ObjectValuePtr>> pulls_;  // in progress
+  // Calls to a hosted actor wait here, in order, while arguments are pulled.
+  std::unordered_map<ActorId, std::pair<uint64_t, kj::ForkedPromise<void>>> actor_tails_;
+  uint64_t next_tail_ = 1;
   std::unique_ptr<kj::TaskSet::ErrorHandler> error_handler_;
   std::unique_ptr<kj::TaskSet> tasks_set_;
 
@@ -329,6 +405,9 @@ class ClusterRuntime final : public Runtime {
   };
   std::unordered_map<PlacementGroupId, HostedGroup> hosted_bundles_;  // guarded
   bool results_posted_ = false;                                       // guarded
+  std::unordered_map<ObjectId, Held> held_;                           // guarded
+  std::list<ObjectId> copies_lru_;                                    // guarded: oldest first
+  uint64_t copies_bytes_ = 0;                                         // guarded
   // Spillback budget: CPUs others reported free, refilled each second (loop thread).
   double spill_budget_ = 0;
   Clock::time_point spill_budget_at_{};

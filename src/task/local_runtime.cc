@@ -31,12 +31,7 @@ std::vector<std::string_view> argument_views(const TaskSpec& spec,
   std::vector<std::string_view> views;
   views.reserve(spec.args.size());
   for (std::size_t i = 0; i < spec.args.size(); ++i) {
-    if (spec.args[i].ref) {
-      SHOAL_ASSERT(values[i] != nullptr, i);
-      views.emplace_back(values[i]->bytes);
-    } else {
-      views.emplace_back(spec.args[i].value);
-    }
+    views.push_back(argument_view(spec.args[i], i < values.size() ? values[i] : nullptr));
   }
   return views;
 }
@@ -50,6 +45,15 @@ ErrorInfo system_error(Status::Code code, std::string message) {
 }
 
 }  // namespace
+
+std::string_view argument_view(const TaskArg& arg, const ObjectValuePtr& ref_value) {
+  if (arg.ref) {
+    SHOAL_ASSERT(ref_value != nullptr, arg.ref->id.hex());
+    return ref_value->bytes;
+  }
+  if (arg.resolved) return arg.resolved->bytes;
+  return arg.value;
+}
 
 Result<ResourceSet> task_demand(const TaskSpec& spec) {
   Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);

@@ -45,6 +45,17 @@ bool ObjectTable::complete(const ObjectId& id, ObjectValuePtr value) {
   return true;
 }
 
+bool ObjectTable::materialize(const ObjectId& id, ObjectValuePtr value) {
+  SHOAL_ASSERT(value != nullptr && value->remote_size == 0);
+  ObjectValuePtr replaced;
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second.value == nullptr || it->second.value->remote_size == 0) return false;
+  bytes_ += value->bytes.size();
+  replaced = std::exchange(it->second.value, std::move(value));
+  return true;
+}
+
 Result<ObjectValuePtr> ObjectTable::lookup(const ObjectId& id) const {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(id);

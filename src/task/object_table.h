@@ -42,6 +42,11 @@ class ObjectTable {
   // value is dropped) when the object is unknown or already ready.
   bool complete(const ObjectId& id, ObjectValuePtr value);
 
+  // Replaces a ready value held by another process (remote_size != 0) with
+  // its pulled bytes, so later reads are local. False (value dropped) when
+  // the object is unknown or its value is not remote.
+  bool materialize(const ObjectId& id, ObjectValuePtr value);
+
   // The value (null while pending); kNotFound for an unknown object.
   Result<ObjectValuePtr> lookup(const ObjectId& id) const;
   // Runs `callback` once the object is ready: now (returning 0) if it is,

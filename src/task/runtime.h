@@ -124,6 +124,10 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   virtual void shutdown() = 0;
 };
 
+// The bytes an argument passes: its ref's value (`ref_value`, resolved by
+// the runtime), the value the caller resolved, or its inline bytes.
+std::string_view argument_view(const TaskArg& arg, const ObjectValuePtr& ref_value);
+
 // Checks shared by every runtime. The demand of a task or an actor, or
 // kInvalidArgument naming what is wrong with its options.
 Result<ResourceSet> task_demand(const TaskSpec& spec);

@@ -66,9 +66,40 @@ Interval busy(int ms) {
   return out;
 }
 
+// Large values (over 100 KiB stay where they are made and are pulled in
+// chunks): a blob of `mib` MiB whose bytes follow from `seed`, and what a
+// task saw of one.
+std::string make_blob(int mib, int seed) {
+  std::string out(static_cast<std::size_t>(mib) << 20, '\0');
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>((i * 31 + static_cast<std::size_t>(seed)) >> 3);
+  return out;
+}
+uint64_t fnv(const std::string& b) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : b) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+struct BlobSeen {
+  int pid = 0;
+  uint64_t size = 0;
+  uint64_t hash = 0;
+  MSGPACK_DEFINE(pid, size, hash);
+};
+BlobSeen check_blob(std::string b) { return BlobSeen{static_cast<int>(getpid()), b.size(), fnv(b)}; }
+// Refs inside a value: the task borrows them and reads them itself.
+uint64_t hash_all(std::vector<shoal::ObjectRef<std::string>> refs) {
+  uint64_t h = 0;
+  for (const std::string& b : shoal::get(refs)) h ^= fnv(b);
+  return h;
+}
+
 class Log {
  public:
   void append(int v) { items_.push_back(v); }
+  int append_size(std::string b) {
+    items_.push_back(static_cast<int>(b.size() >> 20));
+    return static_cast<int>(b.size());
+  }
   std::vector<int> all() const { return items_; }
   int where() const { return static_cast<int>(getpid()); }
 
@@ -76,8 +107,9 @@ class Log {
   std::vector<int> items_;
 };
 
-SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy);
-SHOAL_ACTOR(Log, &Log::append, &Log::all, &Log::where);
+SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
+             hash_all);
+SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where);
 
 namespace {
 
@@ -129,6 +161,44 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     shoal::get(where);
     std::printf("{\"count\":%d,\"sum\":%lld,\"expected\":%lld,\"wrong\":%d,\"pids\":%s}\n", n, sum, expected,
                 wrong, pid_counts(shoal::get(pids)).c_str());
+    return 0;
+  }
+  if (mode == "objects") {
+    int mib = arg(0, 100);
+    // 1. A put() value over the old 48 MiB message limit, read by tasks
+    //    spread over the nodes (each pulls it in chunks).
+    std::string blob = make_blob(mib, 1);
+    uint64_t expected = fnv(blob);
+    auto put_ref = shoal::put(blob);
+    std::vector<shoal::ObjectRef<BlobSeen>> seen;
+    for (int i = 0; i < 6; ++i) seen.push_back(shoal::task(check_blob).strategy(shoal::spread()).remote(put_ref));
+    int broadcast_wrong = 0;
+    std::vector<int> pids;
+    for (const BlobSeen& s : shoal::get(seen)) {
+      if (s.size != blob.size() || s.hash != expected) ++broadcast_wrong;
+      pids.push_back(s.pid);
+    }
+    // 2. A result over the limit made on a node, read by the driver.
+    auto made = shoal::task(make_blob).remote(mib, 2);
+    std::string got = made.get();
+    bool result_ok = got == make_blob(mib, 2);
+    // 3. A chain: one task's large result is the next one's argument.
+    auto chained = shoal::task(check_blob).remote(made).get();
+    bool chain_ok = chained.size == got.size() && chained.hash == fnv(got);
+    // 4. Refs inside a value: a node borrows both and reads them.
+    uint64_t nested = shoal::task(hash_all).remote(std::vector<shoal::ObjectRef<std::string>>{put_ref, made}).get();
+    bool nested_ok = nested == (expected ^ fnv(got));
+    // 5. Actor calls with a large argument stay in order.
+    auto log = shoal::actor<Log>().remote();
+    log.task(&Log::append).remote(1);
+    log.task(&Log::append_size).remote(made);
+    log.task(&Log::append).remote(3);
+    std::vector<int> order = log.task(&Log::all).remote().get();
+    bool actor_ok = order == std::vector<int>{1, mib, 3};
+    std::printf("{\"broadcast_wrong\":%d,\"pids\":%s,\"result_ok\":%s,\"chain_ok\":%s,\"nested_ok\":%s,"
+                "\"actor_ok\":%s,\"chain_pid\":%d}\n",
+                broadcast_wrong, pid_counts(pids).c_str(), result_ok ? "true" : "false", chain_ok ? "true" : "false",
+                nested_ok ? "true" : "false", actor_ok ? "true" : "false", chained.pid);
     return 0;
   }
   if (mode == "actor_order") {

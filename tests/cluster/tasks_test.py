@@ -255,6 +255,18 @@ def test_placement_groups_reserve_all_or_nothing_and_free_on_removal(cluster):
     check("at least one bundle" in out["empty_error"], "a group of no bundles: %s" % out)
 
 
+def test_large_values_move_between_nodes_in_chunks(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "objects", 100, timeout=300)
+    check(out["broadcast_wrong"] == 0, "tasks read a 100 MiB put() value wrongly: %s" % out)
+    check(set(out["pids"]) <= node_pids(cluster) and len(out["pids"]) == 3,
+          "6 SPREAD tasks of the put() value did not run on the 3 nodes: %s" % out)
+    check(out["result_ok"], "the driver read a 100 MiB result wrongly: %s" % out)
+    check(out["chain_ok"], "a large result passed to the next task arrived wrongly: %s" % out)
+    check(out["nested_ok"], "refs inside a value, read by a node: %s" % out)
+    check(out["actor_ok"], "actor calls around a large argument ran out of order or wrongly: %s" % out)
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -272,4 +284,5 @@ if __name__ == "__main__":
         test_actor_restarts_elsewhere_when_its_node_dies,
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
+        test_large_values_move_between_nodes_in_chunks,
     ])

@@ -91,13 +91,20 @@ struct ObjectValue {
   std::string bytes;  // msgpack; empty when `error` is set
   Contained contained;
   std::optional<ErrorInfo> error;
+  // Not 0: the value (this many bytes) is held by another process, and
+  // `bytes` is empty until the runtime pulls it (cluster mode, values over
+  // 100 KiB). Runtimes never hand such a value to user code.
+  uint64_t remote_size = 0;
 };
 using ObjectValuePtr = std::shared_ptr<const ObjectValue>;
 
 // One argument of a call.
 struct TaskArg {
-  std::string value;  // msgpack bytes of the parameter, when `ref` is null
+  std::string value;  // msgpack bytes of the parameter, when `ref` and `resolved` are null
   RefPtr ref;         // else: the runtime passes this object's bytes instead
+  // Or a value the caller already holds (a cluster node's pulled argument),
+  // passed without copying its bytes.
+  ObjectValuePtr resolved;
 };
 
 struct TaskSpec {

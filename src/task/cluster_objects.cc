@@ -1,0 +1,481 @@
+// ClusterRuntime: values over kInlineBytesMax (100 KiB).
+//
+// Such a value stays where it was made — the node that ran the task keeps
+// its result (Held), the process that put() it keeps it in its table — and
+// the owner records where it is (Locations). Messages carry its size and
+// holders instead of its bytes (StoredWire): a task result, a getObject
+// answer, a by-reference task argument (RefArgWire). Whoever needs the bytes
+// pulls them with readObject in chunks of kChunkBytes, kChunksInFlight at a
+// time, from the first holder that answers (switching holders mid-transfer
+// when one fails), into one buffer of the value's size; concurrent pulls of
+// one object share one transfer. A node keeps what it pulled for arguments
+// as copies (bounded, least recently used out) so later tasks there read it
+// locally. When the owner's last reference goes, it tells every holder and
+// every node it sent the value to (freeObjects); a holder whose owner has
+// been unreachable for 10 s drops what it held for it (check_owners).
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <unistd.h>
+
+#include "base/assert.h"
+#include "base/log.h"
+#include "loop/loop.h"
+#include "rpc/errors.h"
+#include "rpc/peer_pool.h"
+#include "task/cluster_runtime.h"
+#include "task/cluster_task.h"
+#include "task/cluster_wire.h"
+
+namespace shoal::detail {
+
+namespace {
+
+constexpr uint32_t kChunkBytes = 8u << 20;  // per readObject (messages are bounded at 64 MiB)
+constexpr uint32_t kChunkBytesMax = 16u << 20;
+constexpr uint32_t kChunksInFlight = 4;      // per transfer: bounds its memory beyond the value
+constexpr uint64_t kPullBytesMax = uint64_t{1} << 40;  // a size from the network beyond this is refused
+
+uint64_t copies_bytes_max() {
+  // Copies of arguments a node keeps: an eighth of its memory, at most 4 GiB.
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page = ::sysconf(_SC_PAGE_SIZE);
+  uint64_t memory = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+  return std::min<uint64_t>(memory / 8, uint64_t{4} << 30);
+}
+
+ObjectValuePtr error_value(Status::Code code, std::string message, const std::string& node_id) {
+  ErrorInfo error;
+  error.code = code;
+  error.message = std::move(message);
+  error.node_id = node_id;
+  return std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(error)});
+}
+
+}  // namespace
+
+struct ClusterRuntime::Pull {
+  ObjectId id;
+  uint64_t size = 0;
+  std::vector<std::string> sources;
+  std::size_t source = 0;       // the holder chunks are read from now
+  std::string errors;           // why earlier holders were given up
+  std::shared_ptr<ObjectValue> value;
+  uint64_t next = 0;            // the next offset never asked for
+  std::vector<uint64_t> retry;  // offsets to ask again (their holder failed)
+  uint32_t in_flight = 0;
+  uint64_t received = 0;
+  bool finished = false;
+  kj::Own<kj::PromiseFulfiller<ObjectValuePtr>> fulfiller;
+};
+
+bool ClusterRuntime::large(const ObjectValuePtr& value) {
+  return value && !value->error && (value->remote_size > 0 || value->bytes.size() > kInlineBytesMax);
+}
+
+ObjectValuePtr ClusterRuntime::local_copy(const ObjectId& id) {
+  {
+    std::lock_guard lock(host_mutex_);
+    auto it = held_.find(id);
+    if (it != held_.end()) {
+      if (it->second.copy) copies_lru_.splice(copies_lru_.end(), copies_lru_, it->second.lru);
+      return it->second.value;
+    }
+  }
+  Result<ObjectValuePtr> own = objects_.lookup(id);
+  if (own.ok() && *own && !(*own)->error && (*own)->remote_size == 0) return *own;
+  return nullptr;
+}
+
+// ---- Pulling (loop thread) ------------------------------------------------------------
+
+kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std::vector<std::string> sources) {
+  if (ObjectValuePtr here = local_copy(id)) return here;
+  if (auto it = pulls_.find(id); it != pulls_.end()) return it->second.addBranch();
+  if (size == 0 || size > kPullBytesMax) {
+    return error_value(Status::Code::kInvalidArgument,
+                       "object " + id.hex() + ": a holder reported an impossible size (" + std::to_string(size) +
+                           " bytes)",
+                       config_.node_id);
+  }
+  sources.erase(std::remove(sources.begin(), sources.end(), config_.address), sources.end());
+  if (sources.empty()) {
+    return error_value(Status::Code::kNotFound,
+                       "object " + id.hex() + " (" + std::to_string(size) + " bytes): no process holds a copy",
+                       config_.node_id);
+  }
+  auto p = std::make_shared<Pull>();
+  p->id = id;
+  p->size = size;
+  p->sources = std::move(sources);
+  try {
+    p->value = std::make_shared<ObjectValue>();
+    p->value->bytes.resize(size);
+  } catch (const std::bad_alloc&) {
+    return error_value(Status::Code::kResourceExhausted,
+                       "object " + id.hex() + ": no memory for its " + std::to_string(size) + " bytes",
+                       config_.node_id);
+  }
+  auto paf = kj::newPromiseAndFulfiller<ObjectValuePtr>();
+  p->fulfiller = kj::mv(paf.fulfiller);
+  auto forked = paf.promise.fork();
+  auto branch = forked.addBranch();
+  pulls_.emplace(id, kj::mv(forked));
+  pull_chunks(p);
+  return branch;
+}
+
+void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
+  while (!p->finished && p->in_flight < kChunksInFlight && (!p->retry.empty() || p->next < p->size)) {
+    uint64_t offset;
+    if (!p->retry.empty()) {
+      offset = p->retry.back();
+      p->retry.pop_back();
+    } else {
+      offset = p->next;
+      p->next += std::min<uint64_t>(kChunkBytes, p->size - p->next);
+    }
+    uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(kChunkBytes, p->size - offset));
+    std::size_t source = p->source;
+    const std::string& address = p->sources[source];
+    ++p->in_flight;
+    auto read = config_.peers->call<bool>(address, [p, offset, length](rpc::Node::Client& node) {
+      auto request = node.readObjectRequest();
+      request.setObjectHi(p->id.hi);
+      request.setObjectLo(p->id.lo);
+      request.setOffset(offset);
+      request.setLength(length);
+      return request.send().then([p, offset, length](auto response) {
+        auto data = response.getData();
+        if (response.getSize() != p->size) {
+          KJ_FAIL_REQUIRE("the holder's copy has another size", response.getSize(), p->size, offset);
+        }
+        if (data.size() != length) KJ_FAIL_REQUIRE("truncated chunk", data.size(), length, offset);
+        // A transfer that ended (failed) meanwhile has no buffer any more.
+        if (!p->finished) std::memcpy(p->value->bytes.data() + offset, data.begin(), length);
+        return true;
+      });
+    });
+    tasks_set_->add(read.then(
+        [this, p, length](bool) {
+          --p->in_flight;
+          if (p->finished) return;
+          p->received += length;
+          if (p->received == p->size) {
+            finish_pull(p, p->value);
+            return;
+          }
+          pull_chunks(p);
+        },
+        [this, p, offset, source](kj::Exception&& e) {
+          --p->in_flight;
+          if (p->finished) return;
+          p->retry.push_back(offset);
+          if (p->source == source) {
+            // This holder failed: the rest comes from the next one.
+            p->errors += (p->errors.empty() ? "" : "; ") + p->sources[source] + ": " + kj_text(e);
+            ++p->source;
+            if (p->source >= p->sources.size()) {
+              finish_pull(p, error_value(Status::Code::kUnavailable,
+                                         "object " + p->id.hex() + " (" + std::to_string(p->size) +
+                                             " bytes): no holder could send it: " + p->errors,
+                                         config_.node_id));
+              return;
+            }
+            SHOAL_LOG_INFO("object {}: holder {} failed ({}); pulling the rest from {}", p->id.hex(),
+                           p->sources[source], kj_text(e), p->sources[p->source]);
+          }
+          pull_chunks(p);
+        }));
+  }
+}
+
+void ClusterRuntime::finish_pull(const std::shared_ptr<Pull>& p, ObjectValuePtr value) {
+  p->finished = true;
+  p->value.reset();
+  p->fulfiller->fulfill(kj::mv(value));
+  // The fork's branches hold its hub; the map's entry can go now.
+  ObjectId id = p->id;
+  tasks_set_->add(kj::evalLater([this, id] { pulls_.erase(id); }));
+}
+
+// ---- Serving (loop thread) ---------------------------------------------------------------
+
+void ClusterRuntime::serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
+                                       rpc::Node::ReadObjectResults::Builder out) {
+  ObjectValuePtr value = local_copy(id);
+  if (!value) {
+    KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
+  }
+  uint64_t size = value->bytes.size();
+  if (length > kChunkBytesMax) KJ_FAIL_REQUIRE("chunk too long", length, kChunkBytesMax);
+  if (offset > size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);
+  uint64_t n = std::min<uint64_t>(length, size - offset);
+  auto data = out.initData(static_cast<unsigned>(n));
+  std::memcpy(data.begin(), value->bytes.data() + offset, n);
+  out.setSize(size);
+}
+
+void ClusterRuntime::serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects) {
+  std::vector<ObjectValuePtr> dropped;  // destroyed after the lock
+  std::lock_guard lock(host_mutex_);
+  for (auto wire : objects) {
+    auto it = held_.find(object_id(wire.getHi(), wire.getLo()));
+    if (it == held_.end()) continue;
+    if (it->second.copy) {
+      copies_bytes_ -= it->second.value->bytes.size();
+      copies_lru_.erase(it->second.lru);
+    }
+    dropped.push_back(std::move(it->second.value));
+    held_.erase(it);
+  }
+}
+
+void ClusterRuntime::hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy) {
+  std::vector<ObjectValuePtr> dropped;
+  std::lock_guard lock(host_mutex_);
+  auto [it, inserted] = held_.try_emplace(id);
+  if (!inserted) return;  // held already (a result kept, or an earlier copy)
+  it->second.value = std::move(value);
+  it->second.session = session;
+  it->second.copy = copy;
+  if (!copy) return;
+  it->second.lru = copies_lru_.insert(copies_lru_.end(), id);
+  copies_bytes_ += it->second.value->bytes.size();
+  static const uint64_t kCopiesMax = copies_bytes_max();
+  while (copies_bytes_ > kCopiesMax && copies_lru_.size() > 1) {
+    auto old = held_.find(copies_lru_.front());
+    copies_lru_.pop_front();
+    copies_bytes_ -= old->second.value->bytes.size();
+    dropped.push_back(std::move(old->second.value));
+    held_.erase(old);
+  }
+}
+
+// ---- Owner side ------------------------------------------------------------------------
+
+std::vector<std::string> ClusterRuntime::holders_locked(const ObjectId& id, const ObjectValuePtr& value) const {
+  if (value->remote_size == 0) return {config_.address};
+  auto it = locations_.find(id);
+  return it == locations_.end() ? std::vector<std::string>() : it->second.holders;
+}
+
+void ClusterRuntime::fill_stored(uint64_t size, const std::vector<std::string>& holders,
+                                 rpc::StoredWire::Builder out) {
+  out.setSize(size);
+  auto list = out.initLocations(static_cast<unsigned>(holders.size()));
+  for (unsigned i = 0; i < holders.size(); ++i) list.set(i, holders[i]);
+}
+
+void ClusterRuntime::add_locations(const ObjectId& id, uint64_t size, capnp::List<capnp::Text>::Reader holders,
+                                   bool owned) {
+  any_locations_.store(true);
+  std::lock_guard lock(mutex_);
+  Locations& l = locations_[id];
+  l.size = size;
+  l.owned = l.owned || owned;
+  for (auto h : holders) {
+    std::string address = h.cStr();
+    if (std::find(l.holders.begin(), l.holders.end(), address) == l.holders.end()) l.holders.push_back(address);
+  }
+}
+
+void ClusterRuntime::forget_locations(const ObjectId& id) {
+  if (!any_locations_.load()) return;
+  if (objects_.lookup(id).ok()) return;  // still referenced here
+  bool need_post = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = locations_.find(id);
+    if (it == locations_.end()) return;
+    if (it->second.owned) {
+      std::set<std::string> targets = it->second.sent_to;
+      targets.insert(it->second.holders.begin(), it->second.holders.end());
+      targets.erase(config_.address);
+      for (const std::string& address : targets) to_free_[address].push_back(id);
+      if (!targets.empty() && !frees_posted_) frees_posted_ = need_post = true;
+    }
+    locations_.erase(it);
+  }
+  if (need_post && !post([this] { send_frees(); })) {
+    std::lock_guard lock(mutex_);
+    frees_posted_ = false;
+    to_free_.clear();  // shutting down: the holders drop them with this owner
+  }
+}
+
+void ClusterRuntime::send_frees() {
+  std::map<std::string, std::vector<ObjectId>> batch;
+  {
+    std::lock_guard lock(mutex_);
+    batch.swap(to_free_);
+    frees_posted_ = false;
+  }
+  for (auto& [address, ids] : batch) {
+    auto sent = config_.peers->call<bool>(address, [ids = std::move(ids)](rpc::Node::Client& node) {
+      auto request = node.freeObjectsRequest();
+      auto list = request.initObjects(static_cast<unsigned>(ids.size()));
+      for (unsigned i = 0; i < ids.size(); ++i) {
+        list[i].setHi(ids[i].hi);
+        list[i].setLo(ids[i].lo);
+      }
+      return request.send().then([](auto) { return true; });
+    });
+    std::string to = address;
+    tasks_set_->add(sent.then([](bool) {}, [to](kj::Exception&& e) {
+      // Unreachable: it drops what it held for this owner by itself (10 s).
+      SHOAL_LOG_DEBUG("freeObjects to {}: {}", to, kj_text(e));
+    }));
+  }
+}
+
+Status ClusterRuntime::materialize(std::span<const RefState* const> refs, std::vector<ObjectValuePtr>& values,
+                                   Deadline deadline) {
+  struct Need {
+    std::size_t index;
+    ObjectId id;
+    uint64_t size;
+    std::vector<std::string> holders;
+  };
+  auto needs = std::make_shared<std::vector<Need>>();
+  {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (!values[i] || values[i]->remote_size == 0) continue;
+      needs->push_back(Need{i, refs[i]->id, values[i]->remote_size, holders_locked(refs[i]->id, values[i])});
+    }
+  }
+  if (needs->empty()) return Status::ok_status();
+  Result<std::vector<ObjectValuePtr>> pulled = on_loop_and_wait<std::vector<ObjectValuePtr>>(
+      [this, needs]() -> kj::Promise<Result<std::vector<ObjectValuePtr>>> {
+        kj::Vector<kj::Promise<ObjectValuePtr>> all;
+        for (const Need& n : *needs) all.add(pull(n.id, n.size, n.holders));
+        return kj::joinPromises(all.releaseAsArray()).then([](kj::Array<ObjectValuePtr> got) {
+          return Result<std::vector<ObjectValuePtr>>(std::vector<ObjectValuePtr>(got.begin(), got.end()));
+        });
+      },
+      deadline);
+  SHOAL_RETURN_IF_ERROR(pulled.status());
+  for (std::size_t k = 0; k < needs->size(); ++k) {
+    const Need& n = (*needs)[k];
+    ObjectValuePtr& got = (*pulled)[k];
+    if (!got->error) objects_.materialize(n.id, got);
+    values[n.index] = std::move(got);
+  }
+  return Status::ok_status();
+}
+
+bool ClusterRuntime::has_remote_args(const Task& task) const {
+  for (const ObjectValuePtr& v : task.arg_values) {
+    if (v && v->remote_size > 0) return true;
+  }
+  return false;
+}
+
+void ClusterRuntime::with_local_args(const std::shared_ptr<Task>& task, std::function<void()> next) {
+  struct Need {
+    std::size_t index;
+    ObjectId id;
+    uint64_t size;
+    std::vector<std::string> holders;
+  };
+  std::vector<Need> needs;
+  {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < task->arg_values.size(); ++i) {
+      const ObjectValuePtr& v = task->arg_values[i];
+      if (!v || v->remote_size == 0) continue;
+      const ObjectId& id = task->spec.args[i].ref->id;
+      needs.push_back(Need{i, id, v->remote_size, holders_locked(id, v)});
+    }
+  }
+  if (needs.empty()) {
+    next();
+    return;
+  }
+  bool posted = post([this, task, needs = std::move(needs), next = std::move(next)]() mutable {
+    kj::Vector<kj::Promise<ObjectValuePtr>> all;
+    for (const Need& n : needs) all.add(pull(n.id, n.size, n.holders));
+    tasks_set_->add(kj::joinPromises(all.releaseAsArray())
+                        .then([this, task, needs = std::move(needs), next = std::move(next)](
+                                  kj::Array<ObjectValuePtr> got) mutable {
+                          for (std::size_t k = 0; k < needs.size(); ++k) {
+                            if (got[k]->error) {
+                              ErrorInfo error = *got[k]->error;
+                              error.message = "argument " + std::to_string(needs[k].index + 1) + " of " +
+                                              task->spec.function + ": " + error.message;
+                              fail_task_or_creation(task, std::move(error));
+                              return;
+                            }
+                          }
+                          for (std::size_t k = 0; k < needs.size(); ++k) {
+                            objects_.materialize(needs[k].id, got[k]);
+                            std::lock_guard lock(mutex_);
+                            task->arg_values[needs[k].index] = got[k];
+                          }
+                          next();
+                        }));
+  });
+  if (!posted) fail_task_or_creation(task, system_error(task, Status::Code::kUnavailable, "shoal is shutting down"));
+}
+
+void ClusterRuntime::fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error) {
+  if (task->kind == Task::Kind::kActorCreation) {
+    actor_died(task->actor, std::move(error));
+    complete(task, nullptr);
+    return;
+  }
+  fail(task, std::move(error));
+}
+
+// ---- Node side: by-reference arguments ------------------------------------------------------
+
+std::vector<ClusterRuntime::RefArg> ClusterRuntime::ref_args_from_wire(rpc::TaskWire::Reader wire) {
+  std::vector<RefArg> out;
+  if (!wire.hasRefArgs()) return out;
+  for (auto r : wire.getRefArgs()) {
+    RefArg arg;
+    arg.index = r.getIndex();
+    arg.id = object_id(r.getObjectHi(), r.getObjectLo());
+    arg.size = r.getStored().getSize();
+    for (auto h : r.getStored().getLocations()) arg.holders.emplace_back(h.cStr());
+    out.push_back(std::move(arg));
+  }
+  return out;
+}
+
+kj::Promise<std::vector<ObjectValuePtr>> ClusterRuntime::fetch_ref_args(std::vector<RefArg> refs, uint64_t session) {
+  kj::Vector<kj::Promise<ObjectValuePtr>> all;
+  for (const RefArg& r : refs) {
+    all.add(pull(r.id, r.size, r.holders).then([this, id = r.id, session](ObjectValuePtr value) {
+      if (!value->error) hold(id, value, session, /*copy=*/true);
+      return value;
+    }));
+  }
+  return kj::joinPromises(all.releaseAsArray()).then([](kj::Array<ObjectValuePtr> got) {
+    return std::vector<ObjectValuePtr>(got.begin(), got.end());
+  });
+}
+
+std::optional<ErrorInfo> ClusterRuntime::attach_ref_args(TaskSpec& spec, const std::vector<RefArg>& refs,
+                                                         const std::vector<ObjectValuePtr>& values) {
+  for (std::size_t k = 0; k < refs.size(); ++k) {
+    if (refs[k].index >= spec.args.size()) {
+      ErrorInfo error;
+      error.code = Status::Code::kInvalidArgument;
+      error.message = "argument " + std::to_string(refs[k].index + 1) + " of " + spec.function +
+                      " does not exist (the call has " + std::to_string(spec.args.size()) + ")";
+      return error;
+    }
+    if (values[k]->error) {
+      ErrorInfo error = *values[k]->error;
+      error.message = "argument " + std::to_string(refs[k].index + 1) + " of " + spec.function + ": " +
+                      error.message;
+      return error;
+    }
+    spec.args[refs[k].index].resolved = values[k];
+  }
+  return std::nullopt;
+}
+
+}  // namespace shoal::detail

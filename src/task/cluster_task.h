@@ -1,0 +1,48 @@
+// ClusterRuntime's record of a task it owns, shared by the files that
+// implement ClusterRuntime (cluster_runtime.cc, cluster_objects.cc).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "task/cluster_runtime.h"
+
+namespace shoal::detail {
+
+struct ClusterRuntime::Task {
+  enum class Kind { kTask, kActorCall, kActorCreation };
+  Kind kind = Kind::kTask;
+  TaskId id;
+  ObjectId return_id;  // nil for a creation
+  TaskSpec spec;       // a creation: function = the class name
+  std::string constructor;
+  ActorOptions actor_options;
+  ResourceSet demand;
+  ActorId actor;
+  // Guarded by mutex_:
+  std::vector<ObjectValuePtr> arg_values;
+  std::size_t deps_remaining = 0;
+  std::optional<ErrorInfo> dep_error;
+  bool resolved = false;
+  bool done = false;
+  std::string node;  // address it went to, kEngine, or empty
+  uint32_t attempts = 0;
+  RefPtr engine_ref;
+  std::string pending_reason;
+  // Placed into a placement group bundle: the bundle's resource names.
+  std::optional<ResourceRequest> bundle_resources;
+  std::string avoid;  // a node that spilled it back: not again next time
+  uint32_t spills = 0;
+};
+
+// An argument a pushed task takes by reference (RefArgWire).
+struct ClusterRuntime::RefArg {
+  uint32_t index = 0;
+  ObjectId id;
+  uint64_t size = 0;
+  std::vector<std::string> holders;
+};
+
+}  // namespace shoal::detail
