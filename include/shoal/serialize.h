@@ -208,12 +208,43 @@ std::string type_name() {
 // `limits`, without allocating.
 Status validate_msgpack(std::string_view bytes, const DeserializeLimits& limits);
 msgpack::unpack_limit unpack_limit_for(std::size_t size, const DeserializeLimits& limits);
+inline bool reference_all(msgpack::type::object_type, std::size_t, void*) { return true; }
 // Call inside a catch block: a Status for the exception msgpack (or a
 // type's msgpack_unpack) threw while reading a `type_name`.
 Status deserialize_error(const std::string& type_name);
 
+// While alive, refs and actor handles packed on this thread are not noted
+// as contained in the value (api.cc; a sizing pass packs them twice).
+class ContainedNotesPaused {
+ public:
+  ContainedNotesPaused();
+  ~ContainedNotesPaused();
+  ContainedNotesPaused(const ContainedNotesPaused&) = delete;
+  ContainedNotesPaused& operator=(const ContainedNotesPaused&) = delete;
+
+ private:
+  void* saved_;
+};
+
+// Counts the bytes a value packs to, writing nothing.
+struct CountingWriter {
+  std::size_t* bytes;
+  void write(const char*, std::size_t size) { *bytes += size; }
+};
+
 template <typename T>
 void pack_into(std::string& out, const T& value) {
+  // Two passes: the size first, so that a large value is written once into
+  // memory of the right size (growing the string would copy it again and
+  // again). The first pass's notes of refs inside are discarded.
+  std::size_t size = 0;
+  {
+    ContainedNotesPaused paused;
+    CountingWriter counter{&size};
+    msgpack::packer<CountingWriter> sizer(counter);
+    sizer.pack(value);
+  }
+  out.reserve(out.size() + size);
   StringWriter writer{&out};
   msgpack::packer<StringWriter> packer(writer);
   packer.pack(value);
@@ -244,8 +275,10 @@ Status deserialize_into(std::string_view bytes, T& out, const DeserializeLimits&
     SHOAL_RETURN_IF_ERROR(detail::validate_msgpack(bytes, limits));
     try {
       std::size_t offset = 0;
+      // Strings, binaries and extensions are referenced in `bytes` (which
+      // outlive the handle), not copied into msgpack's zone first.
       msgpack::object_handle handle =
-          msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr,
+          msgpack::unpack(bytes.data(), bytes.size(), offset, &detail::reference_all, nullptr,
                           detail::unpack_limit_for(bytes.size(), limits));
       handle.get().convert(out);
       return Status();

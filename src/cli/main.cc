@@ -1,3 +1,4 @@
+#include "base/malloc_tuning.h"
 #include "shoal/shoal.h"
 
 #ifdef SHOAL_WITH_MIMALLOC
@@ -10,5 +11,6 @@ int main(int argc, char** argv) {
   // being linked is what makes it replace malloc process-wide.
   (void)mi_version();
 #endif
+  shoal::tune_allocator_for_large_values();
   return shoal::run_main(argc, argv);
 }

@@ -95,6 +95,15 @@ ContainedCollector::ContainedCollector(Contained* out) : previous_(tls_contained
 }
 ContainedCollector::~ContainedCollector() { tls_contained = previous_; }
 
+namespace {
+thread_local Contained tls_discarded;
+}
+ContainedNotesPaused::ContainedNotesPaused() : saved_(tls_contained) { tls_contained = &tls_discarded; }
+ContainedNotesPaused::~ContainedNotesPaused() {
+  tls_contained = static_cast<Contained*>(saved_);
+  tls_discarded = {};
+}
+
 void note_contained(const RefPtr& ref) {
   if (tls_contained != nullptr) tls_contained->refs.push_back(ref);
 }

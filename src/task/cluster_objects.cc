@@ -65,6 +65,7 @@ struct ClusterRuntime::Pull {
   std::vector<uint64_t> retry;  // offsets to ask again (their holder failed)
   uint32_t in_flight = 0;
   uint64_t received = 0;
+  Clock::time_point started = Clock::now();
   bool finished = false;
   kj::Own<kj::PromiseFulfiller<ObjectValuePtr>> fulfiller;
 };
@@ -192,6 +193,9 @@ void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
 
 void ClusterRuntime::finish_pull(const std::shared_ptr<Pull>& p, ObjectValuePtr value) {
   p->finished = true;
+  double seconds = std::chrono::duration<double>(Clock::now() - p->started).count();
+  SHOAL_LOG_DEBUG("object {} ({} bytes): pulled in {:.3f} s ({:.2f} GB/s){}", p->id.hex(), p->size, seconds,
+                  static_cast<double>(p->size) / seconds / 1e9, value->error ? ": " + value->error->message : "");
   p->value.reset();
   p->fulfiller->fulfill(kj::mv(value));
   // The fork's branches hold its hub; the map's entry can go now.

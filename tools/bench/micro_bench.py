@@ -27,10 +27,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "cluster"))
-from harness import free_port  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cluster import BenchCluster  # noqa: E402
 
 FIGURES = ["single_client_tasks_sync", "single_client_tasks_async", "multi_client_tasks_async",
            "1_1_actor_calls_sync", "1_1_actor_calls_async", "n_n_actor_calls_async",
@@ -48,38 +48,12 @@ def main():
     args = ap.parse_args()
 
     root = tempfile.mkdtemp(prefix="shoal-micro-")
-    env = dict(os.environ, SHOAL_RUNTIME_DIR=os.path.join(root, "run"))
-    token = os.path.join(root, "token")
-    nodes = []
+    cluster = None
     try:
-        ports = [free_port() for _ in range(2)]
-        for i, port in enumerate(ports):
-            cmd = [args.app, "start", "--port", str(port), "--data-dir", os.path.join(root, "n%d" % i),
-                   "--token-file", token, "--log-level", "warn"]
-            if i > 0:
-                cmd += ["--join", "127.0.0.1:%d" % ports[0]]
-            log = open(os.path.join(root, "n%d.log" % i), "wb")
-            nodes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
-            log.close()
-            if i == 0:
-                for _ in range(100):
-                    if os.path.exists(token):
-                        break
-                    time.sleep(0.1)
-        address = "127.0.0.1:%d" % ports[0]
-        for _ in range(150):
-            r = subprocess.run([args.shoal, "ctl", "--address", address, "--token-file", token, "status", "--json"],
-                               capture_output=True, text=True, env=env)
-            if r.returncode == 0 and sum(m["state"] == "alive" for m in json.loads(r.stdout)["members"]) == 2:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("micro: the two nodes did not see each other")
+        cluster = BenchCluster(args.app, args.shoal, root, 2, name="micro")
 
         def driver(figure):
-            return subprocess.Popen([args.app, "--address", address, "--token-file", token, figure,
-                                     str(args.seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=env)
+            return cluster.driver(figure, args.seconds)
 
         out = {"benchmark": "micro", "nodes": 2, "cpus": os.cpu_count(), "seconds_per_figure": args.seconds}
         for figure in FIGURES:
@@ -98,15 +72,8 @@ def main():
         out["targets"] = TARGETS
         print(json.dumps(out))
     finally:
-        for p in nodes:
-            if p.poll() is None:
-                p.terminate()
-        for p in nodes:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if cluster:
+            cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
