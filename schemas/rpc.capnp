@@ -74,7 +74,7 @@ interface Node {
   # batch up behind it). Every method answers at once; none waits for user
   # code to run.
 
-  pushTasks @8 (owner :TaskOwner, session :UInt64, tasks :List(TaskWire)) -> ();
+  pushTasks @8 (owner :TaskOwner, session :UInt64, tasks :List(TaskWire), ownerAddress :Text) -> ();
   # Queues the tasks on this node's executor.
 
   createActor @9 (owner :TaskOwner, session :UInt64, actor :ActorWire) -> ();
@@ -82,7 +82,7 @@ interface Node {
   # constructor that throws makes every call fail with ActorDied naming it.
 
   pushActorCalls @10 (owner :TaskOwner, session :UInt64, actorHi :UInt64, actorLo :UInt64,
-                      calls :List(TaskWire)) -> ();
+                      calls :List(TaskWire), ownerAddress :Text) -> ();
   # Method calls of one caller, in the order it made them.
 
   killActor @11 (actorHi :UInt64, actorLo :UInt64, noRestart :Bool, reason :Text) -> (found :Bool);
@@ -151,6 +151,27 @@ interface Node {
   freeObjects @24 (objects :List(ObjectIdWire)) -> ();
   # The owner's last reference to these objects is gone: drop the copies
   # held here for it.
+
+  objectStats @25 (cluster :Bool) -> (nodes :List(NodeObjects));
+  # The objects this process holds or owns (shoalctl memory); with cluster,
+  # those of every live member too (asked in parallel, 3 s each).
+}
+
+struct NodeObjects {
+  nodeId @0 :Text;
+  address @1 :Text;
+  error @2 :Text;                # could not be asked
+  objects @3 :List(ObjectInfoWire);
+  truncated @4 :Bool;            # more objects than one answer lists
+}
+
+struct ObjectInfoWire {
+  objectHi @0 :UInt64;
+  objectLo @1 :UInt64;
+  size @2 :UInt64;
+  owner @3 :Text;                # the owner's address
+  state @4 :Text;                # "in memory", "pending", "held at HOST:PORT", ...
+  reference @5 :Text;            # why it is here: "local reference (N)", "held for its owner", "copy"
 }
 
 struct ObjectIdWire {

@@ -78,6 +78,8 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   bool json = false;
   auto* status = app.add_subcommand("status", "List cluster members and their state");
   status->add_flag("--json", json, "Print JSON instead of a table");
+  auto* memory = app.add_subcommand("memory", "List the objects every node holds or owns: size, owner, state, reference");
+  memory->add_flag("--json", json, "Print JSON instead of tables");
 
   KvCommand kvc;
   auto* kv = app.add_subcommand("kv", "Read, write and watch the cluster's key-value store");
@@ -143,6 +145,7 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   return parse_and_run(app, prog, argc, argv, [&]() -> int {
     if (!check_tls_flags(prog, ctl.tls_cert, ctl.tls_key, ctl.tls_ca)) return kExitUsage;
     if (status->parsed()) return run_status(ctl, json);
+    if (memory->parsed()) return run_memory(ctl, json);
     // --- jobs (issue 6) ---
     if (submit->parsed()) return run_submit(ctl, submit_cmd);
     if (jobs_cmd->parsed()) return run_jobs_list(ctl, job_state, job_json);

@@ -53,18 +53,6 @@ std::string json_resources(rpc::ResourceSet::Reader r) {
   return out + "}}";
 }
 
-std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 void print_status_json(kj::StringPtr self_id, capnp::List<rpc::MemberRecord>::Reader members,
                        const std::string& metadata_json, const std::string& demand_json) {
@@ -170,6 +158,19 @@ Result<Target> resolve_target(const CtlOptions& options) {
 }
 
 }  // namespace
+
+std::string human_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
 
 int run_start(const node::NodeOptions& options) {
   node::Node node(options);

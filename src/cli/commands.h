@@ -27,6 +27,8 @@ struct CtlOptions {
 // Runs a node in the foreground until SIGTERM/SIGINT.
 int run_start(const node::NodeOptions& options);
 int run_status(const CtlOptions& options, bool json);
+// shoalctl memory: every node's objects (memory_command.cc).
+int run_memory(const CtlOptions& options, bool json);
 
 struct KvCommand {
   enum class Op { kNone, kGet, kPut, kDelete, kList, kWatch } op = Op::kNone;

@@ -17,6 +17,8 @@ namespace shoal::cli {
 // `s` as a JSON string literal (quotes included); control bytes escaped,
 // UTF-8 passed through.
 std::string json_escape(std::string_view s);
+// 1536 -> "1.5 KiB".
+std::string human_bytes(uint64_t bytes);
 
 // Connects to the node `options` names (or the local one), authenticates,
 // runs `fn` with its Node capability and waits for the result. Without

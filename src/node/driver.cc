@@ -83,6 +83,11 @@ class DriverService final : public rpc::Node::Server {
     if (auto runtime = runtime_.lock()) runtime->fill_node_info(context.getResults());
     return kj::READY_NOW;
   }
+  kj::Promise<void> objectStats(ObjectStatsContext context) override {
+    auto runtime = runtime_.lock();
+    if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
+    return runtime->serve_object_stats(false, context.getResults());
+  }
   kj::Promise<void> readObject(ReadObjectContext context) override {
     auto runtime = runtime_.lock();
     if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");

@@ -131,6 +131,7 @@ kj::Exception no_tasks() { return KJ_EXCEPTION(DISCONNECTED, "this node's task r
 kj::Promise<void> NodeService::pushTasks(PushTasksContext context) {
   if (tasks_ == nullptr) return no_tasks();
   auto p = context.getParams();
+  if (p.hasOwnerAddress()) tasks_->note_owner_address(p.getSession(), p.getOwnerAddress().cStr());
   return tasks_->serve_push_tasks(p.getOwner(), p.getSession(), p.getTasks());
 }
 
@@ -143,6 +144,7 @@ kj::Promise<void> NodeService::createActor(CreateActorContext context) {
 kj::Promise<void> NodeService::pushActorCalls(PushActorCallsContext context) {
   if (tasks_ == nullptr) return no_tasks();
   auto p = context.getParams();
+  if (p.hasOwnerAddress()) tasks_->note_owner_address(p.getSession(), p.getOwnerAddress().cStr());
   return tasks_->serve_push_actor_calls(p.getOwner(), p.getSession(), ActorId{p.getActorHi(), p.getActorLo()},
                                         p.getCalls());
 }
@@ -182,6 +184,11 @@ kj::Promise<void> NodeService::readObject(ReadObjectContext context) {
   tasks_->serve_read_object(detail::object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
                             context.getResults());
   return kj::READY_NOW;
+}
+
+kj::Promise<void> NodeService::objectStats(ObjectStatsContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  return tasks_->serve_object_stats(context.getParams().getCluster(), context.getResults());
 }
 
 kj::Promise<void> NodeService::freeObjects(FreeObjectsContext context) {

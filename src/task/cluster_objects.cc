@@ -482,4 +482,128 @@ std::optional<ErrorInfo> ClusterRuntime::attach_ref_args(TaskSpec& spec, const s
   return std::nullopt;
 }
 
+// ---- shoalctl memory ----------------------------------------------------------------------
+
+void ClusterRuntime::note_owner_address(uint64_t session, std::string address) {
+  std::lock_guard lock(host_mutex_);
+  auto& s = sessions_[session];
+  if (!s) s = std::make_unique<OwnerSession>();
+  if (s->address != address) s->address = std::move(address);
+}
+
+void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
+  constexpr std::size_t kListedMax = 10'000;
+  struct Row {
+    ObjectId id;
+    uint64_t size = 0;
+    std::string owner;
+    std::string state;
+    std::string reference;
+  };
+  std::vector<Row> rows;
+  std::vector<ObjectValuePtr> seen;  // released after the locks
+  {
+    std::lock_guard lock(host_mutex_);
+    for (const auto& [id, h] : held_) {
+      if (rows.size() >= kListedMax) break;
+      std::string owner;
+      if (auto s = sessions_.find(h.session); s != sessions_.end()) owner = s->second->address;
+      rows.push_back(Row{id, h.value->bytes.size(), owner, "in memory", h.copy ? "copy" : "held for its owner"});
+    }
+  }
+  bool truncated = rows.size() >= kListedMax;
+  std::vector<ObjectTable::Listed> table = objects_.list(kListedMax - rows.size() + 1);
+  if (rows.size() + table.size() > kListedMax) {
+    truncated = true;
+    table.resize(kListedMax - rows.size());
+  }
+  {
+    std::lock_guard lock(mutex_);
+    for (ObjectTable::Listed& e : table) {
+      bool owned = e.id.hi == config_.id_prefix;
+      Row row{e.id, 0, owned ? config_.address : "", "pending", ""};
+      row.reference = (owned ? "local reference (" : "borrowed (") + std::to_string(e.refs) + ")";
+      if (e.value) {
+        if (e.value->error) {
+          row.state = "failed";
+        } else if (e.value->remote_size > 0) {
+          row.size = e.value->remote_size;
+          row.state = "held at";
+          for (const std::string& h : holders_locked(e.id, e.value)) row.state += " " + h;
+        } else {
+          row.size = e.value->bytes.size();
+          row.state = "in memory";
+        }
+      }
+      if (!owned) {
+        if (auto b = borrowed_.find(e.id); b != borrowed_.end()) row.owner = b->second;
+      }
+      rows.push_back(std::move(row));
+      seen.push_back(std::move(e.value));
+    }
+  }
+  out.setNodeId(config_.node_id);
+  out.setAddress(config_.address);
+  out.setTruncated(truncated);
+  auto list = out.initObjects(static_cast<unsigned>(rows.size()));
+  for (unsigned i = 0; i < rows.size(); ++i) {
+    list[i].setObjectHi(rows[i].id.hi);
+    list[i].setObjectLo(rows[i].id.lo);
+    list[i].setSize(rows[i].size);
+    list[i].setOwner(rows[i].owner);
+    list[i].setState(rows[i].state);
+    list[i].setReference(rows[i].reference);
+  }
+}
+
+kj::Promise<void> ClusterRuntime::serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out) {
+  if (!cluster) {
+    fill_node_objects(out.initNodes(1)[0]);
+    return kj::READY_NOW;
+  }
+  std::vector<ClusterMember> members = config_.members ? config_.members() : std::vector<ClusterMember>();
+  using Answer = kj::Maybe<capnp::Response<rpc::Node::ObjectStatsResults>>;
+  struct Asked {
+    std::string id;
+    std::string address;
+    std::string error;
+    Answer answer;
+  };
+  auto asked = std::make_shared<std::vector<std::unique_ptr<Asked>>>();
+  kj::Vector<kj::Promise<void>> calls;
+  for (const ClusterMember& m : members) {
+    if (m.address == config_.address) continue;
+    std::size_t index = asked->size();
+    asked->push_back(std::make_unique<Asked>(Asked{m.id, m.address, "", nullptr}));
+    auto call = config_.peers->call<Answer>(m.address, [](rpc::Node::Client& node) {
+      auto request = node.objectStatsRequest();
+      request.setCluster(false);
+      return request.send().then([](capnp::Response<rpc::Node::ObjectStatsResults> r) -> Answer { return kj::mv(r); });
+    });
+    auto timeout = config_.loop->timer().afterDelay(3 * kj::SECONDS).then([]() -> kj::Promise<Answer> {
+      return KJ_EXCEPTION(OVERLOADED, "no answer within 3 s");
+    });
+    calls.add(call.exclusiveJoin(kj::mv(timeout))
+                  .then([asked, index](Answer a) { (*asked)[index]->answer = kj::mv(a); },
+                        [asked, index](kj::Exception&& e) { (*asked)[index]->error = kj_text(e); }));
+  }
+  return kj::joinPromises(calls.releaseAsArray()).then([this, asked, out]() mutable {
+    auto nodes = out.initNodes(static_cast<unsigned>(asked->size() + 1));
+    fill_node_objects(nodes[0]);
+    for (unsigned i = 0; i < asked->size(); ++i) {
+      Asked& a = *(*asked)[i];
+      KJ_IF_MAYBE (answer, a.answer) {
+        if (answer->getNodes().size() == 1) {
+          nodes.setWithCaveats(i + 1, answer->getNodes()[0]);
+          continue;
+        }
+        a.error = "an answer without its node";
+      }
+      nodes[i + 1].setNodeId(a.id);
+      nodes[i + 1].setAddress(a.address);
+      nodes[i + 1].setError(a.error);
+    }
+  });
+}
+
 }  // namespace shoal::detail

@@ -195,13 +195,6 @@ struct ClusterRuntime::HostedActor {
   bool detached = false;
 };
 
-struct ClusterRuntime::OwnerSession {
-  std::optional<rpc::TaskOwner::Client> client;              // loop thread
-  std::vector<std::pair<TaskId, ObjectValuePtr>> pending;    // guarded by host_mutex_
-  bool sending = false;                                      // loop thread
-  Clock::time_point last_sent{};                             // a batch or a heartbeat
-  std::optional<Clock::time_point> unreachable_since;        // its connection broke
-};
 
 class ClusterRuntime::OwnerServer final : public rpc::TaskOwner::Server {
  public:
@@ -1044,6 +1037,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
       auto request = node.pushTasksRequest();
       request.setOwner(owner);
       request.setSession(session);
+      request.setOwnerAddress(config_.address);
       auto list = request.initTasks(static_cast<unsigned>(batch->tasks.size()));
       std::vector<TaskId> ids;
       for (unsigned i = 0; i < batch->tasks.size(); ++i) {
@@ -1057,6 +1051,7 @@ void ClusterRuntime::flush_link(const std::string& address) {
       auto request = node.pushActorCallsRequest();
       request.setOwner(owner);
       request.setSession(session);
+      request.setOwnerAddress(config_.address);
       request.setActorHi(actor.hi);
       request.setActorLo(actor.lo);
       auto list = request.initCalls(static_cast<unsigned>(calls.size()));

@@ -168,6 +168,10 @@ class ClusterRuntime final : public Runtime {
   void serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
                          rpc::Node::ReadObjectResults::Builder out);
   void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
+  // What this process holds or owns; with `cluster`, every live member's too.
+  kj::Promise<void> serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out);
+  // The address of the owner behind a session (shown by shoalctl memory).
+  void note_owner_address(uint64_t session, std::string address);
   // Placement group bundles on this node: all or none; reason when none.
   bool serve_reserve_bundles(PlacementGroupId group, capnp::List<rpc::BundleWire>::Reader bundles,
                              rpc::TaskOwner::Client owner, uint64_t session, std::string* reason);
@@ -315,6 +319,8 @@ class ClusterRuntime final : public Runtime {
   // objects) and the record goes.
   void forget_locations(const ObjectId& id);
   void send_frees();  // loop thread
+  // This process's objects (loop thread).
+  void fill_node_objects(rpc::NodeObjects::Builder out);
   // Replaces values held elsewhere by their bytes (a user thread, blocking).
   Status materialize(std::span<const RefState* const> refs, std::vector<ObjectValuePtr>& values,
                      Deadline deadline);

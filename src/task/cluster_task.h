@@ -2,6 +2,7 @@
 // implement ClusterRuntime (cluster_runtime.cc, cluster_objects.cc).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +36,16 @@ struct ClusterRuntime::Task {
   std::optional<ResourceRequest> bundle_resources;
   std::string avoid;  // a node that spilled it back: not again next time
   uint32_t spills = 0;
+};
+
+// Node side: what a node keeps per owner session.
+struct ClusterRuntime::OwnerSession {
+  std::optional<rpc::TaskOwner::Client> client;              // loop thread
+  std::vector<std::pair<TaskId, ObjectValuePtr>> pending;    // guarded by host_mutex_
+  bool sending = false;                                      // loop thread
+  Clock::time_point last_sent{};                             // a batch or a heartbeat
+  std::optional<Clock::time_point> unreachable_since;        // its connection broke
+  std::string address;                                       // guarded: the owner's, when it said
 };
 
 // An argument a pushed task takes by reference (RefArgWire).

@@ -1,5 +1,6 @@
 #include "task/object_table.h"
 
+#include <algorithm>
 #include <condition_variable>
 
 #include "task/executor.h"
@@ -54,6 +55,17 @@ bool ObjectTable::materialize(const ObjectId& id, ObjectValuePtr value) {
   bytes_ += value->bytes.size();
   replaced = std::exchange(it->second.value, std::move(value));
   return true;
+}
+
+std::vector<ObjectTable::Listed> ObjectTable::list(std::size_t max) const {
+  std::vector<Listed> out;
+  std::lock_guard lock(mutex_);
+  out.reserve(std::min(max, entries_.size()));
+  for (const auto& [id, entry] : entries_) {
+    if (out.size() >= max) break;
+    out.push_back(Listed{id, entry.value, entry.refs});
+  }
+  return out;
 }
 
 Result<ObjectValuePtr> ObjectTable::lookup(const ObjectId& id) const {

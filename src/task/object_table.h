@@ -64,6 +64,14 @@ class ObjectTable {
   void remove_ref(const ObjectId& id);  // no-op for unknown ids
 
   std::size_t size() const;
+  // Up to `max` entries (shoalctl memory): id, value (null while pending)
+  // and local references.
+  struct Listed {
+    ObjectId id;
+    ObjectValuePtr value;
+    uint32_t refs = 0;
+  };
+  std::vector<Listed> list(std::size_t max) const;
   // Bytes of the values held (ready objects only).
   uint64_t bytes() const;
   // Completes every pending object with `value` (shutdown: wakes whoever

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <iostream>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -199,6 +200,31 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
                 "\"actor_ok\":%s,\"chain_pid\":%d}\n",
                 broadcast_wrong, pid_counts(pids).c_str(), result_ok ? "true" : "false", chain_ok ? "true" : "false",
                 nested_ok ? "true" : "false", actor_ok ? "true" : "false", chained.pid);
+    return 0;
+  }
+  if (mode == "hold") {
+    // Large objects held across the cluster until the test says "drop" on
+    // stdin: a result kept by the node that made it, a put() value, and
+    // copies pulled by the nodes whose tasks read them.
+    std::string line;
+    {
+      auto made = shoal::task(make_blob).remote(2, 5);
+      auto put_ref = shoal::put(make_blob(3, 6));
+      std::vector<shoal::ObjectRef<BlobSeen>> reads;
+      for (int i = 0; i < 3; ++i) {
+        reads.push_back(shoal::task(check_blob).strategy(shoal::spread()).remote(made));
+        reads.push_back(shoal::task(check_blob).strategy(shoal::spread()).remote(put_ref));
+      }
+      int wrong = 0;
+      for (const BlobSeen& seen : shoal::get(reads)) wrong += seen.size < (2u << 20) ? 1 : 0;
+      std::printf("{\"made\":\"%s\",\"put\":\"%s\",\"wrong\":%d}\n", made.id().hex().c_str(),
+                  put_ref.id().hex().c_str(), wrong);
+      std::fflush(stdout);
+      if (!std::getline(std::cin, line)) return 1;
+    }
+    std::printf("{\"dropped\":true}\n");
+    std::fflush(stdout);
+    std::getline(std::cin, line);
     return 0;
   }
   if (mode == "actor_order") {

@@ -267,6 +267,46 @@ def test_large_values_move_between_nodes_in_chunks(cluster):
     check(out["actor_ok"], "actor calls around a large argument ran out of order or wrongly: %s" % out)
 
 
+def memory(cluster, node):
+    r = cluster.ctl(["--address", node.address, "--token-file", cluster.token_file, "memory", "--json"])
+    check(r.returncode == 0, "shoalctl memory exited %d: %s" % (r.returncode, r.stderr))
+    return json.loads(r.stdout)
+
+
+def test_large_objects_are_listed_and_freed_everywhere(cluster):
+    first = start_cluster(cluster)
+    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "hold"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=cluster.env)
+    try:
+        held = json.loads(p.stdout.readline())
+        check(held["wrong"] == 0, "tasks read the large values wrongly: %s" % held)
+        mem = memory(cluster, first)
+        check(len(mem["nodes"]) == 3 and all("error" not in n for n in mem["nodes"]),
+              "shoalctl memory did not answer for 3 nodes: %s" % mem)
+        rows = [(n["id"], o) for n in mem["nodes"] for o in n["objects"]]
+        kept = [o for _, o in rows if o["id"] == held["made"] and o["reference"] == "held for its owner"]
+        check(len(kept) == 1 and kept[0]["size"] > 2 << 20 and kept[0]["owner"],
+              "the node that made the 2 MiB result does not list it as held for its owner: %s" % rows)
+        copies = [o for _, o in rows if o["reference"] == "copy" and o["id"] in (held["made"], held["put"])]
+        check(copies, "no node lists the copies its tasks pulled: %s" % rows)
+        p.stdin.write("drop\n")
+        p.stdin.flush()
+        check(json.loads(p.stdout.readline()).get("dropped"), "the driver did not drop its refs")
+
+        def gone():
+            m = memory(cluster, first)
+            return not [o for n in m["nodes"] for o in n["objects"] if o["id"] in (held["made"], held["put"])]
+        wait_until(gone, 10, "every node to free the result and the copies once the owner dropped them")
+        p.stdin.write("exit\n")
+        p.stdin.flush()
+        check(p.wait(30) == 0, "the driver exited %s: %s" % (p.returncode, p.stderr.read()[-2000:]))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -285,4 +325,5 @@ if __name__ == "__main__":
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
         test_large_values_move_between_nodes_in_chunks,
+        test_large_objects_are_listed_and_freed_everywhere,
     ])
