@@ -261,7 +261,14 @@ void ClusterRuntime::hold(const ObjectId& id, ObjectValuePtr value, uint64_t ses
 std::vector<std::string> ClusterRuntime::holders_locked(const ObjectId& id, const ObjectValuePtr& value) const {
   if (value->remote_size == 0) return {config_.address};
   auto it = locations_.find(id);
-  return it == locations_.end() ? std::vector<std::string>() : it->second.holders;
+  if (it == locations_.end()) return {};
+  // The holders, then the nodes tasks took it to: they likely keep a copy,
+  // so a pull whose holder died goes on from one of them.
+  std::vector<std::string> out = it->second.holders;
+  for (const std::string& node : it->second.sent_to) {
+    if (std::find(out.begin(), out.end(), node) == out.end()) out.push_back(node);
+  }
+  return out;
 }
 
 void ClusterRuntime::fill_stored(uint64_t size, const std::vector<std::string>& holders,

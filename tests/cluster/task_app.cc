@@ -31,6 +31,7 @@ int64_t wall_ns() {
 
 int square(int x) { return x * x; }
 int pid_of() { return static_cast<int>(getpid()); }
+std::string node_of() { return shoal::current_node_id(); }
 int pid_after(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return static_cast<int>(getpid());
@@ -109,7 +110,7 @@ class Log {
 };
 
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
-             hash_all);
+             hash_all, node_of);
 SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where);
 
 namespace {
@@ -225,6 +226,47 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"dropped\":true}\n");
     std::fflush(stdout);
     std::getline(std::cin, line);
+    return 0;
+  }
+  if (mode == "failover") {
+    // A 256 MiB result on node A, copied to node B by a task there; then
+    // (the test kills A around "go") the driver reads it: from A, and from
+    // B when A is gone. A second value only A held fails clearly.
+    std::vector<std::string> ids;
+    for (int round = 0; round < 20 && ids.size() < 3; ++round) {
+      std::vector<shoal::ObjectRef<std::string>> refs;
+      for (int i = 0; i < 6; ++i) refs.push_back(shoal::task(node_of).strategy(shoal::spread()).remote());
+      for (const std::string& id : shoal::get(refs)) {
+        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+      }
+    }
+    std::string self = shoal::task(node_of).strategy(shoal::node_affinity(ids[0])).remote().get();
+    // A and B: two nodes other than the one this driver is attached to
+    // (args[0] names it), so the driver keeps its connection.
+    std::vector<std::string> others;
+    for (const std::string& id : ids) {
+      if (args.empty() || id != args[0]) others.push_back(id);
+    }
+    const std::string a = others.at(0), b = others.at(1);
+    auto made = shoal::task(make_blob).strategy(shoal::node_affinity(a)).remote(256, 9);
+    auto only_a = shoal::task(make_blob).strategy(shoal::node_affinity(a)).remote(1, 4);
+    shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made, only_a}, 2, std::chrono::minutes(2));
+    BlobSeen at_b = shoal::task(check_blob).strategy(shoal::node_affinity(b)).remote(made).get();
+    int a_pid = shoal::task(pid_of).strategy(shoal::node_affinity(a)).remote().get();
+    std::printf("{\"a_pid\":%d,\"b_read\":%llu}\n", a_pid, static_cast<unsigned long long>(at_b.size));
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    std::string got = made.get();
+    bool ok = got == make_blob(256, 9);
+    std::string lost_error;
+    try {
+      only_a.get(std::chrono::seconds(60));
+    } catch (const std::exception& e) {
+      lost_error = e.what();
+    }
+    std::printf("{\"ok\":%s,\"lost_error\":%s,\"self\":%s}\n", ok ? "true" : "false",
+                json_quoted(lost_error).c_str(), json_quoted(self).c_str());
     return 0;
   }
   if (mode == "actor_order") {

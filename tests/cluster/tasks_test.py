@@ -307,6 +307,32 @@ def test_large_objects_are_listed_and_freed_everywhere(cluster):
             p.wait()
 
 
+def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
+    first = start_cluster(cluster)
+    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "failover",
+                          first.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        info = json.loads(p.stdout.readline() or "{}")
+        check(info.get("b_read") == 256 << 20, "node B did not read the 256 MiB result: %s" % info)
+        victims = [n for n in cluster.nodes if n.proc.pid == info["a_pid"]]
+        check(len(victims) == 1 and victims[0] is not first, "node A is not a node: %s" % info)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        time.sleep(0.05)  # the driver's pull has begun, or is about to
+        victims[0].kill9()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
+    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    check(result["ok"], "the value read after its holder died is wrong: %s" % result)
+    check("no holder could send it" in result["lost_error"],
+          "a value only the killed node held did not fail clearly: %s" % result)
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -326,4 +352,5 @@ if __name__ == "__main__":
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
         test_large_values_move_between_nodes_in_chunks,
         test_large_objects_are_listed_and_freed_everywhere,
+        test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
     ])
