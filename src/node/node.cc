@@ -450,6 +450,7 @@ Status Node::start_tasks() {
   int cpu_threads = static_cast<int>(std::ceil(s.self.total.cpus));
   engine.executor_threads_max = std::max(64, 4 * cpu_threads);
   engine.object_store_bytes_max = physical_memory() / 10 * 3;
+  engine.spill_dir = s.data_dir + "/spill";
   engine.placed_by_owner = true;
   s.engine = detail::LocalRuntime::create(std::move(engine));
 
