@@ -638,6 +638,8 @@ void ObjectStore::fail_spill(FileWorkPtr work, int error, const char* step) {
     work->error = error;
     work->step = step;
   }
+  const int first_error = work->error;  // what is reported: the first failure
+  const char* first_step = work->step;
   uv_fs_t* request = &work->request;
   request->data = work.get();
   int rc = 0;
@@ -646,7 +648,10 @@ void ObjectStore::fail_spill(FileWorkPtr work, int error, const char* step) {
     work->fd = -1;
     rc = uv_fs_close(&loop_->uv, request, fd, [](uv_fs_t* req) {
       FileWorkPtr work = take(req);
-      work->store->fail_spill(std::move(work), work->error, work->step);
+      // Arguments are evaluated in no set order: read them before the move.
+      int error = work->error;
+      const char* step = work->step;
+      work->store->fail_spill(std::move(work), error, step);
     });
   } else {
     rc = uv_fs_unlink(&loop_->uv, request, work->path.c_str(), [](uv_fs_t* req) {
@@ -656,13 +661,15 @@ void ObjectStore::fail_spill(FileWorkPtr work, int error, const char* step) {
         SHOAL_LOG_WARN("object store: cannot delete partial spill file {}: {}", work->path,
                        uv_strerror(result));
       }
-      work->store->finish_spill(std::move(work), work->error, work->step);
+      int error = work->error;
+      const char* step = work->step;
+      work->store->finish_spill(std::move(work), error, step);
     });
   }
   if (rc < 0) {
     request->data = nullptr;
     SHOAL_LOG_WARN("object store: cannot clean up spill file {}: {}", work->path, uv_strerror(rc));
-    finish_spill(std::move(work), work->error, work->step);
+    finish_spill(std::move(work), first_error, first_step);
     return;
   }
   (void)work.release();
