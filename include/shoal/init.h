@@ -54,9 +54,13 @@ struct Options {
   // Threads of the executor (CPU tasks plus those blocked in get()).
   // 0: max(64, 4 x cpus). Never fewer than ceil(cpus).
   int executor_threads_max = 0;
-  // Bytes of object values kept at once (put() and results with live refs);
-  // beyond it put() throws and tasks fail, kResourceExhausted. 0: 30% of
-  // physical memory (Ray's default object store size).
+  // Bytes of object values kept in memory at once (put() and results with
+  // live refs). Large values (over 100 KiB) beyond it spill to a private
+  // temporary directory and are read back on get(); put() throws and tasks
+  // fail with ObjectStoreFull (kResourceExhausted) only when no room can be
+  // made (a value bigger than this, small values filling it, everything in
+  // use, or the disk refusing). 0: 30% of physical memory (Ray's default
+  // object store size).
   uint64_t object_store_bytes_max = 0;
   uint64_t seed = 0;  // ids and the node id; 0: from the OS
 };

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "base/clock.h"
+#include "base/crc32c.h"
 #include "base/crypto.h"
 #include "shoal/status.h"
 
@@ -27,6 +28,25 @@ TEST_CASE("hmac-sha256 matches RFC 4231 test case 2") {
   CHECK(to_hex(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
   Mac parts = hmac_sha256_parts(as_bytes("Jefe"), {as_bytes("what do ya "), as_bytes("want for nothing?")});
   CHECK(constant_time_equal(mac, parts));
+}
+
+TEST_CASE("crc32c matches the published check values, in pieces, on both paths") {
+  CHECK(crc32c("") == 0);
+  CHECK(crc32c("123456789") == 0xe3069283u);  // the standard check value
+  CHECK(crc32c(std::string(32, '\0')) == 0x8a9136aau);  // RFC 3720 B.4
+  CHECK(crc32c(std::string(32, '\xff')) == 0x62a8ab43u);
+  std::string data;
+  for (int i = 0; i < 1000; ++i) data.push_back(static_cast<char>(i * 7 + 3));
+  uint32_t whole = crc32c(data);
+  for (std::size_t split : {0, 1, 7, 8, 9, 500, 999, 1000}) {
+    uint32_t first = crc32c_extend(0, data.data(), split);
+    CHECK(crc32c_extend(first, data.data() + split, data.size() - split) == whole);
+    CHECK(detail::crc32c_extend_portable(
+              detail::crc32c_extend_portable(0, data.data(), split), data.data() + split,
+              data.size() - split) == whole);
+  }
+  data[500] ^= 1;
+  CHECK(crc32c(data) != whole);
 }
 
 TEST_CASE("hex round trip and bad hex") {

@@ -16,18 +16,17 @@
 
 #ifdef SHOAL_WITH_MIMALLOC
 #include <mimalloc.h>
-#include <unistd.h>
 
 #include <cstdint>
+
+#include "base/memory_size.h"
 #endif
 
 namespace shoal {
 
 inline void tune_allocator_for_large_values() {
 #ifdef SHOAL_WITH_MIMALLOC
-  long pages = ::sysconf(_SC_PHYS_PAGES);
-  long page = ::sysconf(_SC_PAGE_SIZE);
-  uint64_t memory = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+  uint64_t memory = physical_memory_bytes();
   if (memory > 0) (void)mi_reserve_os_memory(memory / 10 * 3, /*commit=*/true, /*allow_large=*/false);
 #endif
 }

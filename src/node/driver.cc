@@ -14,6 +14,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/memory_size.h"
 #include "loop/loop.h"
 #include "loop/tcp.h"
 #include "node/data_dir.h"
@@ -24,6 +25,7 @@
 #include "rpc/server.h"
 #include "shoal/init.h"
 #include "task/cluster_runtime.h"
+#include "task/object_store.h"
 
 namespace shoal::detail {
 
@@ -103,8 +105,11 @@ class DriverService final : public rpc::Node::Server {
 
 class Driver {
  public:
-  Driver(std::string node_address, std::string secret, std::string name_space)
-      : node_address_(std::move(node_address)), secret_(std::move(secret)), name_space_(std::move(name_space)) {}
+  Driver(std::string node_address, std::string secret, std::string name_space, uint64_t store_bytes)
+      : node_address_(std::move(node_address)),
+        secret_(std::move(secret)),
+        name_space_(std::move(name_space)),
+        store_bytes_(store_bytes) {}
 
   // Starts the loop thread and waits until the runtime is up (or failed).
   Result<std::shared_ptr<ClusterRuntime>> start() {
@@ -189,6 +194,16 @@ class Driver {
     config.id_prefix = rng.next_u64() | 1;
     config.name_space = name_space_;
     config.members = [&members] { return members; };
+    // The driver's own large values (put(), results it pulled) spill to a
+    // private directory under $TMPDIR, removed when it shuts down.
+    ObjectStore::Config store_config;
+    store_config.capacity_bytes = store_bytes_;
+    Result<std::shared_ptr<ObjectStore>> store = ObjectStore::create(store_config);
+    if (!store.ok()) {
+      started.set_value(Status(store.status().code(), "object store: " + store.status().message()));
+      return;
+    }
+    config.store = *store;
     rpc::PeerPool* raw_pool = pool.get();
     config.kv = [raw_pool, attached](std::string request) {
       return raw_pool->call<std::string>(*attached, [request = std::move(request)](rpc::Node::Client& n) {
@@ -283,6 +298,7 @@ class Driver {
   const std::string node_address_;
   const std::string secret_;
   const std::string name_space_;
+  const uint64_t store_bytes_;
   std::thread thread_;
   loop::Loop* loop_ = nullptr;  // set once running
 };
@@ -320,8 +336,11 @@ Result<std::shared_ptr<Runtime>> start_driver(const Options& options) {
     return Status(secret.status().code(), "shoal::init: the cluster token: " + secret.status().message() +
                                               " (pass the token file with --token-file or SHOAL_TOKEN_FILE)");
   }
+  uint64_t store_bytes = options.object_store_bytes_max > 0 ? options.object_store_bytes_max
+                                                            : std::max<uint64_t>(physical_memory_bytes() / 10 * 3, 1u << 30);
   auto driver = std::make_shared<Driver>(address, *secret,
-                                         options.name_space.empty() ? "default" : options.name_space);
+                                         options.name_space.empty() ? "default" : options.name_space,
+                                         store_bytes);
   auto runtime = driver->start();
   if (!runtime.ok()) return Status(runtime.status().code(), "shoal::init: " + runtime.status().message());
   (*runtime)->set_on_shutdown([driver] { driver->stop(); });

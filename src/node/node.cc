@@ -11,6 +11,7 @@
 
 #include <fmt/ranges.h>
 
+#include "base/memory_size.h"
 #include "base/assert.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -60,10 +61,8 @@ gossip::Resources to_gossip_resources(const detail::ResourceSet& set, const goss
 }
 
 uint64_t physical_memory() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page_size = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)
-                                    : uint64_t{4} << 30;
+  uint64_t bytes = physical_memory_bytes();
+  return bytes > 0 ? bytes : uint64_t{4} << 30;
 }
 
 // Seeds as numeric "ip:port" (gossip never resolves names per packet); the
@@ -450,6 +449,7 @@ Status Node::start_tasks() {
   int cpu_threads = static_cast<int>(std::ceil(s.self.total.cpus));
   engine.executor_threads_max = std::max(64, 4 * cpu_threads);
   engine.object_store_bytes_max = physical_memory() / 10 * 3;
+  engine.spill_dir = s.data_dir + "/spill";
   engine.placed_by_owner = true;
   s.engine = detail::LocalRuntime::create(std::move(engine));
 
@@ -460,6 +460,7 @@ Status Node::start_tasks() {
   config.address = s.self.address;
   config.id_prefix = s.rng.next_u64() | 1;
   config.engine = s.engine;
+  config.store = s.engine->object_store();
   config.members = [&s] {
     std::vector<detail::ClusterMember> out;
     for (const gossip::Member& m : s.gossip->members()) {

@@ -16,6 +16,7 @@
 #include "shoal/detail/core.h"
 #include "shoal/registry.h"
 #include "shoal/task.h"
+#include "base/memory_size.h"
 #include "task/local_runtime.h"
 #include "task/runtime.h"
 
@@ -288,13 +289,6 @@ std::string hex64(uint64_t v) {
   std::string out(16, '0');
   for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kDigits[v & 0xf];
   return out;
-}
-
-uint64_t physical_memory_bytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page_size = sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page_size <= 0) return 0;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
 }
 
 Result<std::shared_ptr<detail::Runtime>> make_local_runtime(const Options& options) {

@@ -20,11 +20,13 @@
 
 #include "base/assert.h"
 #include "base/log.h"
+#include "base/memory_size.h"
 #include "loop/loop.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
 #include "task/cluster_runtime.h"
 #include "task/cluster_task.h"
+#include "task/object_store.h"
 #include "task/cluster_wire.h"
 
 namespace shoal::detail {
@@ -38,10 +40,7 @@ constexpr uint64_t kPullBytesMax = uint64_t{1} << 40;  // a size from the networ
 
 uint64_t copies_bytes_max() {
   // Copies of arguments a node keeps: an eighth of its memory, at most 4 GiB.
-  long pages = ::sysconf(_SC_PHYS_PAGES);
-  long page = ::sysconf(_SC_PAGE_SIZE);
-  uint64_t memory = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
-  return std::min<uint64_t>(memory / 8, uint64_t{4} << 30);
+  return std::min<uint64_t>(physical_memory_bytes() / 8, uint64_t{4} << 30);
 }
 
 ObjectValuePtr error_value(Status::Code code, std::string message, const std::string& node_id) {
@@ -225,13 +224,7 @@ void ClusterRuntime::serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader o
   std::lock_guard lock(host_mutex_);
   for (auto wire : objects) {
     auto it = held_.find(object_id(wire.getHi(), wire.getLo()));
-    if (it == held_.end()) continue;
-    if (it->second.copy) {
-      copies_bytes_ -= it->second.value->bytes.size();
-      copies_lru_.erase(it->second.lru);
-    }
-    dropped.push_back(std::move(it->second.value));
-    held_.erase(it);
+    if (it != held_.end()) dropped.push_back(unhold_locked(it));
   }
 }
 
@@ -243,17 +236,27 @@ void ClusterRuntime::hold(const ObjectId& id, ObjectValuePtr value, uint64_t ses
   it->second.value = std::move(value);
   it->second.session = session;
   it->second.copy = copy;
+  // Held values stay in memory (the store does not spill them yet) but count
+  // against its capacity, so the values it manages spill to make room.
+  if (config_.store) config_.store->hold_inline(it->second.value->bytes.size());
   if (!copy) return;
   it->second.lru = copies_lru_.insert(copies_lru_.end(), id);
   copies_bytes_ += it->second.value->bytes.size();
   static const uint64_t kCopiesMax = copies_bytes_max();
   while (copies_bytes_ > kCopiesMax && copies_lru_.size() > 1) {
-    auto old = held_.find(copies_lru_.front());
-    copies_lru_.pop_front();
-    copies_bytes_ -= old->second.value->bytes.size();
-    dropped.push_back(std::move(old->second.value));
-    held_.erase(old);
+    dropped.push_back(unhold_locked(held_.find(copies_lru_.front())));
   }
+}
+
+ObjectValuePtr ClusterRuntime::unhold_locked(std::unordered_map<ObjectId, Held>::iterator it) {
+  ObjectValuePtr value = std::move(it->second.value);
+  if (it->second.copy) {
+    copies_bytes_ -= value->bytes.size();
+    copies_lru_.erase(it->second.lru);
+  }
+  if (config_.store) config_.store->release_inline(value->bytes.size());
+  held_.erase(it);
+  return value;  // the caller releases it after host_mutex_
 }
 
 // ---- Owner side ------------------------------------------------------------------------
@@ -524,13 +527,26 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
     truncated = true;
     table.resize(kListedMax - rows.size());
   }
+  std::unordered_map<ObjectId, ObjectStore::ObjectInfo> stored;
+  if (config_.store) {
+    for (ObjectStore::ObjectInfo& info : config_.store->list()) stored.emplace(info.id, std::move(info));
+  }
   {
     std::lock_guard lock(mutex_);
     for (ObjectTable::Listed& e : table) {
       bool owned = e.id.hi == config_.id_prefix;
       Row row{e.id, 0, owned ? config_.address : "", "pending", ""};
       row.reference = (owned ? "local reference (" : "borrowed (") + std::to_string(e.refs) + ")";
-      if (e.value) {
+      if (e.in_store) {
+        if (auto s = stored.find(e.id); s != stored.end()) {
+          row.size = s->second.size_bytes;
+          row.state = s->second.state == ObjectStore::State::kSpilled    ? "spilled"
+                      : s->second.state == ObjectStore::State::kSpilling ? "in memory (spilling)"
+                                                                          : "in memory";
+        } else {
+          row.state = "freed";
+        }
+      } else if (e.value) {
         if (e.value->error) {
           row.state = "failed";
         } else if (e.value->remote_size > 0) {

@@ -245,7 +245,8 @@ std::shared_ptr<ClusterRuntime> ClusterRuntime::create(ClusterRuntimeConfig conf
 ClusterRuntime::ClusterRuntime(ClusterRuntimeConfig config)
     : config_(std::move(config)),
       session_(random_session()),
-      loop_thread_(std::this_thread::get_id()) {
+      loop_thread_(std::this_thread::get_id()),
+      objects_(config_.store) {
   SHOAL_ASSERT(config_.id_prefix != 0);
   loop_ = config_.loop;
   error_handler_ = std::make_unique<LogTaskErrors>();
@@ -435,6 +436,11 @@ Result<ActorPtr> ClusterRuntime::create_actor(ActorSpec spec) {
 
 Result<RefPtr> ClusterRuntime::put(SerializedValue value) {
   if (shutting_down_.load()) return Status::unavailable("shoal is shutting down");
+  if (config_.store && value.bytes.size() > kInlineBytesMax) {
+    // Spills make room first; ObjectStoreFull when none can be made.
+    Status room = config_.store->wait_for_room(value.bytes.size());
+    if (!room.ok()) return Status(room.code(), "put(): " + room.message());
+  }
   mark_shared(value.contained);  // whoever fetches it gets the handles inside
   ObjectId id = ObjectId::for_put(new_task_id());
   auto stored = std::make_shared<ObjectValue>();
@@ -1408,16 +1414,9 @@ void ClusterRuntime::check_owners() {
         sessions_.erase(it);
       }
       for (auto h = held_.begin(); h != held_.end();) {
-        if (h->second.session != session) {
-          ++h;
-          continue;
-        }
-        if (h->second.copy) {
-          copies_bytes_ -= h->second.value->bytes.size();
-          copies_lru_.erase(h->second.lru);
-        }
-        dropped_values.push_back(std::move(h->second.value));
-        h = held_.erase(h);
+        auto next = std::next(h);
+        if (h->second.session == session) dropped_values.push_back(unhold_locked(h));
+        h = next;
       }
     }
     SHOAL_LOG_INFO("owner session {:x} unreachable for {} s: stopping its {} actor(s), releasing {} placement group(s)",
@@ -3265,9 +3264,7 @@ void ClusterRuntime::teardown_on_loop() {
     sessions_.clear();
     hosted_.clear();
     hosted_tasks_.clear();
-    held_.clear();
-    copies_lru_.clear();
-    copies_bytes_ = 0;
+    while (!held_.empty()) (void)unhold_locked(held_.begin());
   }
   owner_cap_.reset();
 }

@@ -114,6 +114,9 @@ struct ClusterRuntimeConfig {
   std::function<kj::Promise<std::string>(std::string request)> kv;
   // Node role: runs pushed tasks and actors. Null for a driver.
   std::shared_ptr<LocalRuntime> engine;
+  // Where this process's large values live and spill (a node shares its
+  // engine's); null: in memory only.
+  std::shared_ptr<ObjectStore> store;
 };
 
 class ClusterRuntime final : public Runtime {
@@ -330,6 +333,8 @@ class ClusterRuntime final : public Runtime {
   void fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error);
   // Node side: keeps a value for other processes to read.
   void hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy);
+  // Forgets a held value (host_mutex_ held); returns it to be released after.
+  ObjectValuePtr unhold_locked(std::unordered_map<ObjectId, Held>::iterator it);
   static std::vector<RefArg> ref_args_from_wire(rpc::TaskWire::Reader wire);
   // The values of a pushed task's by-reference arguments (loop thread).
   kj::Promise<std::vector<ObjectValuePtr>> fetch_ref_args(std::vector<RefArg> refs, uint64_t session);

@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "base/assert.h"
+#include "base/log.h"
 
 namespace shoal::detail {
 
@@ -42,6 +43,20 @@ ErrorInfo system_error(Status::Code code, std::string message) {
   error.code = code;
   error.message = std::move(message);
   return error;
+}
+
+// The runtime's store of large values; null (values never spill) when it
+// cannot be made.
+std::shared_ptr<ObjectStore> make_store(const LocalRuntime::Config& config) {
+  ObjectStore::Config store;
+  store.capacity_bytes = config.object_store_bytes_max;
+  store.spill_dir = config.spill_dir;
+  Result<std::shared_ptr<ObjectStore>> made = ObjectStore::create(std::move(store));
+  if (!made.ok()) {
+    SHOAL_LOG_ERROR("{}; large values will not spill to disk", made.status().message());
+    return nullptr;
+  }
+  return std::move(*made);
 }
 
 }  // namespace
@@ -103,6 +118,7 @@ std::shared_ptr<LocalRuntime> LocalRuntime::create(Config config) {
 LocalRuntime::LocalRuntime(Config config)
     : config_(std::move(config)),
       address_("local/" + config_.node_id),
+      objects_(make_store(config_)),
       executor_(Executor::Config{
           .total = config_.total,
           .threads_min = std::max(1, static_cast<int>((config_.total.units(ResourceSet::kCpu) +
@@ -179,6 +195,13 @@ std::optional<ErrorInfo> LocalRuntime::storage_error(uint64_t bytes, std::string
                         std::string(what) + name + " is " + std::to_string(bytes) +
                             " bytes, over the limit of one object (" +
                             std::to_string(DeserializeLimits::kBytesMax) + ")");
+  }
+  if (const std::shared_ptr<ObjectStore>& store = objects_.store()) {
+    Status room = store->wait_for_room(bytes);
+    if (room.ok()) return std::nullopt;
+    return system_error(room.code(), std::string(what) + name + " (" + std::to_string(bytes) +
+                                         " bytes) does not fit in the object store: " +
+                                         room.message());
   }
   uint64_t used = objects_.bytes();
   if (used + bytes > config_.object_store_bytes_max) {
@@ -889,6 +912,7 @@ void LocalRuntime::shutdown() {
     actor_calls_.clear();
   }
   objects_.clear();
+  if (objects_.store()) objects_.store()->shutdown();  // deletes the spill files
 }
 
 // ---- Placement groups --------------------------------------------------------

@@ -2,6 +2,8 @@
 //
 // Objects live in an ObjectTable; tasks wait there for their ObjectRef
 // arguments, then go to the Executor (one node's resources, a thread pool);
+// large values go on into the runtime's ObjectStore, which spills them to
+// files under spill_dir beyond object_store_bytes_max;
 // each actor is an ActorRunner with its own thread(s). Everything is
 // serialized exactly as it would be for the network, so a program that runs
 // here runs unchanged on the distributed runtime, and types that cannot
@@ -48,7 +50,14 @@ class LocalRuntime final : public Runtime {
     std::map<std::string, std::string> labels;
     std::string name_space = "default";
     int executor_threads_max = 64;
-    uint64_t object_store_bytes_max = uint64_t{1} << 32;  // values of ready objects, all together
+    // Values of ready objects kept in memory, all together (the ObjectStore's
+    // capacity): large values beyond it spill to spill_dir. put() and task
+    // results wait for spills to make room, and fail with ObjectStoreFull
+    // (kResourceExhausted) when none can be made.
+    uint64_t object_store_bytes_max = uint64_t{1} << 32;
+    // Where large values spill. Empty: a private directory made with mkdtemp
+    // under $TMPDIR or /tmp ("shoal-spill-XXXXXX"), removed at shutdown.
+    std::string spill_dir;
     std::size_t tasks_in_flight_max =
         kTasksInFlightMax;                // submitted, not finished (actor calls too)
     std::size_t actors_max = kActorsMax;  // live actors (each has its own threads)
@@ -96,6 +105,9 @@ class LocalRuntime final : public Runtime {
 
   // For tests and benchmarks.
   std::size_t object_count() const { return objects_.size(); }
+  // The store of large values (null if it could not be made: then values
+  // never spill and object_store_bytes_max is a hard limit).
+  const std::shared_ptr<ObjectStore>& object_store() const { return objects_.store(); }
   std::size_t live_actor_count() const;
   Executor::Stats executor_stats() const { return executor_.stats(); }
   ResourceSet executor_total() const { return executor_.total(); }
@@ -127,7 +139,7 @@ class LocalRuntime final : public Runtime {
                                            const std::map<std::string, std::string>& labels,
                                            std::string_view kind, const std::string& name) const;
   // An error when a value of `bytes` cannot be stored (over one object's
-  // limit, or the store is full).
+  // limit, or the store is full: waits for spills to make room first).
   std::optional<ErrorInfo> storage_error(uint64_t bytes, std::string_view what,
                                          const std::string& name) const;
   Status check_in_flight(std::string_view kind, const std::string& function) const;

@@ -473,18 +473,39 @@ TEST_CASE("tasks: after shutdown, refs report it") {
 }
 
 TEST_CASE(
-    "tasks: the object store's size is bounded; put() and results that do not fit fail clearly") {
+    "tasks: small values cannot spill, so the store's capacity bounds them; put() and results "
+    "that do not fit fail clearly") {
   Options options = local(2);
   options.object_store_bytes_max = 10'000;
   Result<Cluster> cluster = init(options);
   REQUIRE(cluster.ok());
   ObjectRef<std::string> small = put(std::string(6'000, 'a'));
   CHECK_THROWS_WITH_AS(put(std::string(6'000, 'b')),
-                       doctest::Contains("does not fit in the object store"), Error);
+                       doctest::Contains("does not fit in the object store: ObjectStoreFull"),
+                       Error);
+  CHECK_THROWS_WITH_AS(put(std::string(6'000, 'b')), doctest::Contains("small values, which never spill"),
+                       Error);
   CHECK_THROWS_WITH_AS(task(big_string).remote(6'000).get(),
                        doctest::Contains("the result of tasks_test::big_string"), Error);
   small = {};  // frees its bytes
   CHECK(task(big_string).remote(6'000).get().size() == 6'000);
+  CHECK_THROWS_WITH_AS(put(std::string(10'001, 'c')),
+                       doctest::Contains("bigger than the whole object store"), Error);
+}
+
+TEST_CASE("tasks: large values beyond the store's capacity spill to disk and come back") {
+  Options options = local(2);
+  options.object_store_bytes_max = 4 << 20;
+  Result<Cluster> cluster = init(options);
+  REQUIRE(cluster.ok());
+  std::vector<ObjectRef<std::string>> refs;
+  for (char c : {'a', 'b', 'c', 'd'}) refs.push_back(put(std::string(2 << 20, c)));
+  refs.push_back(task(big_string).remote(2 << 20));
+  // 10 MiB were admitted into 4 MiB: most of it went to disk and comes back.
+  const std::string expected = "abcdx";
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    CHECK(refs[i].get() == std::string(2 << 20, expected[i]));
+  }
 }
 
 TEST_CASE(

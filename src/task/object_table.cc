@@ -6,8 +6,43 @@
 #include "task/executor.h"
 
 #include "base/assert.h"
+#include "base/log.h"
 
 namespace shoal::detail {
+
+namespace {
+
+Status not_known(const ObjectId& id) {
+  return Status::not_found("object " + id.hex() +
+                           " is not known here (freed, or owned by another process)");
+}
+
+}  // namespace
+
+ObjectTable::~ObjectTable() { clear(); }
+
+void ObjectTable::hold_locked(const ObjectId& id, Entry& entry, ObjectValuePtr value) {
+  if (store_ != nullptr && store_->manages(*value)) {
+    Status added = store_->add(id, value);
+    if (added.ok()) {
+      entry.in_store = true;
+      return;
+    }
+    // Too big for the store, or it shut down: kept here, never lost.
+    SHOAL_LOG_WARN("object {} stays in memory outside the object store: {}", id.hex(),
+                   added.message());
+  }
+  const uint64_t size = value->bytes.size();
+  bytes_ += size;
+  if (store_ != nullptr) store_->hold_inline(size);
+  entry.value = std::move(value);
+}
+
+Result<ObjectValuePtr> ObjectTable::from_store(const ObjectId& id) const {
+  Result<ObjectValuePtr> value = store_->get(id);
+  if (!value.ok()) return not_known(id);  // freed meanwhile
+  return value;
+}
 
 void ObjectTable::create_pending(const ObjectId& id) {
   std::lock_guard lock(mutex_);
@@ -20,8 +55,7 @@ void ObjectTable::create_ready(const ObjectId& id, ObjectValuePtr value) {
   std::lock_guard lock(mutex_);
   auto [it, inserted] = entries_.try_emplace(id);
   SHOAL_ASSERT(inserted, id.hex());
-  bytes_ += value->bytes.size();
-  it->second.value = std::move(value);
+  hold_locked(id, it->second, std::move(value));
 }
 
 bool ObjectTable::complete(const ObjectId& id, ObjectValuePtr value) {
@@ -31,14 +65,13 @@ bool ObjectTable::complete(const ObjectId& id, ObjectValuePtr value) {
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(id);
-    if (it == entries_.end() || it->second.value != nullptr) return false;
+    if (it == entries_.end() || it->second.ready()) return false;
     callbacks = std::move(it->second.callbacks);
     if (it->second.refs == 0) {
       freed = std::move(value);  // nobody can see it any more
       entries_.erase(it);
     } else {
-      bytes_ += value->bytes.size();
-      it->second.value = value;
+      hold_locked(id, it->second, value);
     }
   }
   const ObjectValuePtr& delivered = freed ? freed : value;
@@ -52,8 +85,9 @@ bool ObjectTable::materialize(const ObjectId& id, ObjectValuePtr value) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(id);
   if (it == entries_.end() || it->second.value == nullptr || it->second.value->remote_size == 0) return false;
-  bytes_ += value->bytes.size();
-  replaced = std::exchange(it->second.value, std::move(value));
+  replaced = std::move(it->second.value);  // holds no bytes: nothing to account
+  it->second.value = nullptr;
+  hold_locked(id, it->second, std::move(value));
   return true;
 }
 
@@ -63,19 +97,19 @@ std::vector<ObjectTable::Listed> ObjectTable::list(std::size_t max) const {
   out.reserve(std::min(max, entries_.size()));
   for (const auto& [id, entry] : entries_) {
     if (out.size() >= max) break;
-    out.push_back(Listed{id, entry.value, entry.refs});
+    out.push_back(Listed{id, entry.value, entry.refs, entry.in_store});
   }
   return out;
 }
 
 Result<ObjectValuePtr> ObjectTable::lookup(const ObjectId& id) const {
-  std::lock_guard lock(mutex_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) {
-    return Status::not_found("object " + id.hex() +
-                             " is not known here (freed, or owned by another process)");
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return not_known(id);
+    if (!it->second.in_store) return it->second.value;
   }
-  return it->second.value;
+  return from_store(id);  // may read a spill file: no lock held
 }
 
 Result<uint64_t> ObjectTable::on_ready(const ObjectId& id, Callback callback) {
@@ -83,16 +117,18 @@ Result<uint64_t> ObjectTable::on_ready(const ObjectId& id, Callback callback) {
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(id);
-    if (it == entries_.end()) {
-      return Status::not_found("object " + id.hex() +
-                               " is not known here (freed, or owned by another process)");
-    }
-    if (it->second.value == nullptr) {
+    if (it == entries_.end()) return not_known(id);
+    if (!it->second.ready()) {
       uint64_t token = next_token_++;
       it->second.callbacks.emplace_back(token, std::move(callback));
       return token;
     }
     value = it->second.value;
+  }
+  if (value == nullptr) {  // the store holds it
+    Result<ObjectValuePtr> stored = from_store(id);
+    if (!stored.ok()) return stored.status();
+    value = std::move(*stored);
   }
   callback(value);
   return uint64_t{0};
@@ -124,7 +160,7 @@ void ObjectTable::complete_all_pending(const ObjectValuePtr& value) {
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, entry] : entries_) {
-      if (!entry.value) pending.push_back(id);
+      if (!entry.ready()) pending.push_back(id);
     }
   }
   for (const ObjectId& id : pending) complete(id, value);
@@ -140,18 +176,24 @@ bool ObjectTable::add_ref_or_create(const ObjectId& id) {
 void ObjectTable::remove_ref(const ObjectId& id) {
   ObjectValuePtr freed;
   std::vector<std::pair<uint64_t, Callback>> dropped;
+  bool in_store = false;
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(id);
     if (it == entries_.end()) return;
     SHOAL_ASSERT(it->second.refs > 0, id.hex());
-    if (--it->second.refs > 0 || it->second.value == nullptr)
+    if (--it->second.refs > 0 || !it->second.ready())
       return;  // pending: freed when it completes
+    in_store = it->second.in_store;
     freed = std::move(it->second.value);
-    bytes_ -= freed->bytes.size();
+    if (freed != nullptr) {
+      bytes_ -= freed->bytes.size();
+      if (store_ != nullptr) store_->release_inline(freed->bytes.size());
+    }
     dropped = std::move(it->second.callbacks);
     entries_.erase(it);
   }
+  if (in_store) store_->remove(id);  // frees memory or deletes the spill file
 }
 
 std::size_t ObjectTable::size() const {
@@ -169,7 +211,11 @@ void ObjectTable::clear() {
   {
     std::lock_guard lock(mutex_);
     entries.swap(entries_);
+    if (store_ != nullptr) store_->release_inline(bytes_);
     bytes_ = 0;
+  }
+  for (const auto& [id, entry] : entries) {
+    if (entry.in_store) store_->remove(id);
   }
 }
 

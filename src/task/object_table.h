@@ -7,16 +7,30 @@
 // goes — at once if ready, else when its value arrives. Values hold the refs
 // they contain (Contained), which is how nested objects stay alive.
 //
+// Where values live. Without an ObjectStore the table holds every value
+// itself. With one (the process's store, object_store.h), a ready value the
+// store manages (over its inline_max bytes, no error) goes into the store,
+// which may spill it to disk while nobody reads it; the table entry then
+// holds no pointer to it. lookup() and on_ready() of such an object ask the
+// store, which restores a spilled value (blocking the caller on the file
+// read); the pointer they return pins the value in memory while the caller
+// holds it. The values the table keeps itself (small ones and errors) are
+// counted against the store's capacity too (hold_inline). When the entry
+// goes, the store frees the value or deletes its spill file.
+//
 // Threading: every method is thread-safe. Callbacks run on the thread that
 // made the object ready (or the caller of on_ready, if it already was) with
 // no table lock held; values are destroyed with no lock held, because
 // destroying a value destroys RefStates, which call back into remove_ref.
+// The table calls the store with its lock held (add, hold_inline,
+// release_inline) or without (get, remove); the store never calls the table.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -27,12 +41,21 @@
 #include "shoal/detail/core.h"
 #include "shoal/ids.h"
 #include "shoal/status.h"
+#include "task/object_store.h"
 
 namespace shoal::detail {
 
 class ObjectTable {
  public:
   using Callback = std::function<void(const ObjectValuePtr&)>;
+
+  ObjectTable() = default;
+  // Large values go to `store` (shared with the process's other tables);
+  // null: the table keeps every value itself.
+  explicit ObjectTable(std::shared_ptr<ObjectStore> store) : store_(std::move(store)) {}
+  ObjectTable(const ObjectTable&) = delete;
+  ObjectTable& operator=(const ObjectTable&) = delete;
+  ~ObjectTable();  // clear()
 
   // A pending object with one reference. The id must be new (asserted).
   void create_pending(const ObjectId& id);
@@ -47,7 +70,8 @@ class ObjectTable {
   // the object is unknown or its value is not remote.
   bool materialize(const ObjectId& id, ObjectValuePtr value);
 
-  // The value (null while pending); kNotFound for an unknown object.
+  // The value (null while pending); kNotFound for an unknown object. A
+  // spilled value is read back first (see above).
   Result<ObjectValuePtr> lookup(const ObjectId& id) const;
   // Runs `callback` once the object is ready: now (returning 0) if it is,
   // else later (returning a token for cancel_callback). kNotFound for an
@@ -68,12 +92,17 @@ class ObjectTable {
   // and local references.
   struct Listed {
     ObjectId id;
-    ObjectValuePtr value;
+    ObjectValuePtr value;  // null while pending and while the store holds it
     uint32_t refs = 0;
+    bool in_store = false;
   };
   std::vector<Listed> list(std::size_t max) const;
-  // Bytes of the values held (ready objects only).
+  // Bytes of the values the table holds in memory itself (ready objects
+  // only). With a store, that is the values it does not manage (small ones
+  // and errors); the store counts the rest (ObjectStore::stats()).
   uint64_t bytes() const;
+  // The store large values go to; null when there is none.
+  const std::shared_ptr<ObjectStore>& store() const { return store_; }
   // Completes every pending object with `value` (shutdown: wakes whoever
   // waits for them).
   void complete_all_pending(const ObjectValuePtr& value);
@@ -82,15 +111,23 @@ class ObjectTable {
 
  private:
   struct Entry {
-    ObjectValuePtr value;  // null while pending
+    ObjectValuePtr value;   // null while pending, and while the store holds it
+    bool in_store = false;  // ready, and the store holds the value
     uint32_t refs = 1;
     std::vector<std::pair<uint64_t, Callback>> callbacks;
+    bool ready() const { return value != nullptr || in_store; }
   };
 
+  // Gives a ready value to the store or keeps it here. mutex_ held.
+  void hold_locked(const ObjectId& id, Entry& entry, ObjectValuePtr value);
+  // The value of a ready entry the store holds, read with no lock held.
+  Result<ObjectValuePtr> from_store(const ObjectId& id) const;
+
+  const std::shared_ptr<ObjectStore> store_;
   mutable std::mutex mutex_;
   std::unordered_map<ObjectId, Entry> entries_;  // guarded by mutex_
   uint64_t next_token_ = 1;                      // guarded by mutex_
-  uint64_t bytes_ = 0;                           // guarded by mutex_
+  uint64_t bytes_ = 0;  // guarded by mutex_: values held here (not in the store)
 };
 
 // Blocks the caller until `needed` of the objects are ready or the deadline
