@@ -167,7 +167,8 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
 // Flags given as NAME=VALUE lists are parsed by us so errors name the value.
 bool apply_key_values(const std::string& prog, node::NodeOptions& options,
                       const std::vector<std::string>& resources,
-                      const std::vector<std::string>& labels, const std::string& memory) {
+                      const std::vector<std::string>& labels, const std::string& memory,
+                      const std::string& object_store_memory) {
   for (const auto& r : resources) {
     auto parsed = node::parse_resource(r);
     if (!parsed.ok()) {
@@ -191,6 +192,15 @@ bool apply_key_values(const std::string& prog, node::NodeOptions& options,
       return false;
     }
     options.memory_bytes = *bytes;
+  }
+  if (!object_store_memory.empty()) {
+    auto bytes = node::parse_bytes(object_store_memory);
+    if (!bytes.ok() || *bytes < (uint64_t{1} << 20)) {
+      std::fprintf(stderr, "%s: --object-store-memory: %s\n", prog.c_str(),
+                   bytes.ok() ? "at least 1MiB" : bytes.status().message().c_str());
+      return false;
+    }
+    options.object_store_bytes = *bytes;
   }
   return true;
 }
@@ -359,7 +369,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
 
   node::NodeOptions options;
   std::vector<std::string> resources, labels;
-  std::string memory;
+  std::string memory, object_store_memory;
   double cpus = -1;
   int64_t gpus = -1;
   auto* start = app.add_subcommand("start", "Run a node in the foreground (bootstraps a cluster unless --join)");
@@ -378,6 +388,8 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   start->add_option("--cpus", cpus, "CPUs to offer (default: detected)")->check(CLI::Range(0.0, 1e6));
   start->add_option("--memory", memory, "Memory to offer, e.g. 8GiB (default: detected)");
   start->add_option("--gpus", gpus, "GPUs to offer (default: detected)")->check(CLI::Range(0, 4096));
+  start->add_option("--object-store-memory", object_store_memory,
+                    "Large values kept in memory before spilling to <data-dir>/spill, e.g. 4GiB (default: 30% of RAM)");
   start->add_option("--resource", resources, "Custom resource NAME=QTY (repeatable)");
   start->add_option("--label", labels, "Label KEY=VALUE (repeatable)");
   start->add_option("--voters", options.voters, "Voters in the metadata Raft group (odd, 1-7)")
@@ -469,7 +481,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
       return run_certs_issue(certs_options);
     }
     if (kv_load->parsed()) return run_kv_load(load);
-    if (!apply_key_values(prog, options, resources, labels, memory)) return kExitUsage;
+    if (!apply_key_values(prog, options, resources, labels, memory, object_store_memory)) return kExitUsage;
     if (!check_tls_flags(prog, options.tls_cert, options.tls_key, options.tls_ca)) return kExitUsage;
     if (cpus >= 0) options.cpus = cpus;
     if (gpus >= 0) options.gpus = static_cast<uint32_t>(gpus);

@@ -448,7 +448,7 @@ Status Node::start_tasks() {
   engine.labels = s.self.labels;
   int cpu_threads = static_cast<int>(std::ceil(s.self.total.cpus));
   engine.executor_threads_max = std::max(64, 4 * cpu_threads);
-  engine.object_store_bytes_max = physical_memory() / 10 * 3;
+  engine.object_store_bytes_max = options_.object_store_bytes.value_or(physical_memory() / 10 * 3);
   engine.spill_dir = s.data_dir + "/spill";
   engine.placed_by_owner = true;
   s.engine = detail::LocalRuntime::create(std::move(engine));

@@ -20,6 +20,9 @@ struct NodeOptions {
   std::string token_file;          // default: <data-dir>/token
   std::optional<double> cpus;      // default: detected
   std::optional<uint64_t> memory_bytes;
+  // Bytes of large values kept in memory before they spill to
+  // <data-dir>/spill; default 30% of physical memory.
+  std::optional<uint64_t> object_store_bytes;
   std::optional<uint32_t> gpus;
   std::map<std::string, double> resources;
   std::map<std::string, std::string> labels;

@@ -89,6 +89,24 @@ struct BlobSeen {
 };
 BlobSeen check_blob(std::string b) { return BlobSeen{static_cast<int>(getpid()), b.size(), fnv(b)}; }
 // Refs inside a value: the task borrows them and reads them itself.
+// Puts `count` values of `mib` MiB from inside a task (the node owns them;
+// its object store spills what does not fit) and reads every one back.
+int spill_roundtrip(int count, int mib) {
+  std::vector<shoal::ObjectRef<std::string>> refs;
+  for (int i = 0; i < count; ++i) refs.push_back(shoal::put(make_blob(mib, i)));
+  int correct = 0;
+  for (int i = 0; i < count; ++i) correct += refs[static_cast<std::size_t>(i)].get() == make_blob(mib, i) ? 1 : 0;
+  return correct;
+}
+// One put() larger than the node's whole store: the error it gets.
+std::string put_too_big(int mib) {
+  try {
+    shoal::put(make_blob(mib, 1));
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
 uint64_t hash_all(std::vector<shoal::ObjectRef<std::string>> refs) {
   uint64_t h = 0;
   for (const std::string& b : shoal::get(refs)) h ^= fnv(b);
@@ -110,7 +128,7 @@ class Log {
 };
 
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
-             hash_all, node_of);
+             hash_all, node_of, spill_roundtrip, put_too_big);
 SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where);
 
 namespace {
@@ -226,6 +244,12 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"dropped\":true}\n");
     std::fflush(stdout);
     std::getline(std::cin, line);
+    return 0;
+  }
+  if (mode == "spill") {
+    int correct = shoal::task(spill_roundtrip).remote(80, 8).get();
+    std::string too_big = shoal::task(put_too_big).remote(100).get();
+    std::printf("{\"correct\":%d,\"too_big\":%s}\n", correct, json_quoted(too_big).c_str());
     return 0;
   }
   if (mode == "failover") {

@@ -19,11 +19,11 @@ APP = os.environ.get("SHOAL_TASK_APP") or os.path.join(BUILD_DIR, "tests", "clus
 CPUS = 2
 
 
-def start_cluster(cluster, n=3, binary=APP):
-    first = cluster.add().start(extra=["--cpus", str(CPUS)], binary=binary)
+def start_cluster(cluster, n=3, binary=APP, extra=()):
+    first = cluster.add().start(extra=["--cpus", str(CPUS)] + list(extra), binary=binary)
     wait_until(lambda: os.path.exists(cluster.token_file), 10, "the first node's token")
     for _ in range(n - 1):
-        cluster.add().start(join=[first.address], extra=["--cpus", str(CPUS)], binary=binary)
+        cluster.add().start(join=[first.address], extra=["--cpus", str(CPUS)] + list(extra), binary=binary)
     wait_until(lambda: all(len([m for m in node.status().values() if m["state"] == "alive"]) == n
                            for node in cluster.nodes), 30, "every node to see %d alive" % n)
     return first
@@ -333,6 +333,18 @@ def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
           "a value only the killed node held did not fail clearly: %s" % result)
 
 
+def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
+    first = start_cluster(cluster, n=1, extra=["--object-store-memory", "64MiB"])
+    out = driver(cluster, first, "spill", timeout=300)
+    check(out["correct"] == 80, "of 80 values of 8 MiB put through a 64 MiB store, %d read back right: %s"
+          % (out["correct"], out))
+    check("ObjectStoreFull" in out["too_big"] and "bigger than the whole object store" in out["too_big"],
+          "a 100 MiB put() into a 64 MiB store: %s" % out)
+    spill = os.path.join(first.data_dir, "spill")
+    wait_until(lambda: os.path.isdir(spill) and not os.listdir(spill), 10,
+               "the spill files to go once their objects were freed")
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -353,4 +365,5 @@ if __name__ == "__main__":
         test_large_values_move_between_nodes_in_chunks,
         test_large_objects_are_listed_and_freed_everywhere,
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
+        test_a_64_mib_store_moves_ten_times_that_through_spilling,
     ])
