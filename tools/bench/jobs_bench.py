@@ -27,7 +27,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "cluster"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import free_port  # noqa: E402
+from bench_cluster import stop_processes  # noqa: E402
 
 
 def spawn_baseline(n=300):
@@ -89,14 +91,7 @@ class Cluster:
         return True
 
     def close(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
