@@ -379,6 +379,29 @@ Status ClusterRuntime::materialize(std::span<const RefState* const> refs, std::v
   return Status::ok_status();
 }
 
+std::optional<std::string> ClusterRuntime::largest_args_holder(const Task& task) const {
+  constexpr uint64_t kWorthMovingFor = 1u << 20;
+  std::map<std::string, uint64_t> bytes;
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < task.arg_values.size() && i < task.spec.args.size(); ++i) {
+    if (!by_reference(task, i)) continue;
+    const ObjectValuePtr& v = task.arg_values[i];
+    uint64_t size = v->remote_size > 0 ? v->remote_size : v->bytes.size();
+    // The first holder has it for sure (the others are likely copies).
+    std::vector<std::string> holders = holders_locked(task.spec.args[i].ref->id, v);
+    if (!holders.empty()) bytes[holders.front()] += size;
+  }
+  std::optional<std::string> best;
+  uint64_t most = kWorthMovingFor - 1;
+  for (const auto& [address, n] : bytes) {
+    if (n > most) {
+      best = address;
+      most = n;
+    }
+  }
+  return best;
+}
+
 bool ClusterRuntime::has_remote_args(const Task& task) const {
   for (const ObjectValuePtr& v : task.arg_values) {
     if (v && v->remote_size > 0) return true;

@@ -862,6 +862,13 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
     double busy = std::max(0.0, cpu_wholes(m->total) - cpu_wholes(m->available));
     return std::max(running, busy) / std::max(1.0, cpu_wholes(m->total));
   };
+  // Locality: where most of the task's large argument bytes already are,
+  // while that node has idle CPUs (moving the task is cheaper than the data).
+  if (std::optional<std::string> near = largest_args_holder(*task)) {
+    for (const ClusterMember* m : candidates) {
+      if (m->address == *near && load(m) < 1.0) return m->address;
+    }
+  }
   for (const ClusterMember* m : candidates) {
     if (m->address == config_.address && load(m) < 1.0) return m->address;
   }

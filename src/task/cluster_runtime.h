@@ -330,6 +330,9 @@ class ClusterRuntime final : public Runtime {
   // Makes a task's remote argument values local, then runs `next` (any thread).
   void with_local_args(const std::shared_ptr<Task>& task, std::function<void()> next);
   bool has_remote_args(const Task& task) const;  // mutex_ held
+  // The process holding the most bytes of the task's large arguments, when
+  // that is at least 1 MiB.
+  std::optional<std::string> largest_args_holder(const Task& task) const;
   void fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error);
   // Node side: keeps a value for other processes to read.
   void hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy);

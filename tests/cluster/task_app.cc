@@ -157,6 +157,21 @@ std::string json_quoted(const std::string& s) {
   return out + "\"";
 }
 
+// The ids of `n` nodes (SPREAD tasks until as many answered), sorted.
+std::vector<std::string> node_ids(std::size_t n) {
+  std::vector<std::string> ids;
+  for (int round = 0; round < 20 && ids.size() < n; ++round) {
+    std::vector<shoal::ObjectRef<std::string>> refs;
+    for (std::size_t i = 0; i < 2 * n; ++i) refs.push_back(shoal::task(node_of).strategy(shoal::spread()).remote());
+    for (const std::string& id : shoal::get(refs)) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    }
+  }
+  if (ids.size() < n) throw std::runtime_error("fewer nodes answered than expected");
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 int run(const std::string& mode, const std::vector<std::string>& args) {
   auto arg = [&](std::size_t i, int fallback) { return i < args.size() ? std::atoi(args[i].c_str()) : fallback; };
   if (mode == "fanout") {
@@ -227,7 +242,10 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     // copies pulled by the nodes whose tasks read them.
     std::string line;
     {
-      auto made = shoal::task(make_blob).remote(2, 5);
+      // On the node with the highest id: not where the default placement
+      // (the first node by id with idle CPUs) would put its reader.
+      std::vector<std::string> ids = node_ids(3);
+      auto made = shoal::task(make_blob).strategy(shoal::node_affinity(ids.back())).remote(2, 5);
       auto put_ref = shoal::put(make_blob(3, 6));
       std::vector<shoal::ObjectRef<BlobSeen>> reads;
       for (int i = 0; i < 3; ++i) {
@@ -236,8 +254,10 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
       }
       int wrong = 0;
       for (const BlobSeen& seen : shoal::get(reads)) wrong += seen.size < (2u << 20) ? 1 : 0;
-      std::printf("{\"made\":\"%s\",\"put\":\"%s\",\"wrong\":%d}\n", made.id().hex().c_str(),
-                  put_ref.id().hex().c_str(), wrong);
+      // No strategy: it should run where the 2 MiB argument is.
+      int local_pid = shoal::task(check_blob).remote(made).get().pid;
+      std::printf("{\"made\":\"%s\",\"put\":\"%s\",\"wrong\":%d,\"local_pid\":%d}\n",
+                  made.id().hex().c_str(), put_ref.id().hex().c_str(), wrong, local_pid);
       std::fflush(stdout);
       if (!std::getline(std::cin, line)) return 1;
     }
@@ -256,14 +276,7 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     // A 256 MiB result on node A, copied to node B by a task there; then
     // (the test kills A around "go") the driver reads it: from A, and from
     // B when A is gone. A second value only A held fails clearly.
-    std::vector<std::string> ids;
-    for (int round = 0; round < 20 && ids.size() < 3; ++round) {
-      std::vector<shoal::ObjectRef<std::string>> refs;
-      for (int i = 0; i < 6; ++i) refs.push_back(shoal::task(node_of).strategy(shoal::spread()).remote());
-      for (const std::string& id : shoal::get(refs)) {
-        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-      }
-    }
+    std::vector<std::string> ids = node_ids(3);
     std::string self = shoal::task(node_of).strategy(shoal::node_affinity(ids[0])).remote().get();
     // A and B: two nodes other than the one this driver is attached to
     // (args[0] names it), so the driver keeps its connection.

@@ -285,9 +285,13 @@ def test_large_objects_are_listed_and_freed_everywhere(cluster):
         check(len(mem["nodes"]) == 3 and all("error" not in n for n in mem["nodes"]),
               "shoalctl memory did not answer for 3 nodes: %s" % mem)
         rows = [(n["id"], o) for n in mem["nodes"] for o in n["objects"]]
-        kept = [o for _, o in rows if o["id"] == held["made"] and o["reference"] == "held for its owner"]
-        check(len(kept) == 1 and kept[0]["size"] > 2 << 20 and kept[0]["owner"],
+        kept = [(n, o) for n, o in rows if o["id"] == held["made"] and o["reference"] == "held for its owner"]
+        check(len(kept) == 1 and kept[0][1]["size"] > 2 << 20 and kept[0][1]["owner"],
               "the node that made the 2 MiB result does not list it as held for its owner: %s" % rows)
+        holder_pid = [n.proc.pid for n in cluster.nodes if n.node_id() == kept[0][0]]
+        check(holder_pid == [held["local_pid"]],
+              "a task of the 2 MiB result ran in pid %s, not on the node holding it (%s)"
+              % (held["local_pid"], holder_pid))
         copies = [o for _, o in rows if o["reference"] == "copy" and o["id"] in (held["made"], held["put"])]
         check(copies, "no node lists the copies its tasks pulled: %s" % rows)
         p.stdin.write("drop\n")
