@@ -98,6 +98,13 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std
                            " bytes)",
                        config_.node_id);
   }
+  if (uint64_t memory = physical_memory_bytes(); memory > 0 && size > memory) {
+    // Linux would grant the buffer and kill the process when it is written.
+    return error_value(Status::Code::kResourceExhausted,
+                       "object " + id.hex() + " is " + std::to_string(size) + " bytes, more than this machine's " +
+                           std::to_string(memory) + " bytes of memory",
+                       config_.node_id);
+  }
   sources.erase(std::remove(sources.begin(), sources.end(), config_.address), sources.end());
   if (sources.empty()) {
     return error_value(Status::Code::kNotFound,
