@@ -42,6 +42,9 @@ constexpr uint32_t kSpillsMax = 3;  // then a node keeps the task and queues it
 constexpr auto kOwnerHeartbeat = std::chrono::seconds(2);
 constexpr auto kOwnerGrace = std::chrono::seconds(10);  // unreachable this long: gone
 constexpr uint64_t kDemandRepublishMs = 10'000;
+// A node that left the view this recently may come back (gossip suspected a
+// starved node): tasks bound to it wait this long before failing.
+constexpr auto kMissingNodeGrace = std::chrono::seconds(30);
 const std::string kEngine = "(this node)";  // Task::node of tasks run on the engine
 
 ResourceRequest request_from_wire(rpc::ResourceSet::Reader wire) {
@@ -811,9 +814,14 @@ std::optional<std::string> ClusterRuntime::pick_node(const std::shared_ptr<Task>
     if (!affinity->soft) {
       bool alive = std::any_of(members_.begin(), members_.end(),
                                [&](const auto& m) { return m.second.id == affinity->node_id; });
+      auto seen = last_seen_.find(affinity->node_id);
+      bool recently = seen != last_seen_.end() && Clock::now() - seen->second < kMissingNodeGrace;
       if (!alive) {
-        *never = true;
-        *reason = what + " must run on node " + affinity->node_id + ", which is not a live member";
+        // Gone from the view a moment ago: it may be a false suspicion (a
+        // starved node refutes and comes back); the task waits a while.
+        *never = !recently;
+        *reason = what + " must run on node " + affinity->node_id + ", which is not a live member" +
+                  (recently ? " (it left the view less than 30 s ago; waiting for it)" : "");
       } else {
         *reason = what + " must run on node " + affinity->node_id +
                   ", which cannot run it (function not registered there, too few resources, or "
@@ -1368,6 +1376,9 @@ void ClusterRuntime::on_members_changed() {
     if (it == fresh.end() || it->second.id != member.id) lost.push_back(address);
   }
   members_ = std::move(fresh);
+  auto now = Clock::now();
+  for (const auto& [address, member] : members_) last_seen_[member.id] = now;
+  std::erase_if(last_seen_, [&](const auto& e) { return now - e.second > kMissingNodeGrace * 2; });
   for (const auto& address : lost) node_lost(address);
   for (const auto& [address, member] : members_) {
     if (!functions_.contains(address) && !learning_.contains(address)) learn_node(member);

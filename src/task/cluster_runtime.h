@@ -391,6 +391,7 @@ class ClusterRuntime final : public Runtime {
   // Loop thread only.
   std::map<std::string, std::unique_ptr<Link>> links_;      // by node address
   std::map<std::string, ClusterMember> members_;            // by address
+  std::map<std::string, Clock::time_point> last_seen_;      // node id -> last in the view
   std::map<std::string, std::set<std::string>> functions_;  // by address: names, "@Class"
   std::set<std::string> learning_;                          // nodeInfo in flight
   std::map<std::string, Clock::time_point> first_learning_; // when asking began, until answered

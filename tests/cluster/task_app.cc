@@ -266,6 +266,19 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::getline(std::cin, line);
     return 0;
   }
+  if (mode == "affinity_wait") {
+    // Sees every node, then (after "go" on stdin; the test killed node
+    // args[0] meanwhile) runs a task bound to it: it waits for the node to
+    // come back rather than failing at once.
+    node_ids(3);
+    std::printf("{\"ready\":true}\n");
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    int pid = shoal::task(pid_of).strategy(shoal::node_affinity(args.at(0))).remote().get(std::chrono::seconds(60));
+    std::printf("{\"pid\":%d}\n", pid);
+    return 0;
+  }
   if (mode == "spill") {
     int correct = shoal::task(spill_roundtrip).remote(80, 8).get();
     std::string too_big = shoal::task(put_too_big).remote(100).get();

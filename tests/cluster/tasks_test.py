@@ -349,6 +349,33 @@ def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
                "the spill files to go once their objects were freed")
 
 
+def test_a_task_bound_to_a_node_that_just_left_waits_for_it(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "affinity_wait",
+                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        check(json.loads(p.stdout.readline() or "{}").get("ready"), "the driver did not see the 3 nodes")
+        victim.kill9()
+        wait_until(lambda: all(m["state"] != "alive" for m in first.status().values()
+                               if m["address"] == victim.address), 20, "the killed node to leave the view")
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        time.sleep(2)
+        check(p.poll() is None, "a task bound to a node gone for 2 s failed at once")
+        victim.start(join=[first.address], extra=["--cpus", str(CPUS)], binary=APP)
+        out, err = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
+    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    check(result["pid"] == victim.proc.pid, "the task ran in pid %s, not on the restarted node (pid %d)"
+          % (result["pid"], victim.proc.pid))
+
+
 if __name__ == "__main__":
     run_tests([
         test_ten_thousand_tasks_fan_out_with_correct_results,
@@ -370,4 +397,5 @@ if __name__ == "__main__":
         test_large_objects_are_listed_and_freed_everywhere,
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
         test_a_64_mib_store_moves_ten_times_that_through_spilling,
+        test_a_task_bound_to_a_node_that_just_left_waits_for_it,
     ])
