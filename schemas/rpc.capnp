@@ -155,6 +155,14 @@ interface Node {
   objectStats @25 (cluster :Bool) -> (nodes :List(NodeObjects));
   # The objects this process holds or owns (shoalctl memory); with cluster,
   # those of every live member too (asked in parallel, 3 s each).
+
+  borrow @26 (borrower :Text, add :List(ObjectIdWire), remove :List(ObjectIdWire))
+      -> (unknown :List(ObjectIdWire));
+  # Sent to an object's owner by a process that holds references to it
+  # (Ray's borrowers): `add` when its first reference appears there, `remove`
+  # when its last one goes. The owner keeps the object while any borrower
+  # has it. Adds are applied before removes; `unknown` lists the added
+  # objects the owner no longer has (already freed).
 }
 
 struct NodeObjects {

@@ -98,6 +98,13 @@ class DriverService final : public rpc::Node::Server {
                                context.getResults());
     return kj::READY_NOW;
   }
+  kj::Promise<void> borrow(BorrowContext context) override {
+    auto runtime = runtime_.lock();
+    if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
+    auto p = context.getParams();
+    runtime->serve_borrow(p.getBorrower().cStr(), p.getAdd(), p.getRemove(), context.getResults());
+    return kj::READY_NOW;
+  }
 
  private:
   std::weak_ptr<ClusterRuntime> runtime_;

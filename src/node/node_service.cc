@@ -197,6 +197,13 @@ kj::Promise<void> NodeService::freeObjects(FreeObjectsContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> NodeService::borrow(BorrowContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  tasks_->serve_borrow(p.getBorrower().cStr(), p.getAdd(), p.getRemove(), context.getResults());
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> NodeService::reserveBundles(ReserveBundlesContext context) {
   if (tasks_ == nullptr) return no_tasks();
   auto p = context.getParams();

@@ -318,7 +318,9 @@ void ClusterRuntime::forget_locations(const ObjectId& id) {
     }
     locations_.erase(it);
   }
-  if (need_post && !post([this] { send_frees(); })) {
+  // After the adds started so far: refs read from inside these values are
+  // registered with their owners before the copies go.
+  if (need_post && !post([this] { after_adds([this] { send_frees(); }); })) {
     std::lock_guard lock(mutex_);
     frees_posted_ = false;
     to_free_.clear();  // shutting down: the holders drop them with this owner
@@ -567,6 +569,9 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
       bool owned = e.id.hi == config_.id_prefix;
       Row row{e.id, 0, owned ? config_.address : "", "pending", ""};
       row.reference = (owned ? "local reference (" : "borrowed (") + std::to_string(e.refs) + ")";
+      if (std::size_t borrowers = owned ? borrowers_of(e.id) : 0; borrowers > 0) {
+        row.reference += ", lent to " + std::to_string(borrowers) + " borrower" + (borrowers > 1 ? "s" : "");
+      }
       if (e.in_store) {
         if (auto s = stored.find(e.id); s != stored.end()) {
           row.size = s->second.size_bytes;
@@ -590,6 +595,8 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
       }
       if (!owned) {
         if (auto b = borrowed_.find(e.id); b != borrowed_.end()) row.owner = b->second;
+        std::lock_guard borrow_lock(borrow_mutex_);
+        if (auto b = borrows_.find(e.id); b != borrows_.end()) row.owner = b->second.owner;
       }
       rows.push_back(std::move(row));
       seen.push_back(std::move(e.value));

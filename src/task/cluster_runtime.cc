@@ -205,8 +205,12 @@ class ClusterRuntime::OwnerServer final : public rpc::TaskOwner::Server {
 
  protected:
   kj::Promise<void> done(DoneContext context) override {
-    if (auto runtime = runtime_.lock()) runtime->on_results(context.getParams().getResults());
-    return kj::READY_NOW;
+    auto runtime = runtime_.lock();
+    if (!runtime) return kj::READY_NOW;
+    runtime->on_results(context.getParams().getResults());
+    // Answered once the refs inside the results are registered with their
+    // owners: until then the node keeps its own.
+    return runtime->adds_settled();
   }
 
  private:
@@ -1307,6 +1311,9 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       }
     } else {
       value->bytes = data_string(result.getValue());
+      // Refs inside are held here from now on (the node keeps them until
+      // this batch is answered, after their adds: OwnerServer::done).
+      adopt_inner_refs(*value);
     }
     complete(task, std::move(value));
   }
@@ -1366,6 +1373,7 @@ void ClusterRuntime::on_members_changed() {
   }
   reconnect_owners_links();
   check_owners();
+  check_borrowers();
   if (!config_.members) return;
   std::vector<ClusterMember> view = config_.members();
   std::map<std::string, ClusterMember> fresh;
@@ -1548,6 +1556,7 @@ void ClusterRuntime::learn_node(const ClusterMember& member) {
 }
 
 void ClusterRuntime::node_lost(const std::string& address) {
+  drop_borrower(address);  // what it borrowed from here went with it
   functions_.erase(address);
   first_learning_.erase(address);
   auto link_it = links_.find(address);
@@ -1967,7 +1976,11 @@ Result<ActorPtr> ClusterRuntime::get_actor(std::string_view name, std::string_vi
 // ---- References ----------------------------------------------------------------------
 
 RefPtr ClusterRuntime::adopt_ref(ObjectId id, std::string owner_address) {
-  if (objects_.add_ref_or_create(id) && owner_address == config_.address) {
+  ObjectTable::Adopted adopted = objects_.add_ref_or_create(id);
+  if (owner_address != config_.address) {
+    // The first reference here to an object another process owns.
+    if (adopted != ObjectTable::Adopted::kAdded) start_borrow(id, owner_address);
+  } else if (adopted == ObjectTable::Adopted::kCreated) {
     // One of ours, already freed: nobody will ever complete it.
     ErrorInfo error;
     error.code = Status::Code::kNotFound;
@@ -1995,7 +2008,10 @@ ActorPtr ClusterRuntime::adopt_actor(ActorId id, std::string class_name, std::st
 }
 
 void ClusterRuntime::release_ref(const RefState& ref) noexcept {
-  objects_.remove_ref(ref.id);
+  const bool borrowed = ref.owner_address != config_.address;
+  // A borrowed object nobody here refers to is never read here: its entry
+  // goes even while its value is still on its way.
+  if (objects_.remove_ref(ref.id, /*drop_pending=*/borrowed) && borrowed) end_borrow(ref.id);
   forget_locations(ref.id);  // the last reference here: copies elsewhere go
 }
 
@@ -2669,7 +2685,7 @@ void ClusterRuntime::queue_spill(uint64_t session, TaskId id) {
     std::lock_guard lock(host_mutex_);
     auto s = sessions_.find(session);
     if (s == sessions_.end()) return;
-    s->second->pending.emplace_back(id, nullptr);
+    s->second->pending.push_back(OwnerSession::Result{id, nullptr, 0});
     if (!results_posted_) results_posted_ = need_post = true;
   }
   if (need_post) post_results();
@@ -2678,6 +2694,11 @@ void ClusterRuntime::queue_spill(uint64_t session, TaskId id) {
 void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValuePtr& value) {
   RefPtr dropped;
   bool need_post = false;
+  uint64_t barrier;  // the refs its task borrowed are registered first
+  {
+    std::lock_guard lock(borrow_mutex_);
+    barrier = add_seq_;
+  }
   {
     std::lock_guard lock(host_mutex_);
     if (auto it = hosted_tasks_.find(id); it != hosted_tasks_.end()) {
@@ -2686,7 +2707,7 @@ void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValue
     }
     auto s = sessions_.find(session);
     if (s == sessions_.end()) return;  // the owner is gone
-    s->second->pending.emplace_back(id, value);
+    s->second->pending.push_back(OwnerSession::Result{id, value, barrier});
     if (!results_posted_) results_posted_ = need_post = true;
   }
   mark_shared(value->contained);
@@ -2712,8 +2733,14 @@ void ClusterRuntime::post_results() {
 }
 
 void ClusterRuntime::send_results(uint64_t session) {
-  std::vector<std::pair<TaskId, ObjectValuePtr>> batch;
+  std::vector<OwnerSession::Result> batch;
   std::optional<rpc::TaskOwner::Client> client;
+  uint64_t first_unacked;
+  {
+    std::lock_guard lock(borrow_mutex_);
+    first_unacked = adds_unacked_.empty() ? UINT64_MAX : *adds_unacked_.begin();
+  }
+  bool blocked = false;
   {
     std::lock_guard lock(host_mutex_);
     auto it = sessions_.find(session);
@@ -2722,26 +2749,46 @@ void ClusterRuntime::send_results(uint64_t session) {
     if (s.sending || !s.client) return;
     bool heartbeat = s.pending.empty() && Clock::now() - s.last_sent >= kOwnerHeartbeat;
     if (s.pending.empty() && !heartbeat) return;
-    s.last_sent = Clock::now();
     std::size_t bytes = 0;
     std::size_t taken = 0;
     for (; taken < s.pending.size(); ++taken) {
-      const ObjectValuePtr& v = s.pending[taken].second;
-      std::size_t size = v && !large(v) ? v->bytes.size() : 0;
+      const OwnerSession::Result& r = s.pending[taken];
+      if (r.barrier >= first_unacked) break;  // the refs it borrowed are not registered yet
+      std::size_t size = r.value && !large(r.value) ? r.value->bytes.size() : 0;
       if (taken > 0 && bytes + size > kBatchBytesMax) break;
       bytes += size;
     }
-    batch.assign(std::make_move_iterator(s.pending.begin()),
-                 std::make_move_iterator(s.pending.begin() + static_cast<std::ptrdiff_t>(taken)));
-    s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<std::ptrdiff_t>(taken));
-    s.sending = true;
-    client = *s.client;
+    blocked = taken == 0 && !s.pending.empty();
+    if (blocked) {
+      if (s.waiting_adds) return;  // already waiting
+      s.waiting_adds = true;
+    } else {
+      s.last_sent = Clock::now();
+      batch.assign(std::make_move_iterator(s.pending.begin()),
+                   std::make_move_iterator(s.pending.begin() + static_cast<std::ptrdiff_t>(taken)));
+      s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+      s.sending = true;
+      client = *s.client;
+    }
+  }
+  if (blocked) {
+    after_adds([this, session] {
+      {
+        std::lock_guard lock(host_mutex_);
+        auto it = sessions_.find(session);
+        if (it == sessions_.end()) return;
+        it->second->waiting_adds = false;
+      }
+      send_results(session);
+    });
+    return;
   }
   auto request = client->doneRequest();
   auto list = request.initResults(static_cast<unsigned>(batch.size()));
   for (unsigned i = 0; i < batch.size(); ++i) {
     auto r = list[i];
-    const auto& [id, value] = batch[i];
+    const TaskId& id = batch[i].id;
+    const ObjectValuePtr& value = batch[i].value;
     r.setTaskHi(id.hi);
     r.setTaskLo(id.lo);
     r.setNodeId(config_.node_id);
@@ -2760,7 +2807,7 @@ void ClusterRuntime::send_results(uint64_t session) {
       r.setValue(as_data(value->bytes));
     }
   }
-  std::vector<std::pair<TaskId, ObjectValuePtr>> kept = std::move(batch);
+  std::vector<OwnerSession::Result> kept = std::move(batch);
   tasks_set_->add(request.send().then(
       [this, session](auto) {
         {

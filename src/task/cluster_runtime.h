@@ -173,6 +173,10 @@ class ClusterRuntime final : public Runtime {
   void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
   // What this process holds or owns; with `cluster`, every live member's too.
   kj::Promise<void> serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out);
+  // Borrowers (cluster_borrows.cc): a process that holds references to
+  // objects this process owns registers (adds) and unregisters (removes).
+  void serve_borrow(std::string borrower, capnp::List<rpc::ObjectIdWire>::Reader adds,
+                    capnp::List<rpc::ObjectIdWire>::Reader removes, rpc::Node::BorrowResults::Builder out);
   // The address of the owner behind a session (shown by shoalctl memory).
   void note_owner_address(uint64_t session, std::string address);
   // Placement group bundles on this node: all or none; reason when none.
@@ -334,6 +338,31 @@ class ClusterRuntime final : public Runtime {
   // that is at least 1 MiB.
   std::optional<std::string> largest_args_holder(const Task& task) const;
   void fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error);
+  // Borrowing (Ray's borrower protocol; cluster_borrows.cc). A process that
+  // gets its first reference to an object another process owns registers
+  // with the owner (an add), and unregisters when its last one goes (a
+  // remove); the owner keeps the object while any borrower has it. Whoever
+  // hands a reference on keeps its own until the receiver's add is acked:
+  // results to an owner, frees and removes wait for the adds started before
+  // them (after_adds), and an owner acks a batch of results only once the
+  // refs inside them are registered.
+  void start_borrow(const ObjectId& id, const std::string& owner);  // any thread
+  void end_borrow(const ObjectId& id);                              // any thread
+  void post_borrows();                                              // any thread
+  void flush_borrows();                                             // loop thread
+  void send_borrow_batch(std::string owner, std::vector<std::pair<ObjectId, uint64_t>> adds,
+                         std::vector<ObjectId> removes, uint32_t attempt);  // loop thread
+  void on_adds_acked(const std::vector<std::pair<ObjectId, uint64_t>>& adds);  // loop thread
+  // Runs fn (loop thread) once every add started before the call is acked.
+  void after_adds(std::function<void()> fn);
+  kj::Promise<void> adds_settled();  // loop thread: after_adds as a promise
+  // The refs inside a value that arrived inline: adopted as its contained.
+  void adopt_inner_refs(ObjectValue& value);
+  // Owner side: forgets what a borrower that is gone held (loop thread).
+  void drop_borrower(const std::string& address);
+  void check_borrowers();  // loop thread, periodic: probes borrowers that are not members
+  std::size_t borrowers_of(const ObjectId& id);
+
   // Node side: keeps a value for other processes to read.
   void hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy);
   // Forgets a held value (host_mutex_ held); returns it to be released after.
@@ -423,6 +452,35 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ObjectId, Held> held_;                           // guarded
   std::list<ObjectId> copies_lru_;                                    // guarded: oldest first
   uint64_t copies_bytes_ = 0;                                         // guarded
+  // Borrowing (cluster_borrows.cc).
+  struct BorrowOut {
+    std::string owner;
+    bool acked = false;     // the owner registered it
+    bool released = false;  // the last local reference went before the ack
+  };
+  struct BorrowBatch {
+    std::vector<std::pair<ObjectId, uint64_t>> adds;  // with their sequence numbers
+    std::vector<ObjectId> removes;
+  };
+  struct RemoveWaiting {
+    uint64_t barrier = 0;  // sent once every add up to this one is acked
+    std::string owner;
+    ObjectId id;
+  };
+  std::mutex borrow_mutex_;
+  std::unordered_map<ObjectId, BorrowOut> borrows_;         // guarded by borrow_mutex_
+  std::map<std::string, BorrowBatch> borrow_batches_;       // guarded: to send, by owner
+  std::vector<RemoveWaiting> removes_waiting_;              // guarded
+  std::set<uint64_t> adds_unacked_;                         // guarded
+  uint64_t add_seq_ = 0;                                    // guarded: the last add's number
+  bool borrows_posted_ = false;                             // guarded
+  // Owner side: borrower address -> registrations, per object (guarded).
+  std::unordered_map<ObjectId, std::map<std::string, uint32_t>> lent_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> after_adds_;  // loop thread
+  std::map<std::string, Clock::time_point> borrower_failing_since_;   // loop thread
+  std::set<std::string> borrower_probes_;                             // loop thread: in flight
+  Clock::time_point borrowers_checked_{};                             // loop thread
+
   // Spillback budget: CPUs others reported free, refilled each second (loop thread).
   double spill_budget_ = 0;
   Clock::time_point spill_budget_at_{};

@@ -40,9 +40,17 @@ struct ClusterRuntime::Task {
 
 // Node side: what a node keeps per owner session.
 struct ClusterRuntime::OwnerSession {
+  // A result to send (a null value: spilled back). It goes once every
+  // borrow add numbered up to `barrier` is acked (cluster_borrows.cc).
+  struct Result {
+    TaskId id;
+    ObjectValuePtr value;
+    uint64_t barrier = 0;
+  };
   std::optional<rpc::TaskOwner::Client> client;              // loop thread
-  std::vector<std::pair<TaskId, ObjectValuePtr>> pending;    // guarded by host_mutex_
+  std::vector<Result> pending;                               // guarded by host_mutex_
   bool sending = false;                                      // loop thread
+  bool waiting_adds = false;  // guarded: the next result waits for borrow adds
   Clock::time_point last_sent{};                             // a batch or a heartbeat
   std::optional<Clock::time_point> unreachable_since;        // its connection broke
   std::string address;                                       // guarded: the owner's, when it said

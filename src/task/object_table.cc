@@ -149,10 +149,12 @@ void ObjectTable::cancel_callback(const ObjectId& id, uint64_t token) {
   }
 }
 
-void ObjectTable::add_ref(const ObjectId& id) {
+bool ObjectTable::add_ref(const ObjectId& id) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(id);
-  if (it != entries_.end()) ++it->second.refs;
+  if (it == entries_.end()) return false;
+  ++it->second.refs;
+  return true;
 }
 
 void ObjectTable::complete_all_pending(const ObjectValuePtr& value) {
@@ -166,24 +168,24 @@ void ObjectTable::complete_all_pending(const ObjectValuePtr& value) {
   for (const ObjectId& id : pending) complete(id, value);
 }
 
-bool ObjectTable::add_ref_or_create(const ObjectId& id) {
+ObjectTable::Adopted ObjectTable::add_ref_or_create(const ObjectId& id) {
   std::lock_guard lock(mutex_);
   auto [it, inserted] = entries_.try_emplace(id);
-  if (!inserted) ++it->second.refs;
-  return inserted;
+  if (inserted) return Adopted::kCreated;
+  return it->second.refs++ == 0 ? Adopted::kRevived : Adopted::kAdded;
 }
 
-void ObjectTable::remove_ref(const ObjectId& id) {
+bool ObjectTable::remove_ref(const ObjectId& id, bool drop_pending) {
   ObjectValuePtr freed;
   std::vector<std::pair<uint64_t, Callback>> dropped;
   bool in_store = false;
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(id);
-    if (it == entries_.end()) return;
+    if (it == entries_.end()) return false;
     SHOAL_ASSERT(it->second.refs > 0, id.hex());
-    if (--it->second.refs > 0 || !it->second.ready())
-      return;  // pending: freed when it completes
+    if (--it->second.refs > 0) return false;
+    if (!it->second.ready() && !drop_pending) return true;  // pending: freed when it completes
     in_store = it->second.in_store;
     freed = std::move(it->second.value);
     if (freed != nullptr) {
@@ -194,6 +196,7 @@ void ObjectTable::remove_ref(const ObjectId& id) {
     entries_.erase(it);
   }
   if (in_store) store_->remove(id);  // frees memory or deletes the spill file
+  return true;
 }
 
 std::size_t ObjectTable::size() const {

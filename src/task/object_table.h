@@ -80,12 +80,20 @@ class ObjectTable {
   // Forgets a callback that has not run (no-op if it ran or is unknown).
   void cancel_callback(const ObjectId& id, uint64_t token);
 
-  void add_ref(const ObjectId& id);     // no-op for unknown ids
+  // False (and no-op) for an unknown id.
+  bool add_ref(const ObjectId& id);
   // add_ref, or a new pending entry with one reference when the id is
-  // unknown (a borrowed object: its value comes from its owner). True when
-  // it created the entry.
-  bool add_ref_or_create(const ObjectId& id);
-  void remove_ref(const ObjectId& id);  // no-op for unknown ids
+  // unknown (a borrowed object: its value comes from its owner).
+  enum class Adopted {
+    kAdded,    // the entry had references already
+    kRevived,  // a pending entry with none (its references went, it stayed)
+    kCreated,  // a new entry
+  };
+  Adopted add_ref_or_create(const ObjectId& id);
+  // No-op (false) for unknown ids. True when it removed the last
+  // reference. An entry that is still pending then stays until it
+  // completes (a task result on its way) unless `drop_pending`.
+  bool remove_ref(const ObjectId& id, bool drop_pending = false);
 
   std::size_t size() const;
   // Up to `max` entries (shoalctl memory): id, value (null while pending)

@@ -298,3 +298,43 @@ TEST_CASE("wire: error records round trip; bad records are errors") {
                   serialize(std::make_tuple(1, 0, e, e, e, std::vector<char>(3), e, 0)))
                   .ok());
 }
+
+TEST_CASE("wire: find_object_refs lists the refs inside a value without reading it as a type") {
+  ObjectId id1 = ObjectId::for_task_return(TaskId{7, 8 << 16}, 0);
+  ObjectId id2 = ObjectId::for_put(TaskId{9, 10 << 16});
+  auto ref1 = ObjectRef<int>(detail::adopt_ref(id1, "10.0.0.1:7400"));
+  auto ref2 = ObjectRef<std::string>(detail::adopt_ref(id2, "127.0.0.1:9"));
+  // Nested in a map, next to a large string (skipped, not copied), and twice.
+  std::map<std::string, std::tuple<std::string, WithRefs>> value{
+      {"a", {std::string(1 << 20, 'x'), WithRefs{ref1, {ref2, ObjectRef<std::string>(), ref2}}}}};
+  std::string bytes = serialize(value);
+  auto refs = detail::find_object_refs(bytes);
+  REQUIRE(refs.ok());
+  REQUIRE(refs->size() == 3);
+  CHECK((*refs)[0] == std::make_pair(id1, std::string("10.0.0.1:7400")));
+  CHECK((*refs)[1] == std::make_pair(id2, std::string("127.0.0.1:9")));
+  CHECK((*refs)[2] == (*refs)[1]);
+
+  CHECK(detail::find_object_refs(serialize(std::vector<int>{1, 2, 3}))->empty());
+  // Other ext types are not refs.
+  msgpack::sbuffer other;
+  msgpack::packer<msgpack::sbuffer>(other).pack_ext(2, 5);
+  msgpack::packer<msgpack::sbuffer>(other).pack_ext_body("ab", 2);
+  CHECK(detail::find_object_refs(std::string_view(other.data(), other.size()))->empty());
+
+  // Cut short, trailing bytes, a ref too short to hold an id: errors.
+  CHECK_FALSE(detail::find_object_refs(std::string_view(bytes).substr(0, bytes.size() / 2)).ok());
+  CHECK_FALSE(detail::find_object_refs(bytes + "\x01").ok());
+  CHECK_FALSE(detail::find_object_refs("").ok());
+  msgpack::sbuffer short_ref;
+  msgpack::packer<msgpack::sbuffer>(short_ref).pack_ext(5, detail::kObjectRefExtType);
+  msgpack::packer<msgpack::sbuffer>(short_ref).pack_ext_body("abcde", 5);
+  CHECK_FALSE(detail::find_object_refs(std::string_view(short_ref.data(), short_ref.size())).ok());
+  // Random bytes never crash it.
+  std::mt19937 rng(7);
+  for (int i = 0; i < 20000; ++i) {
+    std::string junk(rng() % 64, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    (void)detail::find_object_refs(junk);
+  }
+}

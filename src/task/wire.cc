@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <tuple>
 
+#include "shoal/detail/core.h"
 #include "shoal/serialize.h"
 
 namespace shoal::detail {
@@ -49,6 +50,46 @@ Result<ErrorInfo> decode_error_info(std::string_view bytes) {
   error.node_id = std::move(node_id);
   error.attempts = attempts;
   return error;
+}
+
+namespace {
+
+// Walks a msgpack value without building it, noting ObjectRefs.
+struct RefFinder : msgpack::null_visitor {
+  std::vector<std::pair<ObjectId, std::string>>* out = nullptr;
+  bool malformed = false;
+  bool visit_ext(const char* v, uint32_t size) {
+    // v[0] is the ext type; the body follows.
+    if (size == 0 || static_cast<int8_t>(v[0]) != kObjectRefExtType) return true;
+    const uint32_t body = size - 1;
+    if (body < ObjectId::kSizeBytes || body > ObjectId::kSizeBytes + kOwnerAddressBytesMax) {
+      malformed = true;
+      return false;
+    }
+    out->emplace_back(ObjectId::from_bytes(v + 1),
+                      std::string(v + 1 + ObjectId::kSizeBytes, body - ObjectId::kSizeBytes));
+    return true;
+  }
+  void parse_error(size_t /*parsed_offset*/, size_t /*error_offset*/) { malformed = true; }
+  void insufficient_bytes(size_t /*parsed_offset*/, size_t /*error_offset*/) { malformed = true; }
+};
+
+}  // namespace
+
+Result<std::vector<std::pair<ObjectId, std::string>>> find_object_refs(std::string_view bytes) {
+  std::vector<std::pair<ObjectId, std::string>> refs;
+  RefFinder finder;
+  finder.out = &refs;
+  std::size_t offset = 0;
+  bool parsed = false;
+  try {
+    parsed = msgpack::parse(bytes.data(), bytes.size(), offset, finder);
+  } catch (const std::exception& e) {
+    return Status::invalid_argument(std::string("not a msgpack value: ") + e.what());
+  }
+  if (finder.malformed) return Status::invalid_argument("an ObjectRef is msgpack ext type 17 of 16 to 271 bytes, or the value is cut short");
+  if (!parsed || offset != bytes.size()) return Status::invalid_argument("not one whole msgpack value");
+  return refs;
 }
 
 }  // namespace shoal::detail

@@ -113,6 +113,29 @@ uint64_t hash_all(std::vector<shoal::ObjectRef<std::string>> refs) {
   return h;
 }
 
+// A value put() inside a task, returned by reference: the node that ran it
+// owns the value; the caller borrows it.
+shoal::ObjectRef<std::string> put_blob_here(int mib, int seed) { return shoal::put(make_blob(mib, seed)); }
+
+// Keeps refs it was given (a borrower of objects others own) and reads them
+// later, after their owners dropped their own references.
+class Keeper {
+ public:
+  void keep(std::vector<shoal::ObjectRef<std::string>> refs) { refs_ = std::move(refs); }
+  // The values' hashes, read here and by a task elsewhere that borrows the
+  // refs from this actor in turn (refs inside its argument).
+  std::vector<uint64_t> read() const {
+    std::vector<uint64_t> out;
+    for (const std::string& b : shoal::get(refs_)) out.push_back(fnv(b));
+    out.push_back(shoal::task(hash_all).strategy(shoal::spread()).remote(refs_).get());
+    return out;
+  }
+  void drop() { refs_.clear(); }
+
+ private:
+  std::vector<shoal::ObjectRef<std::string>> refs_;
+};
+
 class Log {
  public:
   void append(int v) { items_.push_back(v); }
@@ -128,8 +151,9 @@ class Log {
 };
 
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
-             hash_all, node_of, spill_roundtrip, put_too_big);
+             hash_all, node_of, spill_roundtrip, put_too_big, put_blob_here);
 SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where);
+SHOAL_ACTOR(Keeper, &Keeper::keep, &Keeper::read, &Keeper::drop);
 
 namespace {
 
@@ -266,6 +290,48 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::getline(std::cin, line);
     return 0;
   }
+  if (mode == "borrow") {
+    // Refs that outlive their owners' own references because another
+    // process borrowed them: a value a node owns (put inside a task and
+    // returned by reference) and one this driver put, both kept by an actor
+    // on a third node. Steps on stdin: "read", then "drop", then "exit".
+    std::vector<std::string> ids = node_ids(3);
+    auto keeper = shoal::actor<Keeper>().strategy(shoal::node_affinity(ids[2])).remote();
+    std::string inner_id;
+    std::string mine_id;
+    {
+      auto outer = shoal::task(put_blob_here).strategy(shoal::node_affinity(ids[1])).remote(3, 7);
+      shoal::ObjectRef<std::string> inner = outer.get();  // owned by node ids[1]
+      auto mine = shoal::put(make_blob(2, 8));             // owned by this driver
+      keeper.task(&Keeper::keep).remote(std::vector<shoal::ObjectRef<std::string>>{inner, mine}).get();
+      inner_id = inner.id().hex();
+      mine_id = mine.id().hex();
+    }  // this driver's references are gone; only the keeper's remain
+    std::printf("{\"inner\":\"%s\",\"mine\":\"%s\",\"holder\":\"%s\",\"keeper\":\"%s\"}\n",
+                inner_id.c_str(), mine_id.c_str(), ids[1].c_str(), ids[2].c_str());
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    bool read_ok = false;
+    std::string read_error;
+    try {
+      std::vector<uint64_t> hashes = keeper.task(&Keeper::read).remote().get(std::chrono::seconds(60));
+      uint64_t a = fnv(make_blob(3, 7));
+      uint64_t b = fnv(make_blob(2, 8));
+      read_ok = hashes == std::vector<uint64_t>{a, b, a ^ b};
+    } catch (const std::exception& e) {
+      read_error = e.what();
+    }
+    std::printf("{\"read_ok\":%s,\"read_error\":%s}\n", read_ok ? "true" : "false",
+                json_quoted(read_error).c_str());
+    std::fflush(stdout);
+    if (!std::getline(std::cin, line)) return 1;
+    keeper.task(&Keeper::drop).remote().get();
+    std::printf("{\"dropped\":true}\n");
+    std::fflush(stdout);
+    std::getline(std::cin, line);
+    return 0;
+  }
   if (mode == "affinity_wait") {
     // Sees every node, then (after "go" on stdin; the test killed node
     // args[0] meanwhile) runs a task bound to it: it waits for the node to
@@ -277,6 +343,37 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     if (!std::getline(std::cin, line)) return 1;
     int pid = shoal::task(pid_of).strategy(shoal::node_affinity(args.at(0))).remote().get(std::chrono::seconds(60));
     std::printf("{\"pid\":%d}\n", pid);
+    return 0;
+  }
+  if (mode == "gib") {
+    // 1 GiB values through the C++ API: put() here and read by a task on
+    // another node; made by a task on another node and read here.
+    std::vector<std::string> ids = node_ids(3);
+    const int mib = arg(0, 1024);
+    bool put_ok = false;
+    bool remote_read_ok = false;
+    bool result_ok = false;
+    {
+      uint64_t expected = 0;
+      shoal::ObjectRef<std::string> put_ref;
+      {
+        std::string blob = make_blob(mib, 3);
+        expected = fnv(blob);
+        put_ref = shoal::put(std::move(blob));
+      }
+      std::string back = put_ref.get();
+      put_ok = back.size() == (static_cast<std::size_t>(mib) << 20) && fnv(back) == expected;
+      back = std::string();
+      BlobSeen seen = shoal::task(check_blob).strategy(shoal::node_affinity(ids[2])).remote(put_ref).get();
+      remote_read_ok = seen.size == (static_cast<std::size_t>(mib) << 20) && seen.hash == expected;
+    }
+    {
+      auto made = shoal::task(make_blob).strategy(shoal::node_affinity(ids[1])).remote(mib, 4);
+      std::string got = made.get();
+      result_ok = got.size() == (static_cast<std::size_t>(mib) << 20) && fnv(got) == fnv(make_blob(mib, 4));
+    }
+    std::printf("{\"put_ok\":%s,\"remote_read_ok\":%s,\"result_ok\":%s}\n", put_ok ? "true" : "false",
+                remote_read_ok ? "true" : "false", result_ok ? "true" : "false");
     return 0;
   }
   if (mode == "spill") {

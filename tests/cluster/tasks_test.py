@@ -349,6 +349,81 @@ def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
                "the spill files to go once their objects were freed")
 
 
+class StepDriver:
+    """A driver that prints one JSON line per step and waits for a line on
+    stdin before the next (task_app's hold and borrow modes)."""
+
+    def __init__(self, cluster, node, *args):
+        self.proc = subprocess.Popen([APP, "--address", node.address, "--token-file", cluster.token_file] +
+                                     list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=cluster.env)
+
+    def read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            check(False, "the driver stopped early (exit %s): %s" % (self.proc.wait(), self.proc.stderr.read()[-2000:]))
+        try:
+            return json.loads(line)
+        except ValueError:
+            check(False, "the driver printed %r, not one JSON object" % line)
+
+    def step(self, word):
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def finish(self):
+        self.proc.stdin.write("exit\n")
+        self.proc.stdin.flush()
+        check(self.proc.wait(30) == 0, "the driver exited %s: %s" % (self.proc.returncode,
+                                                                    self.proc.stderr.read()[-2000:]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_borrowed_refs_keep_objects_alive_until_the_last_borrower_drops_them(cluster):
+    first = start_cluster(cluster)
+    with StepDriver(cluster, first, "borrow") as d:
+        kept = d.read()
+        # The driver dropped its references; an actor on a third node keeps
+        # the refs (to a value a node owns and to one the driver put).
+        by_node = {n["id"]: n["objects"] for n in memory(cluster, first)["nodes"]}
+        inner_rows = [o for o in by_node[kept["holder"]] if o["id"] == kept["inner"]]
+        check(len(inner_rows) == 1 and "lent to 1 borrower" in inner_rows[0]["reference"]
+              and inner_rows[0]["size"] > 3 << 20,
+              "the node owning the returned value does not list it as lent: %s %s" % (kept, by_node))
+        borrowed = {o["id"]: o for o in by_node[kept["keeper"]] if o["reference"].startswith("borrowed")}
+        check(kept["inner"] in borrowed and kept["mine"] in borrowed,
+              "the keeper's node does not list both refs as borrowed: %s" % by_node[kept["keeper"]])
+        check(borrowed[kept["inner"]]["owner"] and borrowed[kept["mine"]]["owner"]
+              and borrowed[kept["inner"]]["owner"] != borrowed[kept["mine"]]["owner"],
+              "borrowed rows do not name their two owners: %s" % borrowed)
+        read = d.step("read")
+        check(read["read_ok"], "the keeper could not read what its owners dropped: %s" % read)
+        check(d.step("drop").get("dropped"), "the keeper did not drop its refs")
+
+        def gone():
+            m = memory(cluster, first)
+            return not [o for n in m["nodes"] for o in n["objects"] if o["id"] in (kept["inner"], kept["mine"])]
+        wait_until(gone, 15, "every node to free the values once the last borrower dropped them")
+        d.finish()
+
+
+def test_one_gib_values_put_and_get_across_nodes(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "gib", 1024, timeout=600)
+    check(out["put_ok"], "a 1 GiB put() read back here is wrong: %s" % out)
+    check(out["remote_read_ok"], "a task on another node read the 1 GiB put() value wrongly: %s" % out)
+    check(out["result_ok"], "the 1 GiB result of a task on another node arrived wrongly: %s" % out)
+
+
 def test_a_task_bound_to_a_node_that_just_left_waits_for_it(cluster):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
@@ -398,4 +473,6 @@ if __name__ == "__main__":
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
         test_a_64_mib_store_moves_ten_times_that_through_spilling,
         test_a_task_bound_to_a_node_that_just_left_waits_for_it,
+        test_borrowed_refs_keep_objects_alive_until_the_last_borrower_drops_them,
+        test_one_gib_values_put_and_get_across_nodes,
     ])
