@@ -12,6 +12,12 @@
 //                          (demangled), message, task id, function and node
 //   shoal::TaskCancelled   shoal::cancel() reached the task before it finished
 //   shoal::ActorDied       the actor was killed, or its constructor threw
+//   shoal::ObjectLost      every copy of the value went with its nodes and it
+//                          could not be made again: put() values, results of
+//                          actor calls, tasks whose retries are used up
+//   shoal::LineageEvicted  (an ObjectLost) it could have been made again, but
+//                          the owner no longer kept how (lineage over its limit)
+//   shoal::OwnerDied       the process that owned the object is gone
 //   shoal::GetTimeout      get()/wait with a timeout ran out of time
 //
 // A task that depends on a failed task (an ObjectRef argument) fails with the
@@ -34,6 +40,9 @@ enum class ErrorKind : uint8_t {
   kTaskException = 1,  // the task's code threw
   kCancelled = 2,      // shoal::cancel()
   kActorDied = 3,      // the actor is gone (killed, constructor threw)
+  kObjectLost = 4,     // every copy of a value is gone and it cannot be rebuilt
+  kLineageEvicted = 5, // lost, and how to rebuild it was dropped (lineage limit)
+  kOwnerDied = 6,      // the object's owner is gone
 };
 
 // Why a task failed, and where. `code` classifies it for programs;
@@ -97,6 +106,35 @@ class ActorDied : public Error {
   ErrorInfo info_;
 };
 
+// Every copy of the object is gone and it cannot be made again (why is in
+// the message). status().code() is kUnavailable.
+class ObjectLost : public Error {
+ public:
+  explicit ObjectLost(ErrorInfo info);
+  const ErrorInfo& info() const noexcept { return info_; }
+
+ private:
+  ErrorInfo info_;
+};
+
+// Lost, and its lineage (the task that made it) was dropped to keep the
+// owner's lineage memory under its limit (SHOAL_MAX_LINEAGE_BYTES).
+class LineageEvicted : public ObjectLost {
+ public:
+  explicit LineageEvicted(ErrorInfo info) : ObjectLost(std::move(info)) {}
+};
+
+// The process that owned the object (and tracked its copies) is gone.
+// status().code() is kUnavailable.
+class OwnerDied : public Error {
+ public:
+  explicit OwnerDied(ErrorInfo info);
+  const ErrorInfo& info() const noexcept { return info_; }
+
+ private:
+  ErrorInfo info_;
+};
+
 // get() or wait() with a timeout gave up. status().code() is kDeadlineExceeded.
 class GetTimeout : public Error {
  public:
@@ -106,7 +144,7 @@ class GetTimeout : public Error {
 namespace detail {
 
 // Throws the exception that matches `info`: TaskError, TaskCancelled,
-// ActorDied, or Error for kSystem.
+// ActorDied, ObjectLost, LineageEvicted, OwnerDied, or Error for kSystem.
 [[noreturn]] void throw_task_failure(const ErrorInfo& info);
 // Throws Error(status); GetTimeout for kDeadlineExceeded.
 [[noreturn]] void throw_status(const Status& status);

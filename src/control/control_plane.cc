@@ -760,8 +760,10 @@ kj::Promise<std::string> ControlPlane::linearizable_read(std::string request, ui
   r->request = std::move(request);
   r->deadline_ms = deadline_ms;
   reads_unsent_.push_back(std::move(r));
-  return paf.promise.catch_([this](kj::Exception&& e) -> std::string {
-    return machine_->error_response(Status::unavailable(e.getDescription().cStr()));
+  // Rejected also when this ControlPlane is destroyed with reads waiting
+  // (shutdown without a leader): the handler must not touch it.
+  return paf.promise.catch_([](kj::Exception&& e) -> std::string {
+    return StateMachine::error_response_without_revision(Status::unavailable(e.getDescription().cStr()));
   });
 }
 

@@ -83,6 +83,12 @@ std::string StateMachine::error_response(const Status& status) const {
   return meta::encode_response(response);
 }
 
+std::string StateMachine::error_response_without_revision(const Status& status) {
+  meta::Response response;
+  response.status = status.ok() ? Status::internal("error_response called with ok") : status;
+  return meta::encode_response(response);
+}
+
 std::string StateMachine::snapshot() const { return impl_->kv.snapshot(); }
 
 Status StateMachine::restore(std::string_view image) {

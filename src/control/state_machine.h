@@ -50,6 +50,9 @@ class StateMachine {
   void apply_noop(uint64_t index);
   std::string read(std::string_view request) const;
   std::string error_response(const Status& status) const;
+  // The same without a state machine (revision 0): for a read failed while
+  // the node shuts down, after the machine may be gone.
+  static std::string error_response_without_revision(const Status& status);
 
   std::string snapshot() const;
   Status restore(std::string_view image);

@@ -47,6 +47,7 @@ const char* event_kind_name(MemberEvent::Kind kind) {
     case MemberEvent::Kind::kAliveAgain: return "alive-again";
     case MemberEvent::Kind::kUpdated: return "updated";
     case MemberEvent::Kind::kReaped: return "reaped";
+    case MemberEvent::Kind::kDeclaredDead: return "declared-dead";
   }
   return "?";
 }
@@ -226,6 +227,7 @@ Core::Core(Config config, MemberInfo self, uint64_t incarnation, Rng& rng)
   entry.member.state = MemberState::kAlive;
   members_.emplace(self_id_, std::move(entry));
   load_version_ = 0;
+  dead_handled_upto_ = incarnation;  // deaths of earlier runs are not ours
 }
 
 Core::Entry& Core::self_entry() {
@@ -486,6 +488,15 @@ void Core::refute(uint64_t accused_incarnation) {
   if (load_set_) broadcast_load(self_load_update());
 }
 
+void Core::declared_dead(uint64_t incarnation) {
+  // Once per death: a member that revives us tells us of the death we
+  // refuted as a mere suspicion (we may be past that incarnation by then).
+  if (leaving_ || incarnation < dead_handled_upto_) return;
+  dead_handled_upto_ = incarnation + 1;
+  emit(MemberEvent::Kind::kDeclaredDead, self());
+  if (incarnation >= self().incarnation) refute(incarnation);
+}
+
 void Core::on_alive(const Alive& alive, uint64_t now_ms) {
   const std::string& id = alive.info.id;
   if (id == self_id_) {
@@ -516,8 +527,15 @@ void Core::on_alive(const Alive& alive, uint64_t now_ms) {
   bool info_changed = entry.member.info != alive.info;
   MemberState old_state = entry.member.state;
   entry.member.info = alive.info;
+  const uint64_t dead_incarnation = entry.member.incarnation;
   entry.member.incarnation = alive.incarnation;
   set_state(entry, MemberState::kAlive, now_ms);
+  if (old_state == MemberState::kDead) {
+    // It may not know it was declared dead (a thawed node refutes the
+    // suspicion it hears first): say so, so that it drops the work others
+    // have given to other members meanwhile.
+    send(alive.info.address, Dead{id, dead_incarnation, self_id_}, false);
+  }
   if (old_state != MemberState::kAlive) {
     emit(MemberEvent::Kind::kAliveAgain, entry.member);
   } else if (info_changed) {
@@ -554,7 +572,7 @@ void Core::on_suspect(const Suspect& suspect, uint64_t now_ms) {
 
 void Core::on_dead(const Dead& dead, uint64_t now_ms) {
   if (dead.id == self_id_) {
-    if (!leaving_ && dead.incarnation >= self().incarnation) refute(dead.incarnation);
+    declared_dead(dead.incarnation);
     return;
   }
   auto it = members_.find(dead.id);
@@ -620,6 +638,10 @@ void Core::on_push_pull(const std::string& from_address, const PushPull& push_pu
         break;
       case MemberState::kSuspect:
       case MemberState::kDead:
+        if (id == self_id_ && s.state == MemberState::kDead) {
+          declared_dead(s.incarnation);  // frozen or cut off: we were given up on
+          break;
+        }
         // Like memberlist, a remote "dead" only makes us suspect: the member
         // gets a chance to refute, which is how partitions heal.
         if (!known && s.state == MemberState::kSuspect) on_alive(Alive{s.info, s.incarnation}, now_ms);

@@ -91,7 +91,10 @@ struct Member {
 };
 
 struct MemberEvent {
-  enum class Kind : uint8_t { kJoined, kSuspect, kDead, kLeft, kAliveAgain, kUpdated, kReaped };
+  // kDeclaredDead is about this node itself: the cluster declared it dead
+  // (it was frozen or cut off); it comes back as a new incarnation, and what
+  // it ran for others was given to other nodes meanwhile.
+  enum class Kind : uint8_t { kJoined, kSuspect, kDead, kLeft, kAliveAgain, kUpdated, kReaped, kDeclaredDead };
   Kind kind;
   Member member;  // the member's view after the change
 };
@@ -275,6 +278,10 @@ class Core {
   void tick_leave(uint64_t now_ms);
 
   void refute(uint64_t accused_incarnation);
+  // Another member says this node is dead at `incarnation`: it tells the
+  // node (kDeclaredDead) and refutes as a new incarnation.
+  void declared_dead(uint64_t incarnation);
+  uint64_t dead_handled_upto_ = 0;  // deaths of incarnations below this were handled
   void set_state(Entry& entry, MemberState state, uint64_t now_ms);
   void emit(MemberEvent::Kind kind, const Member& member);
   uint64_t suspicion_timeout_ms(const Suspicion& suspicion) const;

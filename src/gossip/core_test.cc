@@ -63,6 +63,74 @@ TEST_CASE("a node told it is suspect or dead refutes with a higher incarnation")
   CHECK(alive_sent);
 }
 
+TEST_CASE("a node told it was declared dead says so once per incarnation, then refutes") {
+  SeededRng rng(11);
+  Core core(Config{}, info_of(0), 100, rng);
+  core.join({}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Alive{info_of(1), 5}, 0);
+  core.take_events();
+  // Suspicion alone is refuted without the event.
+  core.receive("10.0.0.2:7946", id_of(1), Suspect{id_of(0), 100, id_of(1)}, 1);
+  CHECK(core.take_events().empty());
+  core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 101, id_of(1)}, 2);
+  auto events = core.take_events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
+  CHECK(events[0].member.info.id == id_of(0));
+  CHECK(core.incarnation() == 102);
+  // The same death again, and an older one: nothing new.
+  core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 101, id_of(1)}, 3);
+  CHECK(core.take_events().empty());
+  // A frozen node hears it through a state sync from a member that marked it
+  // dead (what a thawed node gets first).
+  PushPull sync;
+  sync.want_reply = false;
+  StateEntry me;
+  me.info = info_of(0);
+  me.incarnation = 102;
+  me.state = MemberState::kDead;
+  sync.states.push_back(me);
+  core.receive("10.0.0.2:7946", id_of(1), sync, 4);
+  events = core.take_events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
+  CHECK(core.incarnation() == 103);
+  CHECK(core.self().state == MemberState::kAlive);
+  // A thawed node refutes the suspicion it hears first (no event), then a
+  // member that had declared it dead tells it of that death: it learns it,
+  // once, and stays at its newer incarnation.
+  core.receive("10.0.0.2:7946", id_of(1), Suspect{id_of(0), 103, id_of(1)}, 5);
+  CHECK(core.incarnation() == 104);
+  CHECK(core.take_events().empty());
+  core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 103, id_of(1)}, 6);
+  events = core.take_events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
+  CHECK(core.incarnation() == 104);
+  core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 103, id_of(1)}, 7);
+  CHECK(core.take_events().empty());
+}
+
+TEST_CASE("a member reviving one it declared dead tells it of that death") {
+  SeededRng rng(12);
+  Config config;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  core.receive("x:1", id_of(1), Alive{info_of(1), 5}, 0);
+  core.receive("x:1", id_of(2), Dead{id_of(1), 5, id_of(2)}, 10);
+  REQUIRE(core.find(id_of(1))->state == MemberState::kDead);
+  core.take_outgoing();
+  core.receive("x:1", id_of(1), Alive{info_of(1), 6}, 20);  // it refuted a suspicion
+  CHECK(core.find(id_of(1))->state == MemberState::kAlive);
+  bool told = false;
+  for (const auto& o : core.take_outgoing()) {
+    for (const auto& m : o.messages) {
+      if (auto* d = std::get_if<Dead>(&m)) told |= o.to_address == info_of(1).address && d->id == id_of(1) && d->incarnation == 5;
+    }
+  }
+  CHECK(told);
+}
+
 TEST_CASE("suspect becomes dead after the suspicion timeout; a higher incarnation revives") {
   SeededRng rng(2);
   Config config;

@@ -253,6 +253,14 @@ Status Node::serve() {
   bool joining = !options_.join.empty();
   s.gossip->on_event([&s, joining](const gossip::MemberEvent& event) {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
+    if (event.kind == gossip::MemberEvent::Kind::kDeclaredDead) {
+      // Frozen (SIGSTOP, a stalled VM) or cut off: the others gave up on
+      // this node. Its jobs' records moved on (the job service sees that);
+      // tasks and actors it ran for others are dropped here.
+      if (s.tasks) s.tasks->on_declared_dead();
+      if (s.jobs) s.jobs->on_membership_change();
+      return;
+    }
     if (s.jobs) s.jobs->on_membership_change();  // jobs (issue 6)
     size_t alive = s.gossip->core()->count(gossip::MemberState::kAlive);
     SHOAL_LOG_INFO("member {} at {} is {} ({}); members: {} alive", short_id(event.member.info.id),

@@ -183,10 +183,13 @@ void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
             p->errors += (p->errors.empty() ? "" : "; ") + p->sources[source] + ": " + kj_text(e);
             ++p->source;
             if (p->source >= p->sources.size()) {
-              finish_pull(p, error_value(Status::Code::kUnavailable,
-                                         "object " + p->id.hex() + " (" + std::to_string(p->size) +
-                                             " bytes): no holder could send it: " + p->errors,
-                                         config_.node_id));
+              ErrorInfo lost;
+              lost.kind = ErrorKind::kObjectLost;  // its owner may make it again (lineage)
+              lost.code = Status::Code::kUnavailable;
+              lost.message = "object " + p->id.hex() + " (" + std::to_string(p->size) +
+                             " bytes): no holder could send it: " + p->errors;
+              lost.node_id = config_.node_id;
+              finish_pull(p, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(lost)}));
               return;
             }
             SHOAL_LOG_INFO("object {}: holder {} failed ({}); pulling the rest from {}", p->id.hex(),
@@ -318,6 +321,7 @@ void ClusterRuntime::forget_locations(const ObjectId& id) {
     }
     locations_.erase(it);
   }
+  drop_lineage(id);  // nothing will need to make it again
   // After the adds started so far: refs read from inside these values are
   // registered with their owners before the copies go.
   if (need_post && !post([this] { after_adds([this] { send_frees(); }); })) {

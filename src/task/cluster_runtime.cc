@@ -41,6 +41,7 @@ constexpr uint64_t kGroupRetryMs = 250;
 constexpr uint32_t kSpillsMax = 3;  // then a node keeps the task and queues it
 constexpr auto kOwnerHeartbeat = std::chrono::seconds(2);
 constexpr auto kOwnerGrace = std::chrono::seconds(10);  // unreachable this long: gone
+constexpr int kReconstructRoundsMax = 16;  // get() rebuilding lost values, at most this often
 constexpr uint64_t kDemandRepublishMs = 10'000;
 // A node that left the view this recently may come back (gossip suspected a
 // starved node): tasks bound to it wait this long before failing.
@@ -1268,8 +1269,14 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       auto it = tasks_.find(id);
       if (it == tasks_.end() || it->second->done) continue;  // finished already (a retry's twin)
       task = it->second;
-      // A spill from an earlier attempt's node says nothing about this one.
-      if (result.getSpilled() && task->node != from_address) continue;
+      // Only the node its current attempt went to answers for it: a result
+      // from an earlier attempt's node (one declared dead meanwhile, whose
+      // task runs elsewhere now) is stale, and so is its spill.
+      if (task->node != from_address) {
+        SHOAL_LOG_DEBUG("task {} ({}): ignoring a stale result from node {} (it runs on {} now)",
+                        task->spec.function, id.hex(), from, task->node.empty() ? "no node yet" : task->node);
+        continue;
+      }
       if (task->kind == Task::Kind::kActorCall) {
         if (auto a = actors_.find(task->actor); a != actors_.end()) a->second->in_flight.erase(id);
       }
@@ -1290,6 +1297,16 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
     auto value = std::make_shared<ObjectValue>();
     if (result.isError()) {
       Result<ErrorInfo> error = decode_error_info(data_string(result.getError()));
+      // An argument it could not pull from any holder: made again here
+      // (lineage), then the task runs again.
+      if (error.ok() && error->kind == ErrorKind::kObjectLost) {
+        ErrorInfo unrecoverable;
+        if (rerun_after_lost_args(task, unrecoverable)) continue;
+        if (!unrecoverable.message.empty()) {
+          complete(task, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(unrecoverable)}));
+          continue;
+        }
+      }
       if (error.ok()) {
         value->error = std::move(*error);
         value->error->task_id = id;
@@ -1324,20 +1341,34 @@ void ClusterRuntime::complete(const std::shared_ptr<Task>& task, ObjectValuePtr 
   std::vector<ObjectValuePtr> arg_values;
   std::vector<TaskArg> args;
   Contained contained;
+  // A large result held elsewhere: its task is kept (lineage) so that the
+  // value can be made again if every copy is lost.
+  const bool lineage = value && !value->error && value->remote_size > 0 && task->kind == Task::Kind::kTask &&
+                       (task->spec.options.max_retries < 0 ||
+                        task->attempts <= static_cast<uint32_t>(task->spec.options.max_retries));
   {
     std::lock_guard lock(mutex_);
     if (task->done) return;
     task->done = true;
     tasks_.erase(task->id);
     arg_values.swap(task->arg_values);
-    args.swap(task->spec.args);
-    contained = std::move(task->spec.contained);
+    if (!lineage) {
+      args.swap(task->spec.args);
+      contained = std::move(task->spec.contained);
+    }
   }
   arg_values.clear();
   args.clear();
   contained = {};
   if (!value || task->return_id.nil()) return;
+  if (value->error && !task->lost_why.empty()) {
+    // It ran again to replace a lost value: say so.
+    ErrorInfo error = *value->error;
+    error.message = "its value was lost (" + task->lost_why + ") and running it again failed: " + error.message;
+    value = std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(error)});
+  }
   bool remote = value->remote_size > 0;
+  if (lineage) keep_lineage(task);
   objects_.complete(task->return_id, std::move(value));
   // Nobody here wanted it any more: the node that holds it can drop it.
   if (remote) forget_locations(task->return_id);
@@ -1415,6 +1446,40 @@ void ClusterRuntime::check_owners() {
   }
   for (uint64_t session : beat) send_results(session);
   for (uint64_t session : gone) {
+    SHOAL_LOG_INFO("owner session {:x} unreachable for {} s", session,
+                   std::chrono::duration_cast<std::chrono::seconds>(kOwnerGrace).count());
+    drop_session(session);
+  }
+}
+
+void ClusterRuntime::on_declared_dead() {
+  // Frozen or cut off long enough that the cluster gave up on this node:
+  // owners that saw it die ran its tasks elsewhere and restarted its actors
+  // there. Its running tasks are fenced (their results are never sent; their
+  // owners get a spill notice, which places them again if an owner did not
+  // see the death, and is ignored if it did) and its actors are stopped.
+  std::vector<std::pair<uint64_t, TaskId>> fenced;
+  std::vector<std::shared_ptr<HostedActor>> actors;
+  {
+    std::lock_guard lock(host_mutex_);
+    for (const auto& [id, hosted] : hosted_tasks_) {
+      fenced.emplace_back(hosted.session, id);
+      fenced_.insert(id);
+    }
+    for (auto& [id, actor] : hosted_) actors.push_back(std::move(actor));
+    hosted_.clear();
+  }
+  SHOAL_LOG_WARN("the cluster declared this node dead (it was frozen or cut off): fencing {} task(s) and "
+                 "stopping {} actor(s) it ran for others; it goes on as a new incarnation",
+                 fenced.size(), actors.size());
+  for (auto& actor : actors) {
+    if (config_.engine) (void)config_.engine->kill_actor(*actor->handle, true);
+  }
+  for (const auto& [session, id] : fenced) queue_spill(session, id);
+}
+
+void ClusterRuntime::drop_session(uint64_t session) {
+  {
     std::vector<std::shared_ptr<HostedActor>> actors;
     std::vector<ActorId> actor_ids;
     std::vector<PlacementGroupId> groups;
@@ -1445,9 +1510,8 @@ void ClusterRuntime::check_owners() {
         h = next;
       }
     }
-    SHOAL_LOG_INFO("owner session {:x} unreachable for {} s: stopping its {} actor(s), releasing {} placement group(s)",
-                   session, std::chrono::duration_cast<std::chrono::seconds>(kOwnerGrace).count(), actors.size(),
-                   groups.size());
+    SHOAL_LOG_INFO("owner session {:x} dropped: stopping its {} actor(s), releasing {} placement group(s)", session,
+                   actors.size(), groups.size());
     for (auto& actor : actors) {
       if (config_.engine) (void)config_.engine->kill_actor(*actor->handle, true);
     }
@@ -2115,7 +2179,7 @@ void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failu
           borrowed_.erase(id);
         }
         ErrorInfo error;
-        error.kind = ErrorKind::kSystem;
+        error.kind = ErrorKind::kOwnerDied;
         error.code = Status::Code::kUnavailable;
         error.message = "object " + id.hex() + ": its owner " + owner + " cannot be reached: " + kj_text(e);
         error.node_id = config_.node_id;
@@ -2169,11 +2233,33 @@ std::string ClusterRuntime::describe_pending(std::span<const RefState* const> re
 Result<std::vector<ObjectValuePtr>> ClusterRuntime::get(std::span<const RefState* const> refs,
                                                         Deadline deadline) {
   std::vector<ObjectValuePtr> values;
-  bool done = false;
-  SHOAL_RETURN_IF_ERROR(wait_for(refs, refs.size(), deadline, values, done));
-  if (!done) return Status::deadline_exceeded(describe_pending(refs, values));
-  SHOAL_RETURN_IF_ERROR(materialize(refs, values, deadline));  // values held elsewhere come here
-  return values;
+  // Each round that finds a value of ours lost makes it again (lineage) and
+  // waits for it; a task's retries bound how often that can happen.
+  for (int round = 0;; ++round) {
+    bool done = false;
+    SHOAL_RETURN_IF_ERROR(wait_for(refs, refs.size(), deadline, values, done));
+    if (!done) return Status::deadline_exceeded(describe_pending(refs, values));
+    std::vector<bool> remote(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) remote[i] = values[i]->remote_size > 0;
+    SHOAL_RETURN_IF_ERROR(materialize(refs, values, deadline));  // values held elsewhere come here
+    bool again = false;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const ObjectValuePtr& v = values[i];
+      // Only a value of ours that this pull found gone (a task that failed
+      // for a lost argument is an error of its own).
+      if (!remote[i] || !v->error || v->error->kind != ErrorKind::kObjectLost || !owns(refs[i]->id)) continue;
+      std::optional<ErrorInfo> failed = round < kReconstructRoundsMax
+                                            ? reconstruct(refs[i]->id, v->error->message)
+                                            : std::optional<ErrorInfo>(*v->error);
+      if (!failed) {
+        again = true;
+      } else {
+        values[i] = std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(*failed)});
+      }
+    }
+    if (!again) return values;
+    values.clear();
+  }
 }
 
 Result<std::vector<bool>> ClusterRuntime::wait(std::span<const RefState* const> refs, std::size_t num_ready,
@@ -2357,7 +2443,7 @@ void ClusterRuntime::host(uint64_t session, TaskId id, Result<RefPtr> ref, const
   }
   {
     std::lock_guard lock(host_mutex_);
-    hosted_tasks_[id] = *ref;
+    hosted_tasks_[id] = HostedTask{session, *ref};
   }
   std::weak_ptr<ClusterRuntime> weak = self();
   Result<uint64_t> token = config_.engine->when_ready(**ref, [weak, session, id](const ObjectValuePtr& value) {
@@ -2576,7 +2662,7 @@ bool ClusterRuntime::serve_cancel_task(TaskId id, bool force) {
     std::lock_guard lock(host_mutex_);
     auto it = hosted_tasks_.find(id);
     if (it == hosted_tasks_.end()) return false;
-    ref = it->second;
+    ref = it->second.ref;
   }
   if (!config_.engine) return false;
   auto cancelled = config_.engine->cancel(*ref, force);
@@ -2702,9 +2788,10 @@ void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValue
   {
     std::lock_guard lock(host_mutex_);
     if (auto it = hosted_tasks_.find(id); it != hosted_tasks_.end()) {
-      dropped = std::move(it->second);
+      dropped = std::move(it->second.ref);
       hosted_tasks_.erase(it);
     }
+    if (fenced_.erase(id) != 0) return;  // declared dead while it ran: stale
     auto s = sessions_.find(session);
     if (s == sessions_.end()) return;  // the owner is gone
     s->second->pending.push_back(OwnerSession::Result{id, value, barrier});
@@ -3305,6 +3392,15 @@ void ClusterRuntime::shutdown() {
   stopped.node_id = config_.node_id;
   objects_.complete_all_pending(std::make_shared<const ObjectValue>(ObjectValue{{}, {}, stopped}));
   if (config_.engine) config_.engine->shutdown();
+  std::unordered_map<ObjectId, Lineage> lineage;  // the refs its tasks keep go after the lock
+  {
+    std::lock_guard lock(mutex_);
+    lineage.swap(lineage_);
+    lineage_order_.clear();
+    lineage_bytes_ = 0;
+    lineage_evicted_.clear();
+  }
+  lineage.clear();
   objects_.clear();
   if (on_shutdown_) {
     std::function<void()> fn = std::move(on_shutdown_);

@@ -67,6 +67,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "rpc.capnp.h"
@@ -186,6 +187,9 @@ class ClusterRuntime final : public Runtime {
 
   // Called on the loop thread when membership changed (or periodically).
   void on_members_changed();
+  // Loop thread: the cluster declared this node dead (it was frozen or cut
+  // off) — its owners gave its work to other nodes; it drops all of it.
+  void on_declared_dead();
 
   // Tasks waiting for a node that can fit them, with why (shoalctl status).
   struct PendingDemand {
@@ -286,6 +290,9 @@ class ClusterRuntime final : public Runtime {
   // A member's nodeInfo is in flight since less than 2 s: placement waits.
   bool learning_recently() const;
   void check_owners();  // node side: heartbeats, and what vanished owners left
+  // Stops what an owner session left here (its actors unless detached, its
+  // bundles, its results) and forgets the session.
+  void drop_session(uint64_t session);
   // Placement groups (loop thread).
   void try_place_group(const PlacementGroupId& id);
   void place_pending_groups();
@@ -338,6 +345,20 @@ class ClusterRuntime final : public Runtime {
   // that is at least 1 MiB.
   std::optional<std::string> largest_args_holder(const Task& task) const;
   void fail_task_or_creation(const std::shared_ptr<Task>& task, ErrorInfo error);
+  // Lineage (cluster_lineage.cc): how to make a lost object again.
+  static uint64_t lineage_bytes_max();
+  bool owns(const ObjectId& id) const;  // made by this process
+  void keep_lineage(const std::shared_ptr<Task>& task);  // a finished task, its result held elsewhere
+  void drop_lineage(const ObjectId& id);                  // the object was freed
+  // Runs the task that made `id` again; nullopt when it runs (or already
+  // runs), else the error the object fails with (ObjectLost, LineageEvicted).
+  std::optional<ErrorInfo> reconstruct(const ObjectId& id, const std::string& why);
+  // A task whose node could not pull an argument: makes the arguments this
+  // process owns and nobody holds any more again, then runs the task again.
+  // False when there was nothing to make again, or (error set) when one of
+  // them cannot be made again (loop thread).
+  bool rerun_after_lost_args(const std::shared_ptr<Task>& task, ErrorInfo& error);
+
   // Borrowing (Ray's borrower protocol; cluster_borrows.cc). A process that
   // gets its first reference to an object another process owns registers
   // with the owner (an add), and unregisters when its last one goes (a
@@ -440,7 +461,12 @@ class ClusterRuntime final : public Runtime {
   // Node side: hosted actors and owner sessions.
   std::mutex host_mutex_;
   std::unordered_map<ActorId, std::shared_ptr<HostedActor>> hosted_;  // guarded by host_mutex_
-  std::unordered_map<TaskId, RefPtr> hosted_tasks_;                   // guarded: engine refs
+  struct HostedTask {
+    uint64_t session = 0;
+    RefPtr ref;  // the engine's
+  };
+  std::unordered_map<TaskId, HostedTask> hosted_tasks_;               // guarded: running for owners
+  std::unordered_set<TaskId> fenced_;  // guarded: running when this node was declared dead
   std::map<uint64_t, std::unique_ptr<OwnerSession>> sessions_;        // guarded
   // Bundles reserved here: group -> its owner's session and (demand, bundle) per bundle.
   struct HostedGroup {
@@ -452,6 +478,17 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ObjectId, Held> held_;                           // guarded
   std::list<ObjectId> copies_lru_;                                    // guarded: oldest first
   uint64_t copies_bytes_ = 0;                                         // guarded
+  // Lineage (cluster_lineage.cc), guarded by mutex_.
+  struct Lineage {
+    std::shared_ptr<Task> task;  // finished; its arguments kept
+    uint64_t bytes = 0;
+    std::list<ObjectId>::iterator order;
+  };
+  std::unordered_map<ObjectId, Lineage> lineage_;
+  std::list<ObjectId> lineage_order_;  // oldest first
+  uint64_t lineage_bytes_ = 0;
+  std::unordered_set<ObjectId> lineage_evicted_;  // dropped for the limit; until freed
+
   // Borrowing (cluster_borrows.cc).
   struct BorrowOut {
     std::string owner;

@@ -36,6 +36,7 @@ struct ClusterRuntime::Task {
   std::optional<ResourceRequest> bundle_resources;
   std::string avoid;  // a node that spilled it back: not again next time
   uint32_t spills = 0;
+  std::string lost_why;  // running again because its value was lost (lineage)
 };
 
 // Node side: what a node keeps per owner session.

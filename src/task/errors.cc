@@ -28,6 +28,13 @@ std::string ErrorInfo::to_string() const {
     case ErrorKind::kSystem:
       out += " failed: " + message;
       break;
+    case ErrorKind::kObjectLost:
+    case ErrorKind::kLineageEvicted:
+      out += ": its result is lost: " + message;
+      break;
+    case ErrorKind::kOwnerDied:
+      out += ": its result's owner died: " + message;
+      break;
   }
   return out;
 }
@@ -43,6 +50,12 @@ TaskCancelled::TaskCancelled(ErrorInfo info)
 ActorDied::ActorDied(ErrorInfo info)
     : Error(Status::unavailable(info.to_string())), info_(std::move(info)) {}
 
+ObjectLost::ObjectLost(ErrorInfo info)
+    : Error(Status::unavailable(info.to_string())), info_(std::move(info)) {}
+
+OwnerDied::OwnerDied(ErrorInfo info)
+    : Error(Status::unavailable(info.to_string())), info_(std::move(info)) {}
+
 GetTimeout::GetTimeout(std::string message)
     : Error(Status::deadline_exceeded(std::move(message))) {}
 
@@ -56,6 +69,12 @@ void throw_task_failure(const ErrorInfo& info) {
       throw TaskCancelled(info);
     case ErrorKind::kActorDied:
       throw ActorDied(info);
+    case ErrorKind::kObjectLost:
+      throw ObjectLost(info);
+    case ErrorKind::kLineageEvicted:
+      throw LineageEvicted(info);
+    case ErrorKind::kOwnerDied:
+      throw OwnerDied(info);
     case ErrorKind::kSystem:
       break;
   }

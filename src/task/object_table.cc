@@ -149,6 +149,25 @@ void ObjectTable::cancel_callback(const ObjectId& id, uint64_t token) {
   }
 }
 
+bool ObjectTable::reopen(const ObjectId& id) {
+  ObjectValuePtr dropped;
+  bool in_store = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end() || !it->second.ready()) return false;
+    in_store = it->second.in_store;
+    it->second.in_store = false;
+    dropped = std::move(it->second.value);
+    if (dropped != nullptr) {
+      bytes_ -= dropped->bytes.size();
+      if (store_ != nullptr) store_->release_inline(dropped->bytes.size());
+    }
+  }
+  if (in_store) store_->remove(id);
+  return true;
+}
+
 bool ObjectTable::add_ref(const ObjectId& id) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(id);

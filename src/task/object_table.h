@@ -70,6 +70,10 @@ class ObjectTable {
   // the object is unknown or its value is not remote.
   bool materialize(const ObjectId& id, ObjectValuePtr value);
 
+  // Makes a ready object pending again, keeping its references (its value
+  // was lost and its task runs again). False when unknown or not ready.
+  bool reopen(const ObjectId& id);
+
   // The value (null while pending); kNotFound for an unknown object. A
   // spilled value is read back first (see above).
   Result<ObjectValuePtr> lookup(const ObjectId& id) const;

@@ -15,7 +15,7 @@ namespace {
 using ErrorTuple = std::tuple<uint8_t, uint8_t, std::string, std::string, std::string,
                               std::vector<char>, std::string, uint32_t>;
 
-constexpr uint8_t kKindMax = static_cast<uint8_t>(ErrorKind::kActorDied);
+constexpr uint8_t kKindMax = static_cast<uint8_t>(ErrorKind::kOwnerDied);
 constexpr uint8_t kCodeMax = static_cast<uint8_t>(Status::Code::kInternal);
 
 }  // namespace

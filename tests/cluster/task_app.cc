@@ -345,6 +345,70 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"pid\":%d}\n", pid);
     return 0;
   }
+  if (mode == "lineage") {
+    // Values whose only copies are on node args[0], which the test kills
+    // (kill -9) between "ready" and "go": a 4 MiB task result read here, one
+    // read by a task on another node, and a value node args[0] owned (put
+    // inside a task there). The first two are made again (their tasks run
+    // again elsewhere) unless SHOAL_MAX_LINEAGE_BYTES keeps no lineage; the
+    // third fails with OwnerDied.
+    std::vector<std::string> ids = node_ids(3);
+    const std::string& victim = args.at(0);
+    std::string other = ids[0] == victim ? ids[1] : ids[0];
+    auto a = shoal::task(make_blob).strategy(shoal::node_affinity(victim, true)).remote(4, 9);
+    auto b = shoal::task(make_blob).strategy(shoal::node_affinity(victim, true)).remote(4, 10);
+    auto outer = shoal::task(put_blob_here).strategy(shoal::node_affinity(victim, false)).remote(1, 11);
+    shoal::ObjectRef<std::string> inner = outer.get();
+    shoal::wait(std::vector<shoal::ObjectRef<std::string>>{a, b}, 2);  // made, not read
+    std::printf("{\"ready\":true}\n");
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    auto outcome = [](auto&& fn) -> std::string {
+      try {
+        return fn() ? "ok" : "wrong";
+      } catch (const shoal::LineageEvicted& e) {
+        return std::string("LineageEvicted: ") + e.what();
+      } catch (const shoal::ObjectLost& e) {
+        return std::string("ObjectLost: ") + e.what();
+      } catch (const shoal::OwnerDied& e) {
+        return std::string("OwnerDied: ") + e.what();
+      } catch (const std::exception& e) {
+        return std::string("other: ") + e.what();
+      }
+    };
+    std::string a_out = outcome([&] { return a.get(std::chrono::seconds(120)) == make_blob(4, 9); });
+    std::string c_out = outcome([&] {
+      BlobSeen seen = shoal::task(check_blob).strategy(shoal::node_affinity(other)).remote(b).get(std::chrono::seconds(120));
+      return seen.size == (4u << 20) && seen.hash == fnv(make_blob(4, 10));
+    });
+    std::string inner_out = outcome([&] { return inner.get(std::chrono::seconds(120)).size() == (1u << 20); });
+    std::printf("{\"a\":%s,\"c\":%s,\"inner\":%s}\n", json_quoted(a_out).c_str(), json_quoted(c_out).c_str(),
+                json_quoted(inner_out).c_str());
+    return 0;
+  }
+  if (mode == "freeze") {
+    // A task and an actor on node args[0], which the test freezes (SIGSTOP)
+    // after "ready" until the cluster declares it dead, then thaws. After
+    // "go": the task's result and the actor's calls come from other nodes,
+    // and the thawed node, a new incarnation, runs new work again.
+    std::vector<std::string> ids = node_ids(3);
+    const std::string& victim = args.at(0);
+    auto log = shoal::actor<Log>().max_restarts(1).strategy(shoal::node_affinity(victim, true)).remote();
+    int actor_pid_before = log.task(&Log::where).remote().get();
+    auto slow = shoal::task(pid_after).strategy(shoal::node_affinity(victim, true)).remote(4000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it runs there now
+    std::printf("{\"ready\":true,\"actor_pid_before\":%d}\n", actor_pid_before);
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    int task_pid = slow.get(std::chrono::seconds(120));
+    int actor_pid_after = log.task(&Log::where).remote().get(std::chrono::seconds(120));
+    int again_pid = shoal::task(pid_of).strategy(shoal::node_affinity(victim)).remote().get(std::chrono::seconds(60));
+    std::printf("{\"task_pid\":%d,\"actor_pid_after\":%d,\"again_pid\":%d}\n", task_pid, actor_pid_after,
+                again_pid);
+    return 0;
+  }
   if (mode == "gib") {
     // 1 GiB values through the C++ API: put() here and read by a task on
     // another node; made by a task on another node and read here.
@@ -396,7 +460,8 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     }
     const std::string a = others.at(0), b = others.at(1);
     auto made = shoal::task(make_blob).strategy(shoal::node_affinity(a)).remote(256, 9);
-    auto only_a = shoal::task(make_blob).strategy(shoal::node_affinity(a)).remote(1, 4);
+    // No retries: nothing may make it again once A is gone (ObjectLost).
+    auto only_a = shoal::task(make_blob).strategy(shoal::node_affinity(a)).max_retries(0).remote(1, 4);
     shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made, only_a}, 2, std::chrono::minutes(2));
     BlobSeen at_b = shoal::task(check_blob).strategy(shoal::node_affinity(b)).remote(made).get();
     int a_pid = shoal::task(pid_of).strategy(shoal::node_affinity(a)).remote().get();

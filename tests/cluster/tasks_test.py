@@ -8,6 +8,7 @@ what it observed; the checks here are on those facts.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -333,8 +334,8 @@ def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
     check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     check(result["ok"], "the value read after its holder died is wrong: %s" % result)
-    check("no holder could send it" in result["lost_error"],
-          "a value only the killed node held did not fail clearly: %s" % result)
+    check("no holder could send it" in result["lost_error"] and "retries are used up" in result["lost_error"],
+          "a value only the killed node held (its task without retries) did not fail clearly: %s" % result)
 
 
 def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
@@ -424,6 +425,87 @@ def test_one_gib_values_put_and_get_across_nodes(cluster):
     check(out["result_ok"], "the 1 GiB result of a task on another node arrived wrongly: %s" % out)
 
 
+def run_lineage(cluster, lineage_bytes=None):
+    """Kills the node holding the only copies of three values (see task_app's
+    lineage mode) and returns what the driver saw of each."""
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    env = dict(cluster.env)
+    if lineage_bytes is not None:
+        env["SHOAL_MAX_LINEAGE_BYTES"] = str(lineage_bytes)
+    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "lineage",
+                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        check(json.loads(p.stdout.readline() or "{}").get("ready"), "the driver did not make the values")
+        victim.kill9()
+        wait_until(lambda: all(m["state"] != "alive" for m in first.status().values()
+                               if m["address"] == victim.address), 20, "the killed node to leave the view")
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
+    return json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+
+
+def test_lost_results_are_made_again_by_their_tasks(cluster):
+    out = run_lineage(cluster)
+    check(out["a"] == "ok", "a result whose only copy died was not made again for get(): %s" % out)
+    check(out["c"] == "ok", "a task whose argument's only copy died did not run again with it remade: %s" % out)
+    check(out["inner"].startswith("OwnerDied: ") and "cannot be reached" in out["inner"],
+          "a value whose owner died did not fail with OwnerDied: %s" % out)
+
+
+def test_lost_results_without_lineage_fail_with_lineage_evicted(cluster):
+    out = run_lineage(cluster, lineage_bytes=1)
+    for k in ("a", "c"):
+        check(out[k].startswith("LineageEvicted: ") and "SHOAL_MAX_LINEAGE_BYTES" in out[k],
+              "a lost value whose lineage was dropped did not fail with LineageEvicted: %s" % out)
+
+
+def test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_work(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "freeze",
+                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        ready = json.loads(p.stdout.readline() or "{}")
+        check(ready.get("actor_pid_before") == victim.proc.pid, "the actor did not start on the victim: %s" % ready)
+        frozen_at = time.time()
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: all(m["state"] == "dead" for m in first.status().values()
+                                   if m["address"] == victim.address), 25, "the frozen node to be declared dead")
+            time.sleep(max(0, 30 - (time.time() - frozen_at)))
+        finally:
+            victim.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: all(m["state"] == "alive" for m in first.status().values()
+                               if m["address"] == victim.address), 30, "the thawed node to rejoin")
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
+    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    others = {int(pid) for pid in node_pids(cluster)} - {victim.proc.pid}
+    check(result["task_pid"] in others, "the task's result came from pid %s, not a live node's (%s)"
+          % (result["task_pid"], others))
+    check(result["actor_pid_after"] in others, "the actor was not restarted on another node: %s" % result)
+    check(result["again_pid"] == victim.proc.pid, "the rejoined node did not run new work: %s" % result)
+    with open(victim.log_path) as f:
+        log = f.read()
+    check("the cluster declared this node dead" in log and "stopping 1 actor(s)" in log,
+          "the thawed node did not drop the work it ran for others: %s" % log[-3000:])
+
+
 def test_a_task_bound_to_a_node_that_just_left_waits_for_it(cluster):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
@@ -475,4 +557,7 @@ if __name__ == "__main__":
         test_a_task_bound_to_a_node_that_just_left_waits_for_it,
         test_borrowed_refs_keep_objects_alive_until_the_last_borrower_drops_them,
         test_one_gib_values_put_and_get_across_nodes,
+        test_lost_results_are_made_again_by_their_tasks,
+        test_lost_results_without_lineage_fail_with_lineage_evicted,
+        test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_work,
     ])
