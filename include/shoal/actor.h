@@ -212,6 +212,10 @@ class ActorBuilder : public detail::PlacementSetters<ActorBuilder<T>> {
     options_.max_restarts = n;
     return *this;
   }
+  ActorBuilder& max_task_retries(int n) {
+    options_.max_task_retries = n;
+    return *this;
+  }
   ActorBuilder& max_concurrency(int n) {
     options_.max_concurrency = n;
     return *this;

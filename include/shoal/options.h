@@ -81,6 +81,11 @@ struct ActorOptions {
   std::string name_space;   // empty: the namespace given to init()
   bool detached = false;    // false: dies when the last handle is gone
   int max_restarts = 0;     // -1: restart forever
+  // Calls running when the actor's node died: sent again to the restarted
+  // actor this many times (-1: always), in order, before newer calls; else
+  // they fail with ActorDied. Like Ray, 0 by default: a call may have had
+  // effects before the node died.
+  int max_task_retries = 0;
   int max_concurrency = 1;  // > 1: methods run on this many threads, unordered
   SchedulingStrategy strategy;
   std::map<std::string, std::string> labels;

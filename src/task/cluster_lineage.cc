@@ -185,9 +185,16 @@ bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, Er
     // the live members, or (the view may lag behind a death) every one
     // held only elsewhere.
     std::vector<ObjectId> elsewhere;
+    std::vector<ObjectId> candidates;  // by-reference arguments and refs inside arguments
     for (const TaskArg& arg : task->spec.args) {
-      if (!arg.ref || !owns(arg.ref->id)) continue;
-      auto l = locations_.find(arg.ref->id);
+      if (arg.ref) candidates.push_back(arg.ref->id);
+    }
+    for (const RefPtr& ref : task->spec.contained.refs) {
+      if (ref) candidates.push_back(ref->id);
+    }
+    for (const ObjectId& id : candidates) {
+      if (!owns(id)) continue;
+      auto l = locations_.find(id);
       if (l == locations_.end()) continue;
       bool here = false;
       bool live = false;
@@ -196,8 +203,8 @@ bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, Er
         live = live || members_.count(h) != 0;
       }
       if (here) continue;
-      elsewhere.push_back(arg.ref->id);
-      if (!live) lost.push_back(arg.ref->id);
+      elsewhere.push_back(id);
+      if (!live) lost.push_back(id);
     }
     if (lost.empty()) lost = std::move(elsewhere);
   }

@@ -1670,6 +1670,10 @@ void ClusterRuntime::node_lost(const std::string& address) {
     actor_died(id, error);
   }
   for (auto& task : lost) {
+    if (task->kind == Task::Kind::kActorCall) {
+      std::lock_guard lock(mutex_);
+      if (task->node.empty()) continue;  // restart_actor sent it again (max_task_retries)
+    }
     if (task->kind == Task::Kind::kActorCreation) {
       actor_died(task->actor, system_error(task, Status::Code::kUnavailable,
                                            "creating actor " + task->spec.function + ": " + why));
@@ -1769,20 +1773,32 @@ void ClusterRuntime::actor_died(const ActorId& id, ErrorInfo error) {
 
 void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
   // Loop thread. The constructor runs again (original arguments) on another
-  // node; calls not sent yet wait for it; calls that were running are lost
-  // with the node and fail.
+  // node; calls not sent yet wait for it; calls that were running are sent
+  // again first while max_task_retries allows, else they fail.
   std::vector<std::shared_ptr<Task>> in_flight;
   auto task = std::make_shared<Task>();
   int restarts = 0;
   int max = 0;
+  int max_task_retries = 0;
   {
     std::lock_guard lock(mutex_);
     auto it = actors_.find(id);
     if (it == actors_.end()) return;
     ActorState& actor = *it->second;
+    max_task_retries = actor.options.max_task_retries;
+    std::vector<std::shared_ptr<Task>> again;  // in submission order (ids grow)
     for (const TaskId& t : actor.in_flight) {
-      if (auto found = tasks_.find(t); found != tasks_.end()) in_flight.push_back(found->second);
+      auto found = tasks_.find(t);
+      if (found == tasks_.end()) continue;
+      const auto& call = found->second;
+      if (max_task_retries < 0 || call->attempts <= static_cast<uint32_t>(max_task_retries)) {
+        call->node.clear();
+        again.push_back(call);
+      } else {
+        in_flight.push_back(call);
+      }
     }
+    for (auto c = again.rbegin(); c != again.rend(); ++c) actor.queue.push_front(*c);
     actor.in_flight.clear();
     actor.address.clear();
     actor.creating = true;
@@ -1803,7 +1819,8 @@ void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
   SHOAL_LOG_INFO("actor {} ({}): {}; {}", task->spec.function, id.hex(), why, restarting);
   for (const auto& call : in_flight) {
     ErrorInfo error = system_error(call, Status::Code::kUnavailable,
-                                   "the call was running when the actor's " + why + "; the actor restarts (" +
+                                   "the call was running when the actor's " + why + " (max_task_retries " +
+                                       std::to_string(max_task_retries) + " used up); the actor restarts (" +
                                        restarting + ")");
     error.kind = ErrorKind::kActorDied;
     fail(call, std::move(error));

@@ -100,6 +100,17 @@ ErrorInfo error_from_current_exception() {
   info.code = Status::Code::kInternal;
   try {
     throw;
+  } catch (const ObjectLost& e) {
+    // A value the task read is gone (it did not catch that): the task's own
+    // failure is that loss, so that its owner can make the value again and
+    // run the task again (lineage), or say what was lost.
+    info.kind = e.info().kind;
+    info.code = Status::Code::kUnavailable;
+    info.message = e.info().message;
+  } catch (const OwnerDied& e) {
+    info.kind = ErrorKind::kOwnerDied;
+    info.code = Status::Code::kUnavailable;
+    info.message = e.info().message;
   } catch (const std::exception& e) {
     info.exception_type = demangle(typeid(e).name());
     info.message = e.what();
