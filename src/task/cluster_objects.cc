@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "base/assert.h"
@@ -44,6 +45,22 @@ constexpr uint64_t kPullBytesMax = uint64_t{1} << 40;  // a size from the networ
 uint64_t copies_bytes_max() {
   // Copies of arguments a node keeps: an eighth of its memory, at most 4 GiB.
   return std::min<uint64_t>(physical_memory_bytes() / 8, uint64_t{4} << 30);
+}
+
+// Fresh memory is mapped a page at a time on first touch: zero-filling a
+// new 1 GiB buffer costs ~0.8 s of page faults on the VMs this ran on. One
+// madvise maps the pages in the kernel for about half that. Best effort:
+// kernels before 5.14 refuse it and the faults happen as before.
+void populate(char* begin, uint64_t size) {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;
+#endif
+  constexpr uint64_t kWorthItBytes = 4u << 20;
+  if (size < kWorthItBytes) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t first = (reinterpret_cast<uint64_t>(begin) + page - 1) / page * page;
+  uint64_t end = (reinterpret_cast<uint64_t>(begin) + size) / page * page;
+  if (end > first) (void)::madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_WRITE);
 }
 
 ObjectValuePtr error_value(Status::Code code, std::string message, const std::string& node_id) {
@@ -120,6 +137,8 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std
   p->sources = std::move(sources);
   try {
     p->value = std::make_shared<ObjectValue>();
+    p->value->bytes.reserve(size);
+    populate(p->value->bytes.data(), size);
     p->value->bytes.resize(size);
   } catch (const std::bad_alloc&) {
     return error_value(Status::Code::kResourceExhausted,
