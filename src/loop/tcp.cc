@@ -45,6 +45,8 @@ kj::Exception disconnected(std::string what, int uv_error) {
   return KJ_EXCEPTION(DISCONNECTED, kj::str(what.c_str(), ": ", uv_strerror(uv_error)));
 }
 
+constexpr size_t kDirectBufBytesMax = size_t{1} << 30;
+
 template <typename Func>
 void guarded(const char* where, Func&& func) {
   KJ_IF_MAYBE(exception, kj::runCatchingExceptions(kj::fwd<Func>(func))) {
@@ -196,9 +198,12 @@ class TcpConn final : public Flushable, public Closeable {
     std::vector<uv_buf_t> bufs;
     bufs.reserve(pieces.size());
     for (auto piece : pieces) {
-      if (piece.size() == 0) continue;
-      bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(piece.begin())),
-                                 static_cast<unsigned>(piece.size())));
+      // uv_buf_init takes an unsigned length: pieces over 1 GiB go in parts.
+      for (size_t at = 0; at < piece.size(); at += kDirectBufBytesMax) {
+        size_t n = std::min(kDirectBufBytesMax, piece.size() - at);
+        bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(piece.begin() + at)),
+                                   static_cast<unsigned>(n)));
+      }
     }
     loop_.count_stream_write();
     size_t first = 0;
