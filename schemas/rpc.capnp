@@ -171,6 +171,7 @@ struct NodeObjects {
   error @2 :Text;                # could not be asked
   objects @3 :List(ObjectInfoWire);
   truncated @4 :Bool;            # more objects than one answer lists
+  bytesServed @5 :UInt64;        # readObject bytes this process sent since it started
 }
 
 struct ObjectInfoWire {

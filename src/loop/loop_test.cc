@@ -228,7 +228,7 @@ TEST_CASE("echo round trips when libuv drives (run + stop)") {
   server = nullptr;
 }
 
-TEST_CASE("64 MiB arrive intact through the cork, written in one call") {
+TEST_CASE("64 MiB written in one call arrive intact (libuv writes from the caller's buffer)") {
   Loop loop;
   Pair pair = make_pair(loop);
   constexpr size_t kBytes = 64u << 20;
@@ -256,6 +256,69 @@ TEST_CASE("64 MiB arrive intact through the cork, written in one call") {
   CHECK(write_done);
   REQUIRE(total == kBytes);
   CHECK(memcmp(received.begin(), data.begin(), kBytes) == 0);
+}
+
+TEST_CASE("small writes around a large multi-piece write arrive in order") {
+  Loop loop;
+  Pair pair = make_pair(loop);
+  constexpr size_t kLarge = 8u << 20;
+  auto large = kj::heapArray<kj::byte>(kLarge);
+  for (size_t i = 0; i < kLarge; ++i) large[i] = pattern_byte(i);
+  std::string head = "head:", middle = "|mid|", tail = ":tail";
+  kj::ArrayPtr<const kj::byte> pieces[] = {
+      kj::arrayPtr(reinterpret_cast<const kj::byte*>(middle.data()), middle.size()),
+      large.asPtr().slice(0, kLarge / 2), kj::ArrayPtr<const kj::byte>(),
+      kj::arrayPtr(reinterpret_cast<const kj::byte*>(middle.data()), middle.size()),
+      large.asPtr().slice(kLarge / 2, kLarge)};
+  uint64_t calls_before = loop.stream_write_calls();
+  auto writes = pair.client->write(head.data(), head.size())
+                    .then([&]() { return pair.client->write(kj::arrayPtr(pieces, 5)); })
+                    .then([&]() { return pair.client->write(tail.data(), tail.size()); })
+                    .eagerlyEvaluate(nullptr);
+  std::string expected = head + middle;
+  expected.append(reinterpret_cast<const char*>(large.begin()), kLarge / 2);
+  expected += middle;
+  expected.append(reinterpret_cast<const char*>(large.begin()) + kLarge / 2, kLarge / 2);
+  expected += tail;
+  std::string got = read_exactly(loop, *pair.server, expected.size());
+  writes.wait(loop.wait_scope());
+  CHECK(got.size() == expected.size());
+  CHECK(got == expected);
+  CHECK(loop.stream_write_calls() - calls_before >= 2);  // the head was corked, the large write was not
+}
+
+TEST_CASE("dropping a large write's promise midway closes the connection; the peer never gets other bytes") {
+  Loop loop;
+  Pair pair = make_pair(loop);
+  constexpr size_t kBytes = 64u << 20;  // more than the socket buffers take while nobody reads
+  auto data = kj::heapArray<kj::byte>(kBytes);
+  for (size_t i = 0; i < kBytes; ++i) data[i] = pattern_byte(i);
+  {
+    auto pending = pair.client->write(data.begin(), data.size());
+    CHECK_FALSE(pending.poll(loop.wait_scope()));
+  }
+  // libuv must not read the buffer any more: scribble over it, then free it.
+  std::memset(data.begin(), 0xee, kBytes);
+  data = nullptr;
+  // The peer gets what the kernel took before the drop, then the end.
+  auto received = kj::heapArray<kj::byte>(kBytes);
+  size_t total = 0;
+  for (bool ended = false; !ended && total < kBytes;) {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                  size_t n = pair.server->tryRead(received.begin() + total, 1, kBytes - total).wait(loop.wait_scope());
+                  if (n == 0) ended = true;
+                  total += n;
+                })) {
+      ended = true;  // DISCONNECTED is an end too
+    }
+  }
+  CHECK(total > 0);
+  CHECK(total < kBytes);
+  size_t matching = 0;
+  while (matching < total && received[matching] == pattern_byte(matching)) ++matching;
+  CHECK(matching == total);
+  // And the writer's stream is done for.
+  CHECK_THROWS(pair.client->write("x", 1).wait(loop.wait_scope()));
 }
 
 TEST_CASE("many small writes in one turn are coalesced and arrive in order") {
@@ -458,11 +521,14 @@ TEST_CASE("bytes written right before destroying a stream still reach the peer")
   int small = 32 * 1024;
   pair.client->setsockopt(SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
   pair.server->setsockopt(SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  constexpr size_t kBytes = 3u << 20;  // fits the write bound: write() resolves at once
+  constexpr size_t kBytes = 3u << 20;  // fits the write bound: corked writes resolve at once
   static_assert(kBytes < kWriteBufferedBytesMax);
   auto data = kj::heapArray<kj::byte>(kBytes);
   for (size_t i = 0; i < kBytes; ++i) data[i] = pattern_byte(i);
-  pair.client->write(data.begin(), data.size()).wait(loop.wait_scope());
+  constexpr size_t kPiece = kDirectWriteBytes / 2;  // small enough to be corked
+  for (size_t at = 0; at < kBytes; at += kPiece) {
+    pair.client->write(data.begin() + at, std::min(kPiece, kBytes - at)).wait(loop.wait_scope());
+  }
   pair.client = nullptr;
   auto received = kj::heapArray<kj::byte>(kBytes);
   size_t n = pair.server->tryRead(received.begin(), kBytes, kBytes).wait(loop.wait_scope());

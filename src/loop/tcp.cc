@@ -45,6 +45,8 @@ kj::Exception disconnected(std::string what, int uv_error) {
   return KJ_EXCEPTION(DISCONNECTED, kj::str(what.c_str(), ": ", uv_strerror(uv_error)));
 }
 
+constexpr size_t kDirectBufBytesMax = size_t{1} << 30;
+
 template <typename Func>
 void guarded(const char* where, Func&& func) {
   KJ_IF_MAYBE(exception, kj::runCatchingExceptions(kj::fwd<Func>(func))) {
@@ -58,6 +60,23 @@ void guarded(const char* where, Func&& func) {
 namespace detail {
 
 class TcpConn;
+
+// The promise of a write handed to libuv straight from the caller's buffers
+// (kj keeps them alive until the promise resolves or is dropped). Dropped
+// before libuv is done with them, it closes the connection: libuv never
+// touches a closed socket's buffers again.
+class DirectWrite {
+ public:
+  DirectWrite(kj::PromiseFulfiller<void>& fulfiller, TcpConn* conn);
+  ~DirectWrite() noexcept(false);
+  KJ_DISALLOW_COPY(DirectWrite);
+  // From the connection: libuv finished (or the connection failed).
+  void finish(kj::Maybe<kj::Exception> error);
+
+ private:
+  kj::PromiseFulfiller<void>& fulfiller_;
+  TcpConn* conn_;  // null once finished
+};
 
 // The kj face of a connection. Owns nothing from libuv: TcpConn outlives it.
 class UvTcpStream final : public kj::AsyncIoStream {
@@ -150,10 +169,13 @@ class TcpConn final : public Flushable, public Closeable {
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
     KJ_IF_MAYBE(error, write_error_) { return kj::cp(*error); }
     if (write_shut_) return KJ_EXCEPTION(FAILED, "write() after shutdownWrite()");
-    if (write_ && write_->fulfiller->isWaiting()) {
+    if ((write_ && write_->fulfiller->isWaiting()) || direct_ != nullptr) {
       return KJ_EXCEPTION(FAILED, "write() while another write is pending");
     }
     write_.reset();
+    size_t total = 0;
+    for (auto piece : pieces) total += piece.size();
+    if (total >= kDirectWriteBytes) return write_direct(pieces);
     PendingWrite pending{pieces, 0, 0, kj::Own<kj::PromiseFulfiller<void>>(), {}};
     bool all_buffered = copy_in(pending);
     KJ_IF_MAYBE(error, write_error_) { return kj::cp(*error); }
@@ -166,6 +188,63 @@ class TcpConn final : public Flushable, public Closeable {
     pending.fulfiller = kj::mv(paf.fulfiller);
     write_.emplace(kj::mv(pending));
     return kj::mv(paf.promise);
+  }
+
+  // A large write goes to libuv from the caller's buffers, after what is
+  // corked; its promise resolves when libuv has written all of it.
+  kj::Promise<void> write_direct(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+    flush();
+    KJ_IF_MAYBE(error, write_error_) { return kj::cp(*error); }
+    std::vector<uv_buf_t> bufs;
+    bufs.reserve(pieces.size());
+    for (auto piece : pieces) {
+      // uv_buf_init takes an unsigned length: pieces over 1 GiB go in parts.
+      for (size_t at = 0; at < piece.size(); at += kDirectBufBytesMax) {
+        size_t n = std::min(kDirectBufBytesMax, piece.size() - at);
+        bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(piece.begin() + at)),
+                                   static_cast<unsigned>(n)));
+      }
+    }
+    loop_.count_stream_write();
+    size_t first = 0;
+    if (writes_in_flight_ == 0) {
+      // As in flush(): what the socket takes now costs no loop iteration.
+      int n = uv_try_write(stream(), bufs.data(), static_cast<unsigned>(bufs.size()));
+      if (n == UV_EAGAIN) n = 0;
+      if (n < 0) {
+        fail_writes(disconnected("write to " + name_, n));
+        return kj::cp(KJ_ASSERT_NONNULL(write_error_));
+      }
+      size_t written = static_cast<size_t>(n);
+      while (first < bufs.size() && written >= bufs[first].len) written -= bufs[first++].len;
+      if (first == bufs.size()) return kj::READY_NOW;
+      bufs[first].base += written;
+      bufs[first].len -= written;
+    }
+    auto request = std::make_unique<WriteRequest>();
+    request->conn = this;
+    request->direct = true;
+    request->req.data = request.get();
+    int rc = uv_write(&request->req, stream(), bufs.data() + first, static_cast<unsigned>(bufs.size() - first),
+                      &TcpConn::on_write);
+    if (rc < 0) {
+      fail_writes(disconnected("write to " + name_, rc));
+      return kj::cp(KJ_ASSERT_NONNULL(write_error_));
+    }
+    ++writes_in_flight_;
+    (void)request.release();  // owned by libuv until on_write
+    return kj::newAdaptedPromise<void, DirectWrite>(this);
+  }
+
+  void set_direct(DirectWrite* direct) { direct_ = direct; }
+
+  // The caller dropped a direct write's promise before libuv wrote it: its
+  // buffers may go now, so the socket must never be written from them again.
+  void direct_write_cancelled() {
+    direct_ = nullptr;
+    SHOAL_LOG_DEBUG("loop: a write to {} was cancelled midway; closing the connection", name_);
+    fail_writes(KJ_EXCEPTION(DISCONNECTED, kj::str("write to ", name_.c_str(), " cancelled midway")));
+    close_now();
   }
 
   kj::Promise<void> when_write_disconnected() {
@@ -245,6 +324,12 @@ class TcpConn final : public Flushable, public Closeable {
     reading_ = false;
     flush();
     loop_.cancel_flush(this);
+    if (closed_) {
+      // Closed while still ours (a direct write was cancelled): freed here
+      // if libuv is done with the handle, else by on_close.
+      if (handles_open_ == 0) std::unique_ptr<TcpConn> owned(this);
+      return;
+    }
     if (writes_in_flight_ == 0 && !shutdown_pending_) {
       close_now();
       return;
@@ -260,11 +345,17 @@ class TcpConn final : public Flushable, public Closeable {
   void close_now() override {
     if (closed_) return;
     closed_ = true;
+    // Later reads and writes of a stream still pointing here fail clearly.
+    auto closed = KJ_EXCEPTION(DISCONNECTED, kj::str("connection to ", name_.c_str(), " closed"));
+    if (read_error_ == nullptr && !eof_) read_error_ = kj::cp(closed);
+    if (write_error_ == nullptr) write_error_ = kj::cp(closed);
+    if (read_ && read_->fulfiller->isWaiting()) read_->fulfiller->reject(kj::cp(closed));
     read_.reset();
     write_.reset();
     connect_fulfiller_ = kj::Own<kj::PromiseFulfiller<kj::Own<kj::AsyncIoStream>>>();
     disconnect_fulfiller_ = kj::Own<kj::PromiseFulfiller<void>>();
     disconnect_fork_ = nullptr;
+    finish_direct(kj::mv(closed));
     loop_.cancel_flush(this);
     close_handle(reinterpret_cast<uv_handle_t*>(&tcp_));
     if (lingering_) close_handle(reinterpret_cast<uv_handle_t*>(&linger_));
@@ -297,7 +388,8 @@ class TcpConn final : public Flushable, public Closeable {
     uv_write_t req{};
     TcpConn* conn = nullptr;
     std::vector<char> data;
-    size_t skip = 0;  // bytes already written by uv_try_write
+    size_t skip = 0;      // bytes already written by uv_try_write
+    bool direct = false;  // from the caller's buffers (write_direct), not `data`
   };
 
   void close_handle(uv_handle_t* handle) {
@@ -307,7 +399,8 @@ class TcpConn final : public Flushable, public Closeable {
 
   static void on_close(uv_handle_t* handle) {
     auto* conn = static_cast<TcpConn*>(handle->data);
-    if (--conn->handles_open_ == 0) std::unique_ptr<TcpConn> owned(conn);
+    // A stream object still pointing here frees it in release_owner().
+    if (--conn->handles_open_ == 0 && !conn->owned_) std::unique_ptr<TcpConn> owned(conn);
   }
 
   static void on_linger(uv_timer_t* timer) {
@@ -472,7 +565,28 @@ class TcpConn final : public Flushable, public Closeable {
     std::unique_ptr<WriteRequest> request(static_cast<WriteRequest*>(req->data));
     TcpConn* conn = request->conn;
     size_t bytes = request->data.size() - request->skip;
+    if (request->direct) {
+      guarded("write", [&]() { conn->finish_direct_write(status); });
+      return;
+    }
     guarded("write", [&]() { conn->finish_write(std::move(request->data), bytes, status); });
+  }
+
+  void finish_direct_write(int status) {
+    --writes_in_flight_;
+    if (status < 0 && status != UV_ECANCELED) {
+      fail_writes(disconnected("write to " + name_, status));
+    } else if (status == 0) {
+      finish_direct(nullptr);
+    }
+    maybe_finish_linger();
+  }
+
+  void finish_direct(kj::Maybe<kj::Exception> error) {
+    if (direct_ == nullptr) return;
+    DirectWrite* direct = direct_;
+    direct_ = nullptr;
+    direct->finish(kj::mv(error));
   }
 
   void finish_write(std::vector<char>&& data, size_t bytes, int status) {
@@ -506,6 +620,7 @@ class TcpConn final : public Flushable, public Closeable {
     if (write_error_ == nullptr) write_error_ = kj::mv(error);
     buffered_bytes_ -= cork_.size();
     cork_.clear();
+    finish_direct(kj::cp(KJ_ASSERT_NONNULL(write_error_)));
     if (write_) {
       auto fulfiller = kj::mv(write_->fulfiller);
       write_.reset();
@@ -565,9 +680,28 @@ class TcpConn final : public Flushable, public Closeable {
   bool shutdown_pending_ = false;
   kj::Maybe<kj::Exception> write_error_;
   std::optional<PendingWrite> write_;
+  DirectWrite* direct_ = nullptr;  // the write_direct() libuv is sending, if any
   kj::Own<kj::PromiseFulfiller<void>> disconnect_fulfiller_;
   kj::Maybe<kj::ForkedPromise<void>> disconnect_fork_;
 };
+
+DirectWrite::DirectWrite(kj::PromiseFulfiller<void>& fulfiller, TcpConn* conn)
+    : fulfiller_(fulfiller), conn_(conn) {
+  conn_->set_direct(this);
+}
+
+DirectWrite::~DirectWrite() noexcept(false) {
+  if (conn_ != nullptr) conn_->direct_write_cancelled();
+}
+
+void DirectWrite::finish(kj::Maybe<kj::Exception> error) {
+  conn_ = nullptr;
+  KJ_IF_MAYBE(e, error) {
+    fulfiller_.reject(kj::mv(*e));
+  } else {
+    fulfiller_.fulfill();
+  }
+}
 
 UvTcpStream::UvTcpStream(Loop& loop, TcpConn* conn) : loop_(loop), conn_(conn) {
   conn_->set_owned(true);

@@ -18,6 +18,10 @@
 //     most kWriteBufferedBytesMax bytes not yet acknowledged by libuv; beyond
 //     that the writer waits. A later failure of those bytes surfaces in the
 //     next write() and in whenWriteDisconnected().
+//   - A write of kDirectWriteBytes or more is not copied: what is corked goes
+//     first, then libuv writes straight from the caller's pieces, and the
+//     promise resolves once all of it is written. Dropping that promise
+//     before then closes the connection (libuv may still hold the pieces).
 //   - Errors are kj::Exceptions of type DISCONNECTED (connection refused,
 //     reset, broken pipe); EOF makes tryRead() return fewer than minBytes.
 //   - Destroying a stream is always safe: its pending promises are rejected,
@@ -40,6 +44,7 @@ inline constexpr size_t kReadChunkBytes = 64 * 1024;
 inline constexpr size_t kReadBufferedBytesMax = 1024 * 1024;
 inline constexpr size_t kWriteBufferedBytesMax = 4 * 1024 * 1024;
 inline constexpr size_t kCorkFlushBytes = 256 * 1024;
+inline constexpr size_t kDirectWriteBytes = 256 * 1024;
 inline constexpr int kListenBacklog = 511;
 inline constexpr uint64_t kCloseLingerMs = 10'000;
 

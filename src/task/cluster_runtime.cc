@@ -956,7 +956,7 @@ void ClusterRuntime::fill_task_wire(const Task& task, const std::string& address
       refs[k].setIndex(i);
       refs[k].setObjectHi(id.hi);
       refs[k].setObjectLo(id.lo);
-      std::vector<std::string> holders = holders_locked(id, value);
+      std::vector<std::string> holders = pull_sources_locked(id, value);
       if (holders.empty()) holders.push_back(task.spec.args[i].ref->owner_address);
       fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders,
                   refs[k].initStored());
@@ -1332,6 +1332,7 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       // this batch is answered, after their adds: OwnerServer::done).
       adopt_inner_refs(*value);
     }
+    if (!value->error) note_copies(*task, from_address);  // it pulled its large arguments first
     complete(task, std::move(value));
   }
   if (!pending_.empty()) schedule_pending();
@@ -2697,7 +2698,7 @@ kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms
       std::vector<std::string> holders;
       {
         std::lock_guard lock(mutex_);
-        holders = holders_locked(id, value);
+        holders = pull_sources_locked(id, value);
       }
       fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders, b.initStored());
     } else {

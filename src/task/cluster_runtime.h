@@ -228,7 +228,9 @@ class ClusterRuntime final : public Runtime {
   struct Locations {
     uint64_t size = 0;
     std::vector<std::string> holders;  // processes with a copy to read from
+    std::vector<std::string> copies;   // nodes that ran a task needing it, so pulled a copy
     std::set<std::string> sent_to;     // nodes a task took it to (they may cache it)
+    std::map<std::string, uint32_t> pulls_sent;  // pullers told to start at each process
     bool owned = false;                // this process owns it: frees the copies
   };
 
@@ -324,8 +326,16 @@ class ClusterRuntime final : public Runtime {
   kj::Promise<ObjectValuePtr> pull(ObjectId id, uint64_t size, std::vector<std::string> sources);
   void pull_chunks(const std::shared_ptr<Pull>& pull);
   void finish_pull(const std::shared_ptr<Pull>& pull, ObjectValuePtr value);
-  // Where to read a value that is large or held elsewhere (mutex_ held).
+  // Where to read a value that is large or held elsewhere (mutex_ held):
+  // the processes known to hold it, then the nodes tasks took it to.
   std::vector<std::string> holders_locked(const ObjectId& id, const ObjectValuePtr& value) const;
+  // The same list for one puller: the known holders ordered by how many
+  // pullers were sent to each before (fewest first), so pulls of one value
+  // spread over its copies instead of funnelling through its first holder.
+  std::vector<std::string> pull_sources_locked(const ObjectId& id, const ObjectValuePtr& value);
+  // A task needing these by-reference arguments completed on `address`:
+  // that node pulled them first, so later pullers may read them there.
+  void note_copies(const Task& task, const std::string& address);
   void fill_stored(uint64_t size, const std::vector<std::string>& holders, rpc::StoredWire::Builder out);
   // Records where a value held elsewhere lives.
   void add_locations(const ObjectId& id, uint64_t size, capnp::List<capnp::Text>::Reader holders, bool owned);
@@ -478,6 +488,7 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ObjectId, Held> held_;                           // guarded
   std::list<ObjectId> copies_lru_;                                    // guarded: oldest first
   uint64_t copies_bytes_ = 0;                                         // guarded
+  std::atomic<uint64_t> bytes_served_{0};  // readObject bytes sent by this process
   // Lineage (cluster_lineage.cc), guarded by mutex_.
   struct Lineage {
     std::shared_ptr<Task> task;  // finished; its arguments kept

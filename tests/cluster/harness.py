@@ -179,6 +179,12 @@ def run_tests(tests):
     """Runs each test function with a fresh cluster; prints a summary line."""
     passed = failed = 0
     only = sys.argv[1:]
+    unknown = set(only) - {test.__name__ for test in tests}
+    if unknown:
+        # A name meson lists but the script does not run must not pass silently.
+        print("FAIL unknown tests: %s" % ", ".join(sorted(unknown)))
+        print("0 passed, %d failed" % len(unknown))
+        sys.exit(1)
     for test in tests:
         if only and test.__name__ not in only:
             continue

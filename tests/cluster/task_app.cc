@@ -448,8 +448,9 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
   }
   if (mode == "failover") {
     // A 256 MiB result on node A, copied to node B by a task there; then
-    // (the test kills A around "go") the driver reads it: from A, and from
-    // B when A is gone. A second value only A held fails clearly.
+    // (the test kills B around "go") the driver reads it: pullers spread
+    // over the copies, so it starts at B (A already served B), and goes on
+    // from A when B is gone. A second value only B held fails clearly.
     std::vector<std::string> ids = node_ids(3);
     std::string self = shoal::task(node_of).strategy(shoal::node_affinity(ids[0])).remote().get();
     // A and B: two nodes other than the one this driver is attached to
@@ -460,12 +461,12 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     }
     const std::string a = others.at(0), b = others.at(1);
     auto made = shoal::task(make_blob).strategy(shoal::node_affinity(a)).remote(256, 9);
-    // No retries: nothing may make it again once A is gone (ObjectLost).
-    auto only_a = shoal::task(make_blob).strategy(shoal::node_affinity(a)).max_retries(0).remote(1, 4);
-    shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made, only_a}, 2, std::chrono::minutes(2));
+    // No retries: nothing may make it again once B is gone (ObjectLost).
+    auto only_b = shoal::task(make_blob).strategy(shoal::node_affinity(b)).max_retries(0).remote(1, 4);
+    shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made, only_b}, 2, std::chrono::minutes(2));
     BlobSeen at_b = shoal::task(check_blob).strategy(shoal::node_affinity(b)).remote(made).get();
-    int a_pid = shoal::task(pid_of).strategy(shoal::node_affinity(a)).remote().get();
-    std::printf("{\"a_pid\":%d,\"b_read\":%llu}\n", a_pid, static_cast<unsigned long long>(at_b.size));
+    int b_pid = shoal::task(pid_of).strategy(shoal::node_affinity(b)).remote().get();
+    std::printf("{\"victim_pid\":%d,\"b_read\":%llu}\n", b_pid, static_cast<unsigned long long>(at_b.size));
     std::fflush(stdout);
     std::string line;
     if (!std::getline(std::cin, line)) return 1;
@@ -473,12 +474,35 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     bool ok = got == make_blob(256, 9);
     std::string lost_error;
     try {
-      only_a.get(std::chrono::seconds(60));
+      only_b.get(std::chrono::seconds(60));
     } catch (const std::exception& e) {
       lost_error = e.what();
     }
     std::printf("{\"ok\":%s,\"lost_error\":%s,\"self\":%s}\n", ok ? "true" : "false",
                 json_quoted(lost_error).c_str(), json_quoted(self).c_str());
+    return 0;
+  }
+  if (mode == "copies") {
+    // A 4 MiB put() value read by a task on node B, then by tasks on nodes
+    // C and A at once: B's copy is known to the owner by then, so one of the
+    // later pullers reads from B, the other from this driver (pullers spread
+    // over the copies). Prints what each task saw.
+    std::vector<std::string> ids = node_ids(3);
+    const std::string a = ids[0], b = ids[1], c = ids[2];
+    auto value = shoal::put(make_blob(4, 7));
+    BlobSeen at_b = shoal::task(check_blob).strategy(shoal::node_affinity(b)).remote(value).get();
+    auto later_c = shoal::task(check_blob).strategy(shoal::node_affinity(c)).remote(value);
+    auto later_a = shoal::task(check_blob).strategy(shoal::node_affinity(a)).remote(value);
+    std::vector<BlobSeen> later = shoal::get(std::vector<shoal::ObjectRef<BlobSeen>>{later_c, later_a});
+    std::string seen;
+    for (const BlobSeen& s : {at_b, later[0], later[1]}) {
+      seen += std::string(seen.empty() ? "" : ",") + "{\"pid\":" + std::to_string(s.pid) +
+              ",\"size\":" + std::to_string(s.size) + ",\"hash\":\"" + std::to_string(s.hash) + "\"}";
+    }
+    std::printf("{\"a\":%s,\"b\":%s,\"c\":%s,\"size\":%llu,\"hash\":\"%llu\",\"seen\":[%s]}\n",
+                json_quoted(a).c_str(), json_quoted(b).c_str(), json_quoted(c).c_str(),
+                static_cast<unsigned long long>(4u << 20),
+                static_cast<unsigned long long>(fnv(make_blob(4, 7))), seen.c_str());
     return 0;
   }
   if (mode == "actor_order") {

@@ -313,6 +313,9 @@ def test_large_objects_are_listed_and_freed_everywhere(cluster):
 
 
 def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
+    # The driver's pull starts at node B's copy (pullers spread over the
+    # copies, and the holder A already served B); B is killed mid-pull and the
+    # rest comes from A.
     first = start_cluster(cluster)
     p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "failover",
                           first.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -320,8 +323,9 @@ def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
     try:
         info = json.loads(p.stdout.readline() or "{}")
         check(info.get("b_read") == 256 << 20, "node B did not read the 256 MiB result: %s" % info)
-        victims = [n for n in cluster.nodes if n.proc.pid == info["a_pid"]]
-        check(len(victims) == 1 and victims[0] is not first, "node A is not a node: %s" % info)
+        victims = [n for n in cluster.nodes if n.proc.pid == info["victim_pid"]]
+        check(len(victims) == 1 and victims[0] is not first, "node B is not a node: %s" % info)
+        served_before = {n["id"]: n["bytes_served"] for n in memory(cluster, first)["nodes"]}
         p.stdin.write("go\n")
         p.stdin.flush()
         time.sleep(0.05)  # the driver's pull has begun, or is about to
@@ -333,9 +337,30 @@ def test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed(cluster):
             p.wait()
     check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
-    check(result["ok"], "the value read after its holder died is wrong: %s" % result)
+    check(result["ok"], "the value read after its copy's node died is wrong: %s" % result)
     check("no holder could send it" in result["lost_error"] and "retries are used up" in result["lost_error"],
           "a value only the killed node held (its task without retries) did not fail clearly: %s" % result)
+    served_after = {n["id"]: n["bytes_served"] for n in memory(cluster, first)["nodes"] if "error" not in n}
+    holder = [i for i in served_after if i != first.node_id() and i in served_before]
+    check(len(holder) == 1 and served_after[holder[0]] > served_before[holder[0]],
+          "node A did not send the rest once B was killed: before %s, after %s" % (served_before, served_after))
+
+
+def test_later_pullers_read_from_copies_not_only_the_owner(cluster):
+    first = start_cluster(cluster)
+    out = driver(cluster, first, "copies")
+    for seen in out["seen"]:
+        check(seen["size"] == out["size"] and seen["hash"] == out["hash"],
+              "a task read the 4 MiB value wrongly: %s" % out)
+    check(len({s["pid"] for s in out["seen"]}) == 3, "the three reads did not run on three nodes: %s" % out)
+    served = {n["id"]: n["bytes_served"] for n in memory(cluster, first)["nodes"]}
+    check(set(served) == {out["a"], out["b"], out["c"]}, "shoalctl memory did not answer for 3 nodes: %s" % served)
+    # B pulled it from the driver, then sent all of it to one later puller;
+    # A and C kept copies but nobody read from them.
+    check(served[out["b"]] >= out["size"],
+          "no later puller read from node B's copy (bytes served per node: %s)" % served)
+    check(served[out["a"]] == 0 and served[out["c"]] == 0,
+          "nodes that read the value last served bytes of it: %s" % served)
 
 
 def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
@@ -553,6 +578,7 @@ if __name__ == "__main__":
         test_large_values_move_between_nodes_in_chunks,
         test_large_objects_are_listed_and_freed_everywhere,
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
+        test_later_pullers_read_from_copies_not_only_the_owner,
         test_a_64_mib_store_moves_ten_times_that_through_spilling,
         test_a_task_bound_to_a_node_that_just_left_waits_for_it,
         test_borrowed_refs_keep_objects_alive_until_the_last_borrower_drops_them,
