@@ -379,10 +379,10 @@ class StepDriver:
     """A driver that prints one JSON line per step and waits for a line on
     stdin before the next (task_app's hold and borrow modes)."""
 
-    def __init__(self, cluster, node, *args):
+    def __init__(self, cluster, node, *args, env=None):
         self.proc = subprocess.Popen([APP, "--address", node.address, "--token-file", cluster.token_file] +
                                      list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=cluster.env)
+                                     stderr=subprocess.PIPE, text=True, env=env or cluster.env)
 
     def read(self):
         line = self.proc.stdout.readline()
@@ -398,6 +398,12 @@ class StepDriver:
         self.proc.stdin.write(word + "\n")
         self.proc.stdin.flush()
         return self.read()
+
+    def last(self, word, timeout):
+        """Sends the last step; the driver prints its result and exits 0."""
+        out, err = self.proc.communicate(word + "\n", timeout=timeout)
+        check(self.proc.returncode == 0, "driver exited %d: %s" % (self.proc.returncode, err[-2000:]))
+        return json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
 
     def finish(self):
         self.proc.stdin.write("exit\n")
@@ -458,23 +464,12 @@ def run_lineage(cluster, lineage_bytes=None):
     env = dict(cluster.env)
     if lineage_bytes is not None:
         env["SHOAL_MAX_LINEAGE_BYTES"] = str(lineage_bytes)
-    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "lineage",
-                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        check(json.loads(p.stdout.readline() or "{}").get("ready"), "the driver did not make the values")
+    with StepDriver(cluster, first, "lineage", victim.node_id(), env=env) as d:
+        check(d.read().get("ready"), "the driver did not make the values")
         victim.kill9()
         wait_until(lambda: all(m["state"] != "alive" for m in first.status().values()
                                if m["address"] == victim.address), 20, "the killed node to leave the view")
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, err = p.communicate(timeout=300)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
-    return json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+        return d.last("go", 300)
 
 
 def test_lost_results_are_made_again_by_their_tasks(cluster):
@@ -495,11 +490,8 @@ def test_lost_results_without_lineage_fail_with_lineage_evicted(cluster):
 def test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_work(cluster):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
-    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "freeze",
-                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=cluster.env)
-    try:
-        ready = json.loads(p.stdout.readline() or "{}")
+    with StepDriver(cluster, first, "freeze", victim.node_id()) as d:
+        ready = d.read()
         check(ready.get("actor_pid_before") == victim.proc.pid, "the actor did not start on the victim: %s" % ready)
         frozen_at = time.time()
         victim.proc.send_signal(signal.SIGSTOP)
@@ -511,15 +503,7 @@ def test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_w
             victim.proc.send_signal(signal.SIGCONT)
         wait_until(lambda: all(m["state"] == "alive" for m in first.status().values()
                                if m["address"] == victim.address), 30, "the thawed node to rejoin")
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, err = p.communicate(timeout=180)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
-    result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+        result = d.last("go", 180)
     others = {int(pid) for pid in node_pids(cluster)} - {victim.proc.pid}
     check(result["task_pid"] in others, "the task's result came from pid %s, not a live node's (%s)"
           % (result["task_pid"], others))
@@ -534,25 +518,18 @@ def test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_w
 def test_a_task_bound_to_a_node_that_just_left_waits_for_it(cluster):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
-    p = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "affinity_wait",
-                          victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=cluster.env)
-    try:
-        check(json.loads(p.stdout.readline() or "{}").get("ready"), "the driver did not see the 3 nodes")
+    with StepDriver(cluster, first, "affinity_wait", victim.node_id()) as d:
+        check(d.read().get("ready"), "the driver did not see the 3 nodes")
         victim.kill9()
         wait_until(lambda: all(m["state"] != "alive" for m in first.status().values()
                                if m["address"] == victim.address), 20, "the killed node to leave the view")
-        p.stdin.write("go\n")
-        p.stdin.flush()
+        d.proc.stdin.write("go\n")
+        d.proc.stdin.flush()
         time.sleep(2)
-        check(p.poll() is None, "a task bound to a node gone for 2 s failed at once")
+        check(d.proc.poll() is None, "a task bound to a node gone for 2 s failed at once")
         victim.start(join=[first.address], extra=["--cpus", str(CPUS)], binary=APP)
-        out, err = p.communicate(timeout=90)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    check(p.returncode == 0, "driver exited %d: %s" % (p.returncode, err[-2000:]))
+        out, err = d.proc.communicate(timeout=90)
+    check(d.proc.returncode == 0, "driver exited %d: %s" % (d.proc.returncode, err[-2000:]))
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     check(result["pid"] == victim.proc.pid, "the task ran in pid %s, not on the restarted node (pid %d)"
           % (result["pid"], victim.proc.pid))
