@@ -56,6 +56,7 @@ struct ErrorInfo {
   TaskId task_id;
   std::string node_id;    // the node the task ran (or was to run) on
   uint32_t attempts = 0;  // how many times it ran (retries included)
+  ObjectId object_id;     // kObjectLost, kLineageEvicted, kOwnerDied: the object (nil if unknown)
 
   // "task add (task 3f.., node 9a..) threw std::runtime_error: boom"
   std::string to_string() const;

@@ -326,6 +326,13 @@ std::string token_path_for(const Options& options) {
 }  // namespace
 
 Result<std::shared_ptr<Runtime>> start_driver(const Options& options) {
+  // A driver's stdout is its program's: shoal's lines go to stderr. It has
+  // no --log-level (its flags are the program's): SHOAL_LOG_LEVEL=debug.
+  log_to_stderr();
+  if (const char* level = std::getenv("SHOAL_LOG_LEVEL"); level != nullptr && *level != '\0') {
+    Status set = set_log_level(level);
+    if (!set.ok()) return Status::invalid_argument("SHOAL_LOG_LEVEL: " + set.message());
+  }
   std::string address = options.address;
   if (address.empty()) {
     auto locals = node::find_local_nodes();

@@ -65,6 +65,8 @@ void ClusterRuntime::keep_lineage(const std::shared_ptr<Task>& task) {
   {
     std::lock_guard lock(mutex_);
     auto [it, inserted] = lineage_.try_emplace(task->return_id);
+    SHOAL_LOG_DEBUG("lineage: keeping task {} for object {}{}", task->spec.function, task->return_id.hex(),
+                    inserted ? "" : " (kept already)");
     if (!inserted) return;
     lineage_order_.push_back(task->return_id);
     it->second = Lineage{task, bytes, std::prev(lineage_order_.end())};
@@ -92,6 +94,7 @@ void ClusterRuntime::drop_lineage(const ObjectId& id) {
     lineage_evicted_.erase(id);
     auto it = lineage_.find(id);
     if (it == lineage_.end()) return;
+    SHOAL_LOG_DEBUG("lineage: object {} freed; its task is no longer kept", id.hex());
     lineage_bytes_ -= it->second.bytes;
     lineage_order_.erase(it->second.order);
     dropped = std::move(it->second.task);
@@ -170,9 +173,11 @@ std::optional<ErrorInfo> ClusterRuntime::reconstruct(const ObjectId& id, const s
   return std::nullopt;
 }
 
-bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, ErrorInfo& error) {
-  // Which of its by-reference arguments this process owns and no live
-  // member holds any more.
+bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, const ObjectId& lost_id,
+                                           ErrorInfo& error) {
+  // What to make again: the object the node named (when this process owns
+  // it), else the arguments this process owns that no live member holds.
+  // Never a value that is still held: making it again would free its copies.
   std::vector<ObjectId> lost;
   {
     std::lock_guard lock(mutex_);
@@ -181,32 +186,27 @@ bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, Er
         (max_retries >= 0 && task->attempts > static_cast<uint32_t>(max_retries))) {
       return false;
     }
-    // The node found no holder of one of them: those with no holder among
-    // the live members, or (the view may lag behind a death) every one
-    // held only elsewhere.
-    std::vector<ObjectId> elsewhere;
-    std::vector<ObjectId> candidates;  // by-reference arguments and refs inside arguments
-    for (const TaskArg& arg : task->spec.args) {
-      if (arg.ref) candidates.push_back(arg.ref->id);
-    }
-    for (const RefPtr& ref : task->spec.contained.refs) {
-      if (ref) candidates.push_back(ref->id);
-    }
-    for (const ObjectId& id : candidates) {
-      if (!owns(id)) continue;
-      auto l = locations_.find(id);
-      if (l == locations_.end()) continue;
-      bool here = false;
-      bool live = false;
-      for (const std::string& h : l->second.holders) {
-        here = here || h == config_.address;
-        live = live || members_.count(h) != 0;
+    if (!lost_id.nil()) {
+      if (owns(lost_id)) lost.push_back(lost_id);
+    } else {
+      std::vector<ObjectId> candidates;  // by-reference arguments and refs inside arguments
+      for (const TaskArg& arg : task->spec.args) {
+        if (arg.ref) candidates.push_back(arg.ref->id);
       }
-      if (here) continue;
-      elsewhere.push_back(id);
-      if (!live) lost.push_back(id);
+      for (const RefPtr& ref : task->spec.contained.refs) {
+        if (ref) candidates.push_back(ref->id);
+      }
+      for (const ObjectId& id : candidates) {
+        if (!owns(id)) continue;
+        auto l = locations_.find(id);
+        if (l == locations_.end()) continue;
+        bool held = false;
+        for (const std::string& h : l->second.holders) held = held || h == config_.address || members_.count(h) != 0;
+        if (!held) lost.push_back(id);
+      }
     }
-    if (lost.empty()) lost = std::move(elsewhere);
+    SHOAL_LOG_DEBUG("lineage: task {} ({}) lost an argument ({}): {} to make again", task->spec.function,
+                    task->id.hex(), lost_id.nil() ? "unnamed" : lost_id.hex(), lost.size());
   }
   for (const ObjectId& id : lost) {
     // Being rebuilt, or rebuilt now: either way the task waits for it.

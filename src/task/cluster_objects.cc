@@ -211,6 +211,7 @@ void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
               lost.message = "object " + p->id.hex() + " (" + std::to_string(p->size) +
                              " bytes): no holder could send it: " + p->errors;
               lost.node_id = config_.node_id;
+              lost.object_id = p->id;
               finish_pull(p, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(lost)}));
               return;
             }

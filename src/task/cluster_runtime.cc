@@ -1301,7 +1301,7 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       // (lineage), then the task runs again.
       if (error.ok() && error->kind == ErrorKind::kObjectLost) {
         ErrorInfo unrecoverable;
-        if (rerun_after_lost_args(task, unrecoverable)) continue;
+        if (rerun_after_lost_args(task, error->object_id, unrecoverable)) continue;
         if (!unrecoverable.message.empty()) {
           complete(task, std::make_shared<const ObjectValue>(ObjectValue{{}, {}, std::move(unrecoverable)}));
           continue;
@@ -2198,6 +2198,7 @@ void ClusterRuntime::fetch_object(ObjectId id, std::string owner, uint32_t failu
         }
         ErrorInfo error;
         error.kind = ErrorKind::kOwnerDied;
+        error.object_id = id;
         error.code = Status::Code::kUnavailable;
         error.message = "object " + id.hex() + ": its owner " + owner + " cannot be reached: " + kj_text(e);
         error.node_id = config_.node_id;

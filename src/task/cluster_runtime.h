@@ -363,11 +363,12 @@ class ClusterRuntime final : public Runtime {
   // Runs the task that made `id` again; nullopt when it runs (or already
   // runs), else the error the object fails with (ObjectLost, LineageEvicted).
   std::optional<ErrorInfo> reconstruct(const ObjectId& id, const std::string& why);
-  // A task whose node could not pull an argument: makes the arguments this
-  // process owns and nobody holds any more again, then runs the task again.
+  // A task whose node could not pull `lost_id` (an argument, or a ref
+  // inside one): makes it again if this process owns it (when nil: the
+  // arguments it owns that no live member holds), then runs the task again.
   // False when there was nothing to make again, or (error set) when one of
   // them cannot be made again (loop thread).
-  bool rerun_after_lost_args(const std::shared_ptr<Task>& task, ErrorInfo& error);
+  bool rerun_after_lost_args(const std::shared_ptr<Task>& task, const ObjectId& lost_id, ErrorInfo& error);
 
   // Borrowing (Ray's borrower protocol; cluster_borrows.cc). A process that
   // gets its first reference to an object another process owns registers

@@ -107,10 +107,12 @@ ErrorInfo error_from_current_exception() {
     info.kind = e.info().kind;
     info.code = Status::Code::kUnavailable;
     info.message = e.info().message;
+    info.object_id = e.info().object_id;
   } catch (const OwnerDied& e) {
     info.kind = ErrorKind::kOwnerDied;
     info.code = Status::Code::kUnavailable;
     info.message = e.info().message;
+    info.object_id = e.info().object_id;
   } catch (const std::exception& e) {
     info.exception_type = demangle(typeid(e).name());
     info.message = e.what();

@@ -291,12 +291,27 @@ TEST_CASE("wire: error records round trip; bad records are errors") {
   CHECK(back->to_string().find("threw std::runtime_error: boom") != std::string::npos);
   CHECK_FALSE(detail::decode_error_info(bytes.substr(0, bytes.size() - 1)).ok());
   const std::string e;
+  const std::vector<char> none;
   CHECK_FALSE(detail::decode_error_info(
-                  serialize(std::make_tuple(9, 0, e, e, e, std::vector<char>(16), e, 0)))
+                  serialize(std::make_tuple(99, 0, e, e, e, std::vector<char>(16), e, 0, none)))
                   .ok());
   CHECK_FALSE(detail::decode_error_info(
-                  serialize(std::make_tuple(1, 0, e, e, e, std::vector<char>(3), e, 0)))
+                  serialize(std::make_tuple(1, 0, e, e, e, std::vector<char>(3), e, 0, none)))
                   .ok());
+  CHECK_FALSE(detail::decode_error_info(
+                  serialize(std::make_tuple(4, 0, e, e, e, std::vector<char>(16), e, 0, std::vector<char>(5))))
+                  .ok());
+  CHECK(detail::decode_error_info(serialize(std::make_tuple(4, 0, e, e, e, std::vector<char>(16), e, 0, none))).ok());
+  // A lost object's id travels with its error.
+  ErrorInfo lost;
+  lost.kind = ErrorKind::kObjectLost;
+  lost.code = Status::Code::kUnavailable;
+  lost.object_id = ObjectId::for_task_return(TaskId{5, 6 << 16}, 0);
+  Result<ErrorInfo> lost_back = detail::decode_error_info(detail::encode_error_info(lost));
+  REQUIRE(lost_back.ok());
+  CHECK(lost_back->kind == ErrorKind::kObjectLost);
+  CHECK(lost_back->object_id == lost.object_id);
+  CHECK(back->object_id.nil());
 }
 
 TEST_CASE("wire: find_object_refs lists the refs inside a value without reading it as a type") {

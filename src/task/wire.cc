@@ -13,7 +13,7 @@ namespace {
 
 // What crosses the wire; bin fields are std::vector<char>.
 using ErrorTuple = std::tuple<uint8_t, uint8_t, std::string, std::string, std::string,
-                              std::vector<char>, std::string, uint32_t>;
+                              std::vector<char>, std::string, uint32_t, std::vector<char>>;
 
 constexpr uint8_t kKindMax = static_cast<uint8_t>(ErrorKind::kOwnerDied);
 constexpr uint8_t kCodeMax = static_cast<uint8_t>(Status::Code::kInternal);
@@ -23,15 +23,20 @@ constexpr uint8_t kCodeMax = static_cast<uint8_t>(Status::Code::kInternal);
 std::string encode_error_info(const ErrorInfo& error) {
   std::vector<char> task_id(TaskId::kSizeBytes);
   error.task_id.to_bytes(task_id.data());
+  std::vector<char> object_id;  // empty when nil
+  if (!error.object_id.nil()) {
+    object_id.resize(ObjectId::kSizeBytes);
+    error.object_id.to_bytes(object_id.data());
+  }
   return serialize(ErrorTuple(static_cast<uint8_t>(error.kind), static_cast<uint8_t>(error.code),
                               error.exception_type, error.message, error.function,
-                              std::move(task_id), error.node_id, error.attempts));
+                              std::move(task_id), error.node_id, error.attempts, std::move(object_id)));
 }
 
 Result<ErrorInfo> decode_error_info(std::string_view bytes) {
   Result<ErrorTuple> tuple = deserialize<ErrorTuple>(bytes);
   if (!tuple.ok()) return Status::invalid_argument("bad error record: " + tuple.status().message());
-  auto& [kind, code, exception_type, message, function, task_id, node_id, attempts] = *tuple;
+  auto& [kind, code, exception_type, message, function, task_id, node_id, attempts, object_id] = *tuple;
   if (kind > kKindMax || code > kCodeMax) {
     return Status::invalid_argument("bad error record: kind " + std::to_string(kind) + ", code " +
                                     std::to_string(code) + " unknown");
@@ -39,6 +44,10 @@ Result<ErrorInfo> decode_error_info(std::string_view bytes) {
   if (task_id.size() != TaskId::kSizeBytes) {
     return Status::invalid_argument("bad error record: a task id of " +
                                     std::to_string(task_id.size()) + " bytes");
+  }
+  if (!object_id.empty() && object_id.size() != ObjectId::kSizeBytes) {
+    return Status::invalid_argument("bad error record: an object id of " +
+                                    std::to_string(object_id.size()) + " bytes");
   }
   ErrorInfo error;
   error.kind = static_cast<ErrorKind>(kind);
@@ -49,6 +58,7 @@ Result<ErrorInfo> decode_error_info(std::string_view bytes) {
   error.task_id = TaskId::from_bytes(task_id.data());
   error.node_id = std::move(node_id);
   error.attempts = attempts;
+  if (!object_id.empty()) error.object_id = ObjectId::from_bytes(object_id.data());
   return error;
 }
 
