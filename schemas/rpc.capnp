@@ -252,6 +252,7 @@ struct TaskResult {
   nodeId @4 :Text;               # where it ran
   spilled @5 :Bool;              # not run: this node is full and another has room;
                                  # the owner places it again elsewhere
+  hasRefs @7 :Bool;              # the inline value holds ObjectRefs (the owner adopts them)
 }
 
 interface Watcher {

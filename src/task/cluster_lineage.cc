@@ -23,7 +23,6 @@
 // chain is rebuilt back to what still exists. put() values live with their
 // owner (lost only with it: OwnerDied); actor call results are not rebuilt.
 #include <cstdlib>
-#include <set>
 
 #include "base/log.h"
 #include "loop/loop.h"
@@ -140,13 +139,8 @@ std::optional<ErrorInfo> ClusterRuntime::reconstruct(const ObjectId& id, const s
       return error;
     }
     task->done = false;
-    task->resolved = false;
-    task->node.clear();
-    task->arg_values.clear();
-    task->deps_remaining = 0;
-    task->dep_error.reset();
+    task->reset_placement();
     task->engine_ref.reset();
-    task->pending_reason.clear();
     task->avoid.clear();
     task->spills = 0;
     task->lost_why = why;
@@ -154,18 +148,11 @@ std::optional<ErrorInfo> ClusterRuntime::reconstruct(const ObjectId& id, const s
     if (auto l = locations_.find(id); l != locations_.end()) {
       // The old holders are gone (or, if one was only slow, it drops its
       // copy: the new run's value replaces it).
-      std::set<std::string> targets = l->second.sent_to;
-      targets.insert(l->second.holders.begin(), l->second.holders.end());
-      targets.erase(config_.address);
-      for (const std::string& address : targets) to_free_[address].push_back(id);
-      if (!targets.empty() && !frees_posted_) frees_posted_ = post_frees = true;
+      post_frees = queue_frees_locked(id, l->second);
       locations_.erase(l);
     }
   }
-  if (post_frees && !post([this] { after_adds([this] { send_frees(); }); })) {
-    std::lock_guard lock(mutex_);
-    frees_posted_ = false;
-  }
+  if (post_frees) post_frees_after_adds();
   SHOAL_LOG_INFO("object {} is lost ({}): running task {} ({}) again", id.hex(), why, task->spec.function,
                  task->id.hex());
   objects_.reopen(id);
@@ -224,12 +211,7 @@ bool ClusterRuntime::rerun_after_lost_args(const std::shared_ptr<Task>& task, co
   if (lost.empty()) return false;
   {
     std::lock_guard lock(mutex_);
-    task->resolved = false;
-    task->node.clear();
-    task->arg_values.clear();
-    task->deps_remaining = 0;
-    task->dep_error.reset();
-    task->pending_reason.clear();
+    task->reset_placement();
   }
   SHOAL_LOG_INFO("task {} ({}) lost an argument: running it again once its arguments are made again",
                  task->spec.function, task->id.hex());

@@ -384,23 +384,30 @@ void ClusterRuntime::forget_locations(const ObjectId& id) {
     std::lock_guard lock(mutex_);
     auto it = locations_.find(id);
     if (it == locations_.end()) return;
-    if (it->second.owned) {
-      std::set<std::string> targets = it->second.sent_to;
-      targets.insert(it->second.holders.begin(), it->second.holders.end());
-      targets.erase(config_.address);
-      for (const std::string& address : targets) to_free_[address].push_back(id);
-      if (!targets.empty() && !frees_posted_) frees_posted_ = need_post = true;
-    }
+    if (it->second.owned) need_post = queue_frees_locked(id, it->second);
     locations_.erase(it);
   }
   drop_lineage(id);  // nothing will need to make it again
+  if (need_post) post_frees_after_adds();
+}
+
+bool ClusterRuntime::queue_frees_locked(const ObjectId& id, const Locations& l) {
+  std::set<std::string> targets = l.sent_to;
+  targets.insert(l.holders.begin(), l.holders.end());
+  targets.erase(config_.address);
+  for (const std::string& address : targets) to_free_[address].push_back(id);
+  if (targets.empty() || frees_posted_) return false;
+  frees_posted_ = true;
+  return true;
+}
+
+void ClusterRuntime::post_frees_after_adds() {
   // After the adds started so far: refs read from inside these values are
   // registered with their owners before the copies go.
-  if (need_post && !post([this] { after_adds([this] { send_frees(); }); })) {
-    std::lock_guard lock(mutex_);
-    frees_posted_ = false;
-    to_free_.clear();  // shutting down: the holders drop them with this owner
-  }
+  if (post([this] { after_adds([this] { send_frees(); }); })) return;
+  std::lock_guard lock(mutex_);
+  frees_posted_ = false;
+  to_free_.clear();  // shutting down: the holders drop them with this owner
 }
 
 void ClusterRuntime::send_frees() {

@@ -1330,7 +1330,7 @@ void ClusterRuntime::on_results(capnp::List<rpc::TaskResult>::Reader results) {
       value->bytes = data_string(result.getValue());
       // Refs inside are held here from now on (the node keeps them until
       // this batch is answered, after their adds: OwnerServer::done).
-      adopt_inner_refs(*value);
+      if (result.getHasRefs()) adopt_inner_refs(*value);
     }
     if (!value->error) note_copies(*task, from_address);  // it pulled its large arguments first
     complete(task, std::move(value));
@@ -2911,6 +2911,7 @@ void ClusterRuntime::send_results(uint64_t session) {
       fill_stored(value->bytes.size(), {config_.address}, r.initStored());
     } else {
       r.setValue(as_data(value->bytes));
+      r.setHasRefs(!value->contained.refs.empty());
     }
   }
   std::vector<OwnerSession::Result> kept = std::move(batch);

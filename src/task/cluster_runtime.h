@@ -342,6 +342,10 @@ class ClusterRuntime final : public Runtime {
   // After the last local reference: the copies elsewhere are freed (owned
   // objects) and the record goes.
   void forget_locations(const ObjectId& id);
+  // Queues freeObjects for every process that may hold a copy (mutex_
+  // held); true when the caller must post_frees_after_adds().
+  bool queue_frees_locked(const ObjectId& id, const Locations& l);
+  void post_frees_after_adds();  // any thread, mutex_ not held
   void send_frees();  // loop thread
   // This process's objects (loop thread).
   void fill_node_objects(rpc::NodeObjects::Builder out);

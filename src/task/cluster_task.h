@@ -37,6 +37,16 @@ struct ClusterRuntime::Task {
   std::string avoid;  // a node that spilled it back: not again next time
   uint32_t spills = 0;
   std::string lost_why;  // running again because its value was lost (lineage)
+
+  // Before its arguments are resolved and it is placed again (mutex_ held).
+  void reset_placement() {
+    resolved = false;
+    node.clear();
+    arg_values.clear();
+    deps_remaining = 0;
+    dep_error.reset();
+    pending_reason.clear();
+  }
 };
 
 // Node side: what a node keeps per owner session.
