@@ -3,6 +3,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <charconv>
 #include <deque>
 #include <set>
 
@@ -881,6 +882,8 @@ void ControlPlane::manage_group() {
                     .catch_([](kj::Exception&&) {}));
   }
 
+  record_deaths(now);
+
   raft::ConfState conf = raft_->conf_state();
   std::set<raft::NodeId> in_group(conf.voters.begin(), conf.voters.end());
   in_group.insert(conf.learners.begin(), conf.learners.end());
@@ -929,6 +932,53 @@ void ControlPlane::manage_group() {
     }
     return;
   }
+}
+
+void ControlPlane::record_deaths(uint64_t now) {
+  // Proposed here, on the leader, never forwarded: a leader cut off in a
+  // minority cannot commit its view of the others (its entries are
+  // overwritten when the network heals), and a client retrying a write
+  // across the heal would carry the minority's view over.
+  for (const gossip::Member& m : gossip_.members()) {
+    if (m.state != gossip::MemberState::kDead || m.info.id == node_id_) continue;
+    auto done = deaths_recorded_.find(m.info.id);
+    if (done != deaths_recorded_.end() && done->second >= m.incarnation) continue;
+    auto busy = deaths_proposed_.find(m.info.id);
+    if (busy != deaths_proposed_.end() && busy->second >= m.incarnation) continue;
+    auto command = machine_->classify(
+        machine_->put_request(kDeathsPrefix + m.info.id, std::to_string(m.incarnation), 0), client_id_,
+        ++client_seq_);
+    if (!command.ok()) continue;
+    std::string id = m.info.id;
+    uint64_t incarnation = m.incarnation;
+    deaths_proposed_[id] = incarnation;
+    tasks_->add(propose_write(std::move(command->bytes), now + options_.request_timeout_ms)
+                    .then(
+                        [this, id, incarnation](std::string response) {
+                          deaths_proposed_.erase(id);
+                          if (!machine_->response_status(response).ok()) return;
+                          uint64_t& at = deaths_recorded_[id];
+                          at = std::max(at, incarnation);
+                          SHOAL_LOG_INFO("metadata: recorded the death of {} (incarnation {})", id.substr(0, 8),
+                                         incarnation);
+                        },
+                        [this, id](kj::Exception&&) { deaths_proposed_.erase(id); }));
+  }
+}
+
+kj::Promise<bool> ControlPlane::death_recorded(uint64_t incarnation) {
+  return kv(machine_->get_request(kDeathsPrefix + node_id_), 0).then([this, incarnation](std::string response) {
+    auto value = machine_->single_value(response);
+    if (!value.ok()) return kj::Promise<bool>(KJ_EXCEPTION(FAILED, value.status().message()));
+    if (!value->has_value()) return kj::Promise<bool>(false);
+    uint64_t recorded = 0;
+    const std::string& text = **value;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), recorded);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+      return kj::Promise<bool>(KJ_EXCEPTION(FAILED, "a death record that is not a number", text));
+    }
+    return kj::Promise<bool>(recorded >= incarnation);
+  });
 }
 
 void ControlPlane::maybe_register() {

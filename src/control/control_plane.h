@@ -79,6 +79,12 @@ inline constexpr size_t kWatchBatchMax = 1'000;
 inline constexpr size_t kSnapshotChunkBytes = 1 << 20;
 inline constexpr size_t kSnapshotImageMax = 4ull << 30;
 
+// Deaths the cluster declared: /shoal/deaths/<node id> holds the highest
+// gossip incarnation of that node declared dead, written only by the
+// metadata leader from its own gossip view. A minority's leader cannot
+// commit, so what lands here is what the majority saw.
+inline constexpr const char* kDeathsPrefix = "/shoal/deaths/";
+
 // The raft id of a node: its 32-hex node id's first 16 hex digits.
 raft::NodeId raft_id_of(const std::string& node_id);
 
@@ -111,6 +117,11 @@ class ControlPlane {
   kj::Promise<kj::Own<rpc::WatchHandle::Server>> watch(std::string key, std::string range_end, int64_t start_revision,
                                                        rpc::Watcher::Client watcher, int64_t& revision_out);
   void fill_status(rpc::ControlStatus::Builder out) const;
+  // Whether the metadata records this node's death at `incarnation` or
+  // later (a linearizable read): told it was declared dead, the node fences
+  // the work it ran for others only when the majority did so — not when a
+  // minority it was cut off from said so of it when the network healed.
+  kj::Promise<bool> death_recorded(uint64_t incarnation);
 
   // For tests and the bench.
   bool is_leader() const;
@@ -139,6 +150,7 @@ class ControlPlane {
   void serve_reads();
   void fail_pending(const Status& status, bool proposals_only);
   void manage_group();
+  void record_deaths(uint64_t now);
   void refresh_peers();
   void maybe_register();
   void maybe_rejoin();
@@ -191,6 +203,8 @@ class ControlPlane {
 
   std::map<raft::NodeId, std::unique_ptr<Peer>> peer_info_;  // raft id -> gossip view
   std::map<raft::NodeId, uint64_t> dead_since_ms_;           // leader: voters/learners gossip calls dead
+  std::map<std::string, uint64_t> deaths_recorded_;          // leader: node id -> incarnation committed
+  std::map<std::string, uint64_t> deaths_proposed_;          // leader: node id -> incarnation in flight
   std::map<std::pair<raft::NodeId, raft::Index>, std::string> snapshot_inbox_;  // (from, index) -> image so far
 
   // Registration of this node under /shoal/nodes/<id>.

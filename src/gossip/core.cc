@@ -493,7 +493,7 @@ void Core::declared_dead(uint64_t incarnation) {
   // refuted as a mere suspicion (we may be past that incarnation by then).
   if (leaving_ || incarnation < dead_handled_upto_) return;
   dead_handled_upto_ = incarnation + 1;
-  emit(MemberEvent::Kind::kDeclaredDead, self());
+  events_.push_back({MemberEvent::Kind::kDeclaredDead, self(), incarnation});
   if (incarnation >= self().incarnation) refute(incarnation);
 }
 

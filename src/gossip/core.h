@@ -97,6 +97,9 @@ struct MemberEvent {
   enum class Kind : uint8_t { kJoined, kSuspect, kDead, kLeft, kAliveAgain, kUpdated, kReaped, kDeclaredDead };
   Kind kind;
   Member member;  // the member's view after the change
+  // kDeclaredDead: the incarnation the others declared dead (this node has
+  // refuted it since, so member.incarnation is higher).
+  uint64_t dead_incarnation = 0;
 };
 const char* event_kind_name(MemberEvent::Kind kind);
 

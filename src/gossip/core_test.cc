@@ -77,6 +77,7 @@ TEST_CASE("a node told it was declared dead says so once per incarnation, then r
   REQUIRE(events.size() == 1);
   CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
   CHECK(events[0].member.info.id == id_of(0));
+  CHECK(events[0].dead_incarnation == 101);
   CHECK(core.incarnation() == 102);
   // The same death again, and an older one: nothing new.
   core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 101, id_of(1)}, 3);
@@ -94,6 +95,7 @@ TEST_CASE("a node told it was declared dead says so once per incarnation, then r
   events = core.take_events();
   REQUIRE(events.size() == 1);
   CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
+  CHECK(events[0].dead_incarnation == 102);
   CHECK(core.incarnation() == 103);
   CHECK(core.self().state == MemberState::kAlive);
   // A thawed node refutes the suspicion it hears first (no event), then a
@@ -106,6 +108,7 @@ TEST_CASE("a node told it was declared dead says so once per incarnation, then r
   events = core.take_events();
   REQUIRE(events.size() == 1);
   CHECK(events[0].kind == MemberEvent::Kind::kDeclaredDead);
+  CHECK(events[0].dead_incarnation == 103);
   CHECK(core.incarnation() == 104);
   core.receive("10.0.0.2:7946", id_of(1), Dead{id_of(0), 103, id_of(1)}, 7);
   CHECK(core.take_events().empty());

@@ -121,6 +121,9 @@ struct Node::State {
   std::unique_ptr<rpc::PeerPool> peers;
   std::unique_ptr<rpc::Tls> tls;  // null: plaintext RPC
   std::unique_ptr<control::ControlPlane> control;
+  // Told it was declared dead: whether the majority did so (see
+  // check_declared_dead); at most one check at a time.
+  std::optional<kj::Promise<void>> fence_check;
   Status fatal;  // set when the metadata store failed
   // Tasks and actors: the engine runs what owners push here; the cluster
   // runtime is this process's task API (user code of an embedding binary).
@@ -144,6 +147,49 @@ struct Node::State {
   bool ready = false;  // READY=1 sent to systemd
   int lock_fd = -1;  // holds <data-dir>/LOCK for the node's lifetime
 };
+
+namespace {
+
+// A node hears that it was declared dead both when the majority gave up on
+// it (it was frozen, or cut off in a minority) and, when a partition heals,
+// from the minority that could not reach it. Only the first may cost it its
+// work: the metadata leader records the deaths its gossip saw, and a
+// minority's leader cannot commit, so the record is the majority's verdict.
+// The record can trail the gossip by a moment: ask a few times.
+constexpr int kFenceChecks = 10;
+constexpr uint64_t kFenceCheckIntervalMs = 1'000;
+
+kj::Promise<void> check_declared_dead(Node::State& s, uint64_t incarnation, int attempt) {
+  if (!s.control) {
+    if (s.tasks) s.tasks->on_declared_dead();
+    return kj::READY_NOW;
+  }
+  return s.control->death_recorded(incarnation)
+      .then([](bool recorded) { return kj::Maybe<bool>(recorded); },
+            [](kj::Exception&& e) -> kj::Maybe<bool> {
+              SHOAL_LOG_DEBUG("cannot read this node's death record yet: {}", e.getDescription().cStr());
+              return nullptr;
+            })
+      .then([&s, incarnation, attempt](kj::Maybe<bool> recorded) -> kj::Promise<void> {
+        KJ_IF_MAYBE (yes, recorded) {
+          if (*yes) {
+            if (s.tasks) s.tasks->on_declared_dead();
+            return kj::READY_NOW;
+          }
+        }
+        if (attempt + 1 >= kFenceChecks) {
+          SHOAL_LOG_WARN("a peer said this node was dead (incarnation {}), but the metadata does not record that "
+                         "death: a minority's view from a partition; this node keeps its work",
+                         incarnation);
+          return kj::READY_NOW;
+        }
+        return s.loop->timer().afterDelay(kFenceCheckIntervalMs * kj::MILLISECONDS).then([&s, incarnation, attempt] {
+          return check_declared_dead(s, incarnation, attempt + 1);
+        });
+      });
+}
+
+}  // namespace
 
 Node::Node(NodeOptions options) : options_(std::move(options)) {}
 
@@ -254,11 +300,12 @@ Status Node::serve() {
   s.gossip->on_event([&s, joining](const gossip::MemberEvent& event) {
     if (event.kind == gossip::MemberEvent::Kind::kUpdated) return;
     if (event.kind == gossip::MemberEvent::Kind::kDeclaredDead) {
-      // Frozen (SIGSTOP, a stalled VM) or cut off: the others gave up on
-      // this node. Its jobs' records moved on (the job service sees that);
-      // tasks and actors it ran for others are dropped here.
-      if (s.tasks) s.tasks->on_declared_dead();
+      // Frozen (SIGSTOP, a stalled VM) or cut off: others gave up on this
+      // node. Its jobs' records moved on (the job service sees that); tasks
+      // and actors it ran for others are dropped once the metadata shows
+      // the majority declared it dead.
       if (s.jobs) s.jobs->on_membership_change();
+      s.fence_check = check_declared_dead(s, event.dead_incarnation, 0).eagerlyEvaluate(nullptr);
       return;
     }
     if (s.jobs) s.jobs->on_membership_change();  // jobs (issue 6)
@@ -565,6 +612,7 @@ void Node::shutdown() {
   }
   // Pending metadata requests fail first; RPC calls in flight go with the
   // server; the pool outlives every promise that used it.
+  s.fence_check.reset();
   if (s.control) s.control->stop();
   s.listen_task.reset();
   s.rpc_server.reset();

@@ -24,8 +24,9 @@ class Node {
   // use, a token that does not match the seeds', no seed reachable.
   Status run();
 
+  struct State;  // defined in node.cc (public only for its helpers there)
+
  private:
-  struct State;
   Status serve();
   // Authenticates to the seeds over RPC until one answers (so a wrong token is
   // reported at once, by name) or kJoinTimeoutMs passes.

@@ -56,19 +56,23 @@ class Node:
         self.token_file = token_file
         self.proc = None
         self.log_path = os.path.join(cluster.root, name + ".log")
+        self.host = "127.0.0.1"
+        self.prefix = []  # a command the node runs under (netlab: its network namespace)
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def start(self, join=(), extra=(), binary=None):
         args = [binary or SHOAL, "start", "--port", str(self.port), "--data-dir", self.data_dir,
                 "--token-file", self.token_file, "--log-level", "debug"]
+        if self.host != "127.0.0.1":
+            args += ["--bind", self.host]
         for j in join:
             args += ["--join", j]
         args += list(extra)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.prefix + args, stdout=log, stderr=subprocess.STDOUT,
                                      env=self.cluster.env, stdin=subprocess.DEVNULL)
         log.close()
         return self
