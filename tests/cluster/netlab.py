@@ -26,6 +26,7 @@ SUBNET = "10.77.0."
 LAB_ADDRESS = SUBNET + "254"
 NODE_PORT = 7100
 _IN_LAB = "SHOAL_NETLAB"
+_veth_count = 0  # veth names stay unique in the lab: a gone namespace's port is freed lazily
 
 
 def enter():
@@ -80,7 +81,9 @@ class Lab:
         holder = subprocess.Popen(["unshare", "--net", "--", "cat"], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL)
         self.holders.append(holder)
-        port, inner = "lab%d" % index, "eth%d" % index
+        global _veth_count
+        _veth_count += 1
+        port, inner = "lab%d" % _veth_count, "eth%d" % _veth_count
         _ip("link", "add", port, "type", "veth", "peer", "name", inner)
         _ip("link", "set", inner, "netns", holder.pid)
         _ip("link", "set", port, "master", "swa", "up")
