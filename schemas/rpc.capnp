@@ -163,6 +163,32 @@ interface Node {
   # when its last one goes. The owner keeps the object while any borrower
   # has it. Adds are applied before removes; `unknown` lists the added
   # objects the owner no longer has (already freed).
+
+  taskHistory @27 (cluster :Bool, limit :UInt32) -> (nodes :List(NodeTasks));
+  # The newest task attempts owners pushed to this node (shoalctl tasks),
+  # at most `limit` (capped at 10,000); with cluster, those of every live
+  # member too (asked in parallel, 3 s each).
+}
+
+struct NodeTasks {
+  nodeId @0 :Text;
+  address @1 :Text;
+  error @2 :Text;                # could not be asked
+  attempts @3 :List(TaskAttemptWire);
+  truncated @4 :Bool;            # older attempts exist
+}
+
+struct TaskAttemptWire {
+  taskHi @0 :UInt64;
+  taskLo @1 :UInt64;
+  function @2 :Text;
+  owner @3 :Text;                # the owner's address
+  attempt @4 :UInt32;            # 1 on the first try
+  retryReason @5 :Text;          # why the owner ran it again
+  state @6 :Text;                # RUNNING, FINISHED, FAILED, SPILLED, FENCED
+  detail @7 :Text;               # a failed attempt's error, ...
+  receivedMs @8 :Int64;          # wall clock, ms since the epoch
+  endedMs @9 :Int64;             # 0 while it runs
 }
 
 struct NodeObjects {
@@ -227,6 +253,7 @@ struct TaskWire {
   spillable @8 :Bool;            # the owner let the node choose (default strategy):
                                  # a busy node may hand it back (TaskResult.spilled)
   refArgs @9 :List(RefArgWire);  # arguments over 100 KiB, pulled by the node
+  retryReason @10 :Text;         # attempt > 1: why the owner runs it again
 }
 
 struct ActorWire {

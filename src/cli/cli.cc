@@ -80,6 +80,14 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
   status->add_flag("--json", json, "Print JSON instead of a table");
   auto* memory = app.add_subcommand("memory", "List the objects every node holds or owns: size, owner, state, reference");
   memory->add_flag("--json", json, "Print JSON instead of tables");
+  std::string task_prefix;
+  uint32_t task_limit = 1000;
+  auto* tasks_cmd = app.add_subcommand("tasks", "List the task attempts nodes ran, with each retry and its reason");
+  tasks_cmd->add_flag("--json", json, "Print JSON instead of a table");
+  tasks_cmd->add_option("--id", task_prefix, "Only tasks whose id starts with this");
+  tasks_cmd->add_option("--limit", task_limit, "The newest attempts asked of each node")
+      ->check(CLI::Range(1u, 10000u))
+      ->capture_default_str();
 
   KvCommand kvc;
   auto* kv = app.add_subcommand("kv", "Read, write and watch the cluster's key-value store");
@@ -146,6 +154,7 @@ int ctl_main(const std::string& prog, int argc, char** argv) {
     if (!check_tls_flags(prog, ctl.tls_cert, ctl.tls_key, ctl.tls_ca)) return kExitUsage;
     if (status->parsed()) return run_status(ctl, json);
     if (memory->parsed()) return run_memory(ctl, json);
+    if (tasks_cmd->parsed()) return run_tasks(ctl, json, task_prefix, task_limit);
     // --- jobs (issue 6) ---
     if (submit->parsed()) return run_submit(ctl, submit_cmd);
     if (jobs_cmd->parsed()) return run_jobs_list(ctl, job_state, job_json);

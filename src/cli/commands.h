@@ -29,6 +29,8 @@ int run_start(const node::NodeOptions& options);
 int run_status(const CtlOptions& options, bool json);
 // shoalctl memory: every node's objects (memory_command.cc).
 int run_memory(const CtlOptions& options, bool json);
+// shoalctl tasks: task attempts the nodes ran, retries with their reasons.
+int run_tasks(const CtlOptions& options, bool json, const std::string& id_prefix, uint32_t limit);
 
 struct KvCommand {
   enum class Op { kNone, kGet, kPut, kDelete, kList, kWatch } op = Op::kNone;

@@ -191,6 +191,12 @@ kj::Promise<void> NodeService::objectStats(ObjectStatsContext context) {
   return tasks_->serve_object_stats(context.getParams().getCluster(), context.getResults());
 }
 
+kj::Promise<void> NodeService::taskHistory(TaskHistoryContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  return tasks_->serve_task_history(p.getCluster(), p.getLimit(), context.getResults());
+}
+
 kj::Promise<void> NodeService::freeObjects(FreeObjectsContext context) {
   if (tasks_ == nullptr) return no_tasks();
   tasks_->serve_free_objects(context.getParams().getObjects());

@@ -52,6 +52,7 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> readObject(ReadObjectContext context) override;
   kj::Promise<void> freeObjects(FreeObjectsContext context) override;
   kj::Promise<void> objectStats(ObjectStatsContext context) override;
+  kj::Promise<void> taskHistory(TaskHistoryContext context) override;
   kj::Promise<void> borrow(BorrowContext context) override;
   kj::Promise<void> reserveBundles(ReserveBundlesContext context) override;
   kj::Promise<void> releaseBundles(ReleaseBundlesContext context) override;

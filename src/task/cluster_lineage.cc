@@ -144,6 +144,7 @@ std::optional<ErrorInfo> ClusterRuntime::reconstruct(const ObjectId& id, const s
     task->avoid.clear();
     task->spills = 0;
     task->lost_why = why;
+    task->retry_reason = "its value was lost: " + why;
     tasks_.emplace(task->id, task);
     if (auto l = locations_.find(id); l != locations_.end()) {
       // The old holders are gone (or, if one was only slow, it drops its

@@ -700,54 +700,131 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
   }
 }
 
-kj::Promise<void> ClusterRuntime::serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out) {
-  if (!cluster) {
-    fill_node_objects(out.initNodes(1)[0]);
-    return kj::READY_NOW;
-  }
-  std::vector<ClusterMember> members = config_.members ? config_.members() : std::vector<ClusterMember>();
-  using Answer = kj::Maybe<capnp::Response<rpc::Node::ObjectStatsResults>>;
-  struct Asked {
-    std::string id;
-    std::string address;
-    std::string error;
-    Answer answer;
-  };
-  auto asked = std::make_shared<std::vector<std::unique_ptr<Asked>>>();
+namespace {
+
+// One member's answer to a question asked of every member (shoalctl memory,
+// shoalctl tasks): the answer, or why there is none.
+template <typename Results>
+struct MemberAnswer {
+  std::string id;
+  std::string address;
+  std::string error;
+  kj::Maybe<capnp::Response<Results>> answer;
+};
+
+template <typename Results>
+using MemberAnswers = std::shared_ptr<std::vector<std::unique_ptr<MemberAnswer<Results>>>>;
+
+// Asks every live member but `self` in parallel, 3 s each; `ask` sends the
+// request on a member's client.
+template <typename Results, typename Ask>
+kj::Promise<MemberAnswers<Results>> ask_members(
+    const std::vector<ClusterMember>& members, const std::string& self, rpc::PeerPool& peers, kj::Timer& timer,
+    Ask ask) {
+  using Answer = kj::Maybe<capnp::Response<Results>>;
+  auto asked = std::make_shared<std::vector<std::unique_ptr<MemberAnswer<Results>>>>();
   kj::Vector<kj::Promise<void>> calls;
   for (const ClusterMember& m : members) {
-    if (m.address == config_.address) continue;
+    if (m.address == self) continue;
     std::size_t index = asked->size();
-    asked->push_back(std::make_unique<Asked>(Asked{m.id, m.address, "", nullptr}));
-    auto call = config_.peers->call<Answer>(m.address, [](rpc::Node::Client& node) {
-      auto request = node.objectStatsRequest();
-      request.setCluster(false);
-      return request.send().then([](capnp::Response<rpc::Node::ObjectStatsResults> r) -> Answer { return kj::mv(r); });
+    asked->push_back(std::make_unique<MemberAnswer<Results>>(MemberAnswer<Results>{m.id, m.address, "", nullptr}));
+    auto call = peers.call<Answer>(m.address, [ask](rpc::Node::Client& node) {
+      return ask(node).then([](capnp::Response<Results> r) -> Answer { return kj::mv(r); });
     });
-    auto timeout = config_.loop->timer().afterDelay(3 * kj::SECONDS).then([]() -> kj::Promise<Answer> {
+    auto timeout = timer.afterDelay(3 * kj::SECONDS).then([]() -> kj::Promise<Answer> {
       return KJ_EXCEPTION(OVERLOADED, "no answer within 3 s");
     });
     calls.add(call.exclusiveJoin(kj::mv(timeout))
                   .then([asked, index](Answer a) { (*asked)[index]->answer = kj::mv(a); },
                         [asked, index](kj::Exception&& e) { (*asked)[index]->error = kj_text(e); }));
   }
-  return kj::joinPromises(calls.releaseAsArray()).then([this, asked, out]() mutable {
-    auto nodes = out.initNodes(static_cast<unsigned>(asked->size() + 1));
-    fill_node_objects(nodes[0]);
-    for (unsigned i = 0; i < asked->size(); ++i) {
-      Asked& a = *(*asked)[i];
-      KJ_IF_MAYBE (answer, a.answer) {
-        if (answer->getNodes().size() == 1) {
-          nodes.setWithCaveats(i + 1, answer->getNodes()[0]);
-          continue;
-        }
-        a.error = "an answer without its node";
+  return kj::joinPromises(calls.releaseAsArray()).then([asked] { return asked; });
+}
+
+// Fills `nodes` (one more than `asked`: this process's own entry is first)
+// with the members' single-node answers, or their errors.
+template <typename Results, typename List, typename Get>
+void copy_member_answers(std::vector<std::unique_ptr<MemberAnswer<Results>>>& asked, List nodes, Get get_nodes) {
+  for (unsigned i = 0; i < asked.size(); ++i) {
+    MemberAnswer<Results>& a = *asked[i];
+    KJ_IF_MAYBE (answer, a.answer) {
+      auto theirs = get_nodes(*answer);
+      if (theirs.size() == 1) {
+        nodes.setWithCaveats(i + 1, theirs[0]);
+        continue;
       }
-      nodes[i + 1].setNodeId(a.id);
-      nodes[i + 1].setAddress(a.address);
-      nodes[i + 1].setError(a.error);
+      a.error = "an answer without its node";
     }
-  });
+    nodes[i + 1].setNodeId(a.id);
+    nodes[i + 1].setAddress(a.address);
+    nodes[i + 1].setError(a.error);
+  }
+}
+
+}  // namespace
+
+kj::Promise<void> ClusterRuntime::serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out) {
+  if (!cluster) {
+    fill_node_objects(out.initNodes(1)[0]);
+    return kj::READY_NOW;
+  }
+  using Results = rpc::Node::ObjectStatsResults;
+  return ask_members<Results>(config_.members ? config_.members() : std::vector<ClusterMember>(), config_.address,
+                              *config_.peers, config_.loop->timer(),
+                              [](rpc::Node::Client& node) {
+                                auto request = node.objectStatsRequest();
+                                request.setCluster(false);
+                                return request.send();
+                              })
+      .then([this, out](MemberAnswers<Results> asked) mutable {
+        auto nodes = out.initNodes(static_cast<unsigned>(asked->size() + 1));
+        fill_node_objects(nodes[0]);
+        copy_member_answers(*asked, nodes, [](auto& r) { return r.getNodes(); });
+      });
+}
+
+kj::Promise<void> ClusterRuntime::serve_task_history(bool cluster, uint32_t limit,
+                                                     rpc::Node::TaskHistoryResults::Builder out) {
+  std::size_t max = std::min<std::size_t>(limit == 0 ? kTaskHistoryMax : limit, kTaskHistoryMax);
+  auto fill_own = [this, max](rpc::NodeTasks::Builder node) {
+    node.setNodeId(config_.node_id);
+    node.setAddress(config_.address);
+    bool truncated = false;
+    std::vector<TaskAttempt> attempts = history_.newest(max, &truncated);
+    node.setTruncated(truncated);
+    auto list = node.initAttempts(static_cast<unsigned>(attempts.size()));
+    for (unsigned i = 0; i < attempts.size(); ++i) {
+      const TaskAttempt& a = attempts[i];
+      list[i].setTaskHi(a.id.hi);
+      list[i].setTaskLo(a.id.lo);
+      list[i].setFunction(a.function);
+      list[i].setOwner(a.owner);
+      list[i].setAttempt(a.attempt);
+      list[i].setRetryReason(a.retry_reason);
+      list[i].setState(a.state);
+      list[i].setDetail(a.detail.substr(0, 1000));
+      list[i].setReceivedMs(a.received_ms);
+      list[i].setEndedMs(a.ended_ms);
+    }
+  };
+  if (!cluster) {
+    fill_own(out.initNodes(1)[0]);
+    return kj::READY_NOW;
+  }
+  using Results = rpc::Node::TaskHistoryResults;
+  return ask_members<Results>(config_.members ? config_.members() : std::vector<ClusterMember>(), config_.address,
+                              *config_.peers, config_.loop->timer(),
+                              [max](rpc::Node::Client& node) {
+                                auto request = node.taskHistoryRequest();
+                                request.setCluster(false);
+                                request.setLimit(static_cast<uint32_t>(max));
+                                return request.send();
+                              })
+      .then([fill_own, out](MemberAnswers<Results> asked) mutable {
+        auto nodes = out.initNodes(static_cast<unsigned>(asked->size() + 1));
+        fill_own(nodes[0]);
+        copy_member_answers(*asked, nodes, [](auto& r) { return r.getNodes(); });
+      });
 }
 
 }  // namespace shoal::detail

@@ -25,6 +25,11 @@ namespace shoal::detail {
 
 namespace {
 
+int64_t wall_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 constexpr uint64_t kMembersRefreshMs = 250;
 constexpr uint32_t kGetObjectWaitMs = 4'000;    // per getObject call (under the call timeout)
 constexpr uint32_t kFetchFailuresMax = 5;       // unreachable owner: then the borrower fails
@@ -976,6 +981,7 @@ void ClusterRuntime::fill_task_wire(const Task& task, const std::string& address
   wire.setMaxRetries(task.spec.options.max_retries);
   wire.setRetryExceptions(task.spec.options.retry_exceptions);
   wire.setAttempt(task.attempts);
+  if (!task.retry_reason.empty()) wire.setRetryReason(task.retry_reason);
   const auto* affinity = std::get_if<NodeAffinityStrategy>(&task.spec.options.strategy);
   wire.setSpillable(task.kind == Task::Kind::kTask && task.spills < kSpillsMax &&
                     (std::holds_alternative<DefaultStrategy>(task.spec.options.strategy) ||
@@ -1233,7 +1239,10 @@ void ClusterRuntime::lost_task(const std::shared_ptr<Task>& task, const std::str
     std::lock_guard lock(mutex_);
     attempts = task->attempts;
     retry = max_retries < 0 || attempts <= static_cast<uint32_t>(max_retries);
-    if (retry) task->node.clear();
+    if (retry) {
+      task->retry_reason = "attempt " + std::to_string(attempts) + " on " + task->node + ": " + why;
+      task->node.clear();
+    }
   }
   if (!retry) {
     fail(task, system_error(task, Status::Code::kUnavailable,
@@ -1466,6 +1475,7 @@ void ClusterRuntime::on_declared_dead() {
     for (const auto& [id, hosted] : hosted_tasks_) {
       fenced.emplace_back(hosted.session, id);
       fenced_.insert(id);
+      history_.ended(id, "FENCED", "the cluster declared this node dead while it ran", wall_now_ms());
     }
     for (auto& [id, actor] : hosted_) actors.push_back(std::move(actor));
     hosted_.clear();
@@ -1562,9 +1572,7 @@ void ClusterRuntime::publish_demand() {
     summary += (summary.empty() ? "" : "\n") + std::to_string(d.count) + " x " + d.function + " (needs " +
                d.demand + "): " + d.reason;
   }
-  auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count());
+  auto now_ms = static_cast<uint64_t>(wall_now_ms());
   std::string key = std::string(kDemandPrefix) + config_.node_id;
   if (summary.empty()) {
     if (!demand_published_.empty()) kv_delete(key);
@@ -2493,10 +2501,18 @@ kj::Promise<void> ClusterRuntime::serve_push_tasks(rpc::TaskOwner::Client owner,
   double cpus = std::max(1.0, cpu_wholes(config_.engine->executor_total()));
   auto now = Clock::now();
   std::optional<std::vector<ClusterMember>> others;
+  std::string owner_address;
+  {
+    std::lock_guard lock(host_mutex_);
+    if (auto s = sessions_.find(session); s != sessions_.end()) owner_address = s->second->address;
+  }
   for (auto wire : tasks) {
     TaskId id{wire.getTaskHi(), wire.getTaskLo()};
     TaskSpec spec = spec_from_wire(wire);
     std::string function = spec.function;
+    history_.received(TaskAttempt{.id = id, .function = function, .owner = owner_address,
+                                  .attempt = wire.getAttempt(), .retry_reason = wire.getRetryReason().cStr(),
+                                  .received_ms = wall_now_ms()});
     std::vector<RefArg> refs = ref_args_from_wire(wire);
     Result<ResourceSet> demand = ResourceSet::from_request(spec.options.resources);
     bool fits_now = demand.ok() && demand->fits_in(free);
@@ -2785,6 +2801,7 @@ void ClusterRuntime::fill_node_info(rpc::Node::NodeInfoResults::Builder out) {
 
 void ClusterRuntime::queue_spill(uint64_t session, TaskId id) {
   // A null value in the batch means "spilled back".
+  history_.ended(id, "SPILLED", "handed back to its owner to run where there is room", wall_now_ms());
   bool need_post = false;
   {
     std::lock_guard lock(host_mutex_);
@@ -2811,6 +2828,8 @@ void ClusterRuntime::queue_result(uint64_t session, TaskId id, const ObjectValue
       hosted_tasks_.erase(it);
     }
     if (fenced_.erase(id) != 0) return;  // declared dead while it ran: stale
+    history_.ended(id, value->error ? "FAILED" : "FINISHED", value->error ? value->error->message : std::string(),
+                   wall_now_ms());
     auto s = sessions_.find(session);
     if (s == sessions_.end()) return;  // the owner is gone
     s->second->pending.push_back(OwnerSession::Result{id, value, barrier});

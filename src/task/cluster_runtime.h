@@ -75,6 +75,7 @@
 #include "task/object_table.h"
 #include "task/resources.h"
 #include "task/runtime.h"
+#include "task/task_history.h"
 
 namespace shoal::loop {
 class Loop;
@@ -174,6 +175,7 @@ class ClusterRuntime final : public Runtime {
   void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
   // What this process holds or owns; with `cluster`, every live member's too.
   kj::Promise<void> serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out);
+  kj::Promise<void> serve_task_history(bool cluster, uint32_t limit, rpc::Node::TaskHistoryResults::Builder out);
   // Borrowers (cluster_borrows.cc): a process that holds references to
   // objects this process owns registers (adds) and unregisters (removes).
   void serve_borrow(std::string borrower, capnp::List<rpc::ObjectIdWire>::Reader adds,
@@ -481,6 +483,7 @@ class ClusterRuntime final : public Runtime {
     RefPtr ref;  // the engine's
   };
   std::unordered_map<TaskId, HostedTask> hosted_tasks_;               // guarded: running for owners
+  TaskHistory history_;  // attempts pushed here (shoalctl tasks); its own lock
   std::unordered_set<TaskId> fenced_;  // guarded: running when this node was declared dead
   std::map<uint64_t, std::unique_ptr<OwnerSession>> sessions_;        // guarded
   // Bundles reserved here: group -> its owner's session and (demand, bundle) per bundle.

@@ -37,6 +37,7 @@ struct ClusterRuntime::Task {
   std::string avoid;  // a node that spilled it back: not again next time
   uint32_t spills = 0;
   std::string lost_why;  // running again because its value was lost (lineage)
+  std::string retry_reason;  // why this attempt runs (TaskWire.retryReason; shoalctl tasks)
 
   // Before its arguments are resolved and it is placed again (mutex_ held).
   void reset_placement() {

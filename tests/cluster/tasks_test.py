@@ -133,6 +133,24 @@ def run_retry_while_killing(cluster, victim_index):
     check(proc.returncode == 0, "driver exited %d: %s" % (proc.returncode, err[-2000:]))
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     check(result["count"] == 60 and result["wrong"] == 0, "results after a node died: %s" % result)
+    # The retries are visible: shoalctl tasks shows attempts after the first
+    # with the reason (the node that died), finished on a live node.
+    victim = cluster.nodes[victim_index]
+    survivor = [n for n in cluster.nodes if n.alive()][0]
+    r = cluster.ctl(["--address", survivor.address, "--token-file", cluster.token_file, "tasks", "--json"])
+    check(r.returncode == 0, "shoalctl tasks failed: %s" % r.stderr)
+    tasks = json.loads(r.stdout)["tasks"]
+    retried = [t for t in tasks if t["function"] == "slow_square" and t["attempts"] >= 2]
+    check(retried, "shoalctl tasks shows no retried task: %s" % r.stdout[:2000])
+    for t in retried:
+        last = t["history"][-1]
+        check(last["state"] == "FINISHED" and last["address"] != victim.address,
+              "a retried task did not finish on a live node: %s" % t)
+        check(victim.address in last["retry_reason"] and "left the cluster" in last["retry_reason"],
+              "a retry does not say it was for the node that died: %s" % t)
+    text = cluster.ctl(["--address", survivor.address, "--token-file", cluster.token_file, "tasks",
+                        "--id", retried[0]["id"]]).stdout
+    check("retried: attempt" in text and "1 task(s)" in text, "shoalctl tasks --id: %s" % text)
 
 
 def test_tasks_of_a_killed_node_are_retried(cluster):
