@@ -145,6 +145,10 @@ class Log {
   }
   std::vector<int> all() const { return items_; }
   int where() const { return static_cast<int>(getpid()); }
+  int nap(int ms) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return static_cast<int>(getpid());
+  }
 
  private:
   std::vector<int> items_;
@@ -152,7 +156,7 @@ class Log {
 
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
              hash_all, node_of, spill_roundtrip, put_too_big, put_blob_here);
-SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where);
+SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where, &Log::nap);
 SHOAL_ACTOR(Keeper, &Keeper::keep, &Keeper::read, &Keeper::drop);
 
 namespace {
@@ -720,6 +724,36 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::string out = "[";
     for (int v : seen) out += (out.size() > 1 ? "," : "") + std::to_string(v);
     std::printf("{\"items\":%s],\"pid\":%d}\n", out.c_str(), second_pid);
+    return 0;
+  }
+  if (mode == "call_retry") {
+    // Two actors on node args[0], each with a 3 s call in flight when the
+    // test kill -9s that node (after the first line): both restart
+    // elsewhere; the call of the one with max_task_retries(1) runs again
+    // there, the other's fails with ActorDied naming the cause.
+    auto retried = shoal::actor<Log>().max_restarts(1).max_task_retries(1)
+                       .strategy(shoal::node_affinity(args.at(0), true)).remote();
+    auto not_retried = shoal::actor<Log>().max_restarts(1).strategy(shoal::node_affinity(args.at(0), true)).remote();
+    int pid_retried = retried.task(&Log::where).remote().get();
+    int pid_not_retried = not_retried.task(&Log::where).remote().get();
+    auto a = retried.task(&Log::nap).remote(3000);
+    auto b = not_retried.task(&Log::nap).remote(3000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // both calls run there now
+    std::printf("{\"pids\":[%d,%d]}\n", pid_retried, pid_not_retried);
+    std::fflush(stdout);
+    char line[16];
+    if (std::fgets(line, sizeof line, stdin) == nullptr) return 1;
+    int a_pid = a.get(std::chrono::seconds(60));
+    std::string b_error = "no error";
+    try {
+      b.get(std::chrono::seconds(60));
+    } catch (const shoal::ActorDied& e) {
+      b_error = std::string("ActorDied: ") + e.what();
+    } catch (const std::exception& e) {
+      b_error = std::string("other: ") + e.what();
+    }
+    int b_after = not_retried.task(&Log::where).remote().get(std::chrono::seconds(60));
+    std::printf("{\"a_pid\":%d,\"b_error\":%s,\"b_after\":%d}\n", a_pid, json_quoted(b_error).c_str(), b_after);
     return 0;
   }
   if (mode == "abandon") {

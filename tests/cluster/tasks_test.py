@@ -200,6 +200,21 @@ def test_actor_restarts_elsewhere_when_its_node_dies(cluster):
     check(str(after["pid"]) in node_pids(cluster), "the restarted actor is not on a live node: %s" % after)
 
 
+def test_actor_calls_in_flight_run_again_after_a_restart_only_with_max_task_retries(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    with StepDriver(cluster, first, "call_retry", victim.node_id()) as d:
+        ready = d.read()
+        check(ready["pids"] == [victim.proc.pid, victim.proc.pid], "the actors are not on the chosen node: %s" % ready)
+        victim.kill9()
+        out = d.last("go", 120)
+    others = {int(pid) for pid in node_pids(cluster)}
+    check(out["a_pid"] in others, "the call with max_task_retries did not run again on a live node: %s" % out)
+    check(out["b_error"].startswith("ActorDied: ") and victim.address in out["b_error"],
+          "the call without max_task_retries did not fail with ActorDied naming the lost node: %s" % out)
+    check(out["b_after"] in others, "the actor without call retries did not restart for new calls: %s" % out)
+
+
 def free_cpus(cluster, node):
     members = node.status()
     return sum(m["available"]["cpus"] for m in members.values() if m["state"] == "alive")
@@ -570,6 +585,7 @@ if __name__ == "__main__":
         test_infeasible_task_is_pending_with_its_reason,
         test_busy_node_spills_soft_affinity_tasks_back,
         test_actor_restarts_elsewhere_when_its_node_dies,
+        test_actor_calls_in_flight_run_again_after_a_restart_only_with_max_task_retries,
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
         test_large_values_move_between_nodes_in_chunks,
