@@ -23,7 +23,7 @@ netlab.enter()  # before anything starts: the rest of this file runs in the lab
 
 from harness import SHOAL, check, run_tests, wait_until  # noqa: E402
 from metadata_test import control, group_ready, kv, leader_of  # noqa: E402
-from tasks_test import APP, CPUS, StepDriver, node_pids  # noqa: E402
+from tasks_test import APP, CPUS, StepDriver, check_stale_work_dropped  # noqa: E402
 
 
 def ctl_inside(node, *args, timeout=60):
@@ -91,17 +91,7 @@ def test_a_partitioned_minority_is_declared_dead_and_the_majority_goes_on(cluste
                        "every node to see all three alive after the heal")
             result = d.last("go", 180)
 
-        others = {int(pid) for pid in node_pids(cluster)} - {victim.proc.pid}
-        check(result["task_pid"] in others, "the task's result came from pid %s, not the majority's (%s); "
-              "the cut-off node ran it and its result was accepted" % (result["task_pid"], others))
-        check(result["actor_pid_after"] in others, "the actor was not restarted on the majority: %s" % result)
-        check(result["again_pid"] == victim.proc.pid, "the healed node did not run new work: %s" % result)
-        # The node drops its work once the metadata shows the majority declared
-        # it dead (it reads that after rejoining).
-        wait_until(lambda: "stopping 1 actor(s)" in victim.log(), 30,
-                   "the healed node to drop the work it ran for others")
-        check("the cluster declared this node dead" in victim.log(),
-              "the healed node's log does not say why it dropped its work")
+        check_stale_work_dropped(cluster, victim, result, "healed")
         # The cut-off node had declared the majority dead too, and told them
         # so when the network healed; they keep their work.
         for n in majority:

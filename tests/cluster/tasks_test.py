@@ -537,17 +537,24 @@ def test_a_node_frozen_for_30_s_is_declared_dead_and_rejoins_without_its_stale_w
         wait_until(lambda: all(m["state"] == "alive" for m in first.status().values()
                                if m["address"] == victim.address), 30, "the thawed node to rejoin")
         result = d.last("go", 180)
+    check_stale_work_dropped(cluster, victim, result, "thawed")
+
+
+def check_stale_work_dropped(cluster, victim, result, how):
+    """After the freeze driver's "go" (task_app's freeze mode): the task's
+    result and the actor came from other nodes, the node declared dead ran
+    new work again, and dropped what it ran for others."""
     others = {int(pid) for pid in node_pids(cluster)} - {victim.proc.pid}
-    check(result["task_pid"] in others, "the task's result came from pid %s, not a live node's (%s)"
-          % (result["task_pid"], others))
+    check(result["task_pid"] in others, "the task's result came from pid %s, not another live node's (%s): "
+          "the %s node's stale result was accepted" % (result["task_pid"], others, how))
     check(result["actor_pid_after"] in others, "the actor was not restarted on another node: %s" % result)
-    check(result["again_pid"] == victim.proc.pid, "the rejoined node did not run new work: %s" % result)
+    check(result["again_pid"] == victim.proc.pid, "the %s node did not run new work: %s" % (how, result))
     # The node drops its work once the metadata shows the majority declared
     # it dead (it reads that after rejoining).
     wait_until(lambda: "stopping 1 actor(s)" in victim.log(), 30,
-               "the thawed node to drop the work it ran for others")
+               "the %s node to drop the work it ran for others" % how)
     check("the cluster declared this node dead" in victim.log(),
-          "the thawed node's log does not say why it dropped its work")
+          "the %s node's log does not say why it dropped its work" % how)
 
 
 def test_a_task_bound_to_a_node_that_just_left_waits_for_it(cluster):
