@@ -30,4 +30,8 @@ kj::Timer& ctl_timer();
 Status with_node(const CtlOptions& options, const std::function<kj::Promise<Status>(rpc::Node::Client&)>& fn,
                  bool no_timeout);
 
+// A command's exit status for `result`: kExitOk, or kExitRuntimeError after
+// printing its message.
+int exit_status(const Status& result);
+
 }  // namespace shoal::cli

@@ -12,6 +12,12 @@
 
 namespace shoal::cli {
 
+int exit_status(const Status& result) {
+  if (result.ok()) return kExitOk;
+  std::fprintf(stderr, "shoalctl: %s\n", result.message().c_str());
+  return kExitRuntimeError;
+}
+
 std::string json_escape(std::string_view s) { return json_quote(s); }
 
 namespace {

@@ -110,11 +110,7 @@ int run_memory(const CtlOptions& options, bool json) {
       return {};
     });
   }, false);
-  if (!result.ok()) {
-    std::fprintf(stderr, "shoalctl: %s\n", result.message().c_str());
-    return kExitRuntimeError;
-  }
-  return kExitOk;
+  return exit_status(result);
 }
 
 }  // namespace shoal::cli

@@ -143,11 +143,7 @@ int run_tasks(const CtlOptions& options, bool json, const std::string& id_prefix
       return {};
     });
   }, false);
-  if (!result.ok()) {
-    std::fprintf(stderr, "shoalctl: %s\n", result.message().c_str());
-    return kExitRuntimeError;
-  }
-  return kExitOk;
+  return exit_status(result);
 }
 
 }  // namespace shoal::cli
