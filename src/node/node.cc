@@ -534,6 +534,7 @@ Status Node::start_tasks() {
     if (!s.control) return KJ_EXCEPTION(DISCONNECTED, "this node's metadata store is not running");
     return s.control->kv(std::move(request), 0);
   };
+  config.keeps_detached_actors = [&s] { return s.control && s.control->is_leader(); };
   s.tasks = detail::ClusterRuntime::create(std::move(config));
   auto generation = detail::install_runtime(s.tasks);
   if (!generation.ok()) {

@@ -38,8 +38,6 @@ constexpr uint64_t kLocateRetryMs = 100;
 constexpr uint32_t kLocateAttemptsMax = 100;    // 10 s for a creator to record its actor
 constexpr uint64_t kRequeueDelayMs = 50;
 constexpr std::size_t kBatchBytesMax = 16u << 20;  // per pushTasks / done message
-constexpr std::string_view kActorsPrefix = "/shoal/actors/";
-constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
 constexpr std::string_view kDemandPrefix = "/shoal/demand/";
 constexpr std::string_view kGroupsPrefix = "/shoal/placement_groups/";
 constexpr uint64_t kGroupRetryMs = 250;
@@ -75,10 +73,6 @@ void request_to_wire(const ResourceRequest& request, rpc::ResourceSet::Builder w
   }
 }
 
-std::string actor_key(const ActorId& id) { return std::string(kActorsPrefix) + id.hex(); }
-std::string named_key(std::string_view name_space, std::string_view name) {
-  return std::string(kNamedActorsPrefix) + std::string(name_space) + "/" + std::string(name);
-}
 
 uint64_t random_session() {
   std::random_device rd;
@@ -156,33 +150,6 @@ struct ClusterRuntime::GroupState {
   std::size_t next_bundle = 0;     // bundle_index -1: round robin
 };
 
-struct ClusterRuntime::ActorState {
-  ActorId id;
-  std::string class_name;
-  std::string owner;
-  // Guarded by mutex_:
-  uint64_t handles = 0;
-  bool created_here = false;
-  bool detached = false;
-  bool shared = false;  // a handle went to another process
-  std::string name;
-  std::string name_space;
-  std::string address;  // where it lives; empty until known
-  bool creating = false;
-  bool locating = false;
-  uint32_t locate_attempts = 0;
-  bool release_requested = false;
-  bool released = false;
-  std::deque<std::shared_ptr<Task>> queue;  // calls not sent yet, in submission order
-  std::set<TaskId> in_flight;               // sent, not finished
-  std::optional<ErrorInfo> dead;
-  // Created here: how to create it again after its node is lost.
-  std::vector<std::string> constructor_args;
-  std::string constructor;
-  ActorOptions options;
-  ResourceSet demand;
-  int restarts = 0;
-};
 
 struct ClusterRuntime::Link {
   std::vector<std::shared_ptr<Task>> tasks;
@@ -1435,6 +1402,7 @@ void ClusterRuntime::on_members_changed() {
   if (!pending_.empty()) schedule_pending();
   place_pending_groups();
   publish_demand();
+  keep_detached_actors();
 }
 
 void ClusterRuntime::check_owners() {
@@ -1661,6 +1629,14 @@ void ClusterRuntime::node_lost(const std::string& address) {
     std::lock_guard lock(mutex_);
     for (auto& [id, actor] : actors_) {
       if (actor->address != address || actor->dead) continue;
+      if (actor->created_here && actor->detached) {
+        // The metadata leader's node restarts it (cluster_detached.cc), as
+        // it does once its creator is gone; calls wait for the new one.
+        // Those not sent again fail below with the other lost calls.
+        (void)requeue_in_flight_locked(*actor);
+        actor->address.clear();
+        continue;
+      }
       if (!actor->created_here) {
         actor->address.clear();  // its creator restarts it or records its death
         continue;
@@ -1725,15 +1701,18 @@ void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const s
     std::lock_guard lock(mutex_);
     name = actor->name;
     name_space = actor->name_space;
-    record = flat_json({{"id", actor->id.hex()},
-                        {"class", actor->class_name},
-                        {"address", address},
-                        {"node", node_id},
-                        {"owner", config_.address},
-                        {"name", actor->name},
-                        {"namespace", actor->name_space},
-                        {"detached", actor->detached ? "true" : "false"},
-                        {"state", "ALIVE"}});
+    std::vector<std::pair<std::string, std::string>> fields = {{"id", actor->id.hex()},
+                                                               {"class", actor->class_name},
+                                                               {"address", address},
+                                                               {"node", node_id},
+                                                               {"owner", config_.address},
+                                                               {"name", actor->name},
+                                                               {"namespace", actor->name_space},
+                                                               {"detached", actor->detached ? "true" : "false"},
+                                                               {"state", "ALIVE"}};
+    // What it takes to create it again, for whichever node restarts it.
+    if (actor->detached) append_detached_spec(*actor, fields);
+    record = flat_json(fields);
   }
   kv_put(actor_key(actor->id), record);
   if (!name.empty()) kv_put(named_key(name_space, name), record);
@@ -1795,20 +1774,7 @@ void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
     if (it == actors_.end()) return;
     ActorState& actor = *it->second;
     max_task_retries = actor.options.max_task_retries;
-    std::vector<std::shared_ptr<Task>> again;  // in submission order (ids grow)
-    for (const TaskId& t : actor.in_flight) {
-      auto found = tasks_.find(t);
-      if (found == tasks_.end()) continue;
-      const auto& call = found->second;
-      if (max_task_retries < 0 || call->attempts <= static_cast<uint32_t>(max_task_retries)) {
-        call->node.clear();
-        again.push_back(call);
-      } else {
-        in_flight.push_back(call);
-      }
-    }
-    for (auto c = again.rbegin(); c != again.rend(); ++c) actor.queue.push_front(*c);
-    actor.in_flight.clear();
+    in_flight = requeue_in_flight_locked(actor);
     actor.address.clear();
     actor.creating = true;
     restarts = ++actor.restarts;
@@ -1835,6 +1801,26 @@ void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
     fail(call, std::move(error));
   }
   on_args_resolved(task);
+}
+
+std::vector<std::shared_ptr<ClusterRuntime::Task>> ClusterRuntime::requeue_in_flight_locked(ActorState& actor) {
+  const int max_task_retries = actor.options.max_task_retries;
+  std::vector<std::shared_ptr<Task>> again;  // in submission order (ids grow)
+  std::vector<std::shared_ptr<Task>> failed;
+  for (const TaskId& t : actor.in_flight) {
+    auto found = tasks_.find(t);
+    if (found == tasks_.end()) continue;
+    const auto& call = found->second;
+    if (max_task_retries < 0 || call->attempts <= static_cast<uint32_t>(max_task_retries)) {
+      call->node.clear();
+      again.push_back(call);
+    } else {
+      failed.push_back(call);
+    }
+  }
+  for (auto c = again.rbegin(); c != again.rend(); ++c) actor.queue.push_front(*c);
+  actor.in_flight.clear();
+  return failed;
 }
 
 void ClusterRuntime::pump_actor(const ActorId& id) {
@@ -1918,6 +1904,7 @@ void ClusterRuntime::locate_actor(const ActorId& id) {
   tasks_set_->add(found.then(
       [this, id](std::optional<std::string> record) {
         std::string address;
+        bool restarting = false;
         if (record) {
           auto fields = parse_flat_json(*record);
           if (fields.ok()) {
@@ -1925,6 +1912,10 @@ void ClusterRuntime::locate_actor(const ActorId& id) {
             // A record naming a node that is gone is stale: its creator is
             // restarting the actor elsewhere (or will record its death).
             if (it != fields->end() && members_.contains(it->second)) address = it->second;
+            // A detached actor's record stays until it is restarted or
+            // given up on (cluster_detached.cc): wait as long as it does.
+            auto detached = fields->find("detached");
+            restarting = detached != fields->end() && detached->second == "true";
           }
         }
         bool give_up = false;
@@ -1936,6 +1927,8 @@ void ClusterRuntime::locate_actor(const ActorId& id) {
           actor.locating = false;
           if (!address.empty()) {
             actor.address = address;
+          } else if (restarting) {
+            actor.locate_attempts = 0;
           } else if (++actor.locate_attempts >= kLocateAttemptsMax) {
             give_up = true;
           }
@@ -2036,7 +2029,9 @@ Result<ActorPtr> ClusterRuntime::get_actor(std::string_view name, std::string_vi
     if (!fields.ok()) return Status::internal("actor record of " + std::string(name) + ": " + fields.status().message());
     auto id_hex = fields->find("id");
     auto class_name = fields->find("class");
-    if (id_hex == fields->end() || class_name == fields->end() || id_hex->second.size() != 32) {
+    std::optional<ActorId> parsed_id =
+        id_hex == fields->end() ? std::nullopt : actor_id_from_hex(id_hex->second);
+    if (!parsed_id || class_name == fields->end()) {
       return Status::internal("actor record of " + std::string(name) + " lacks its id or class");
     }
     if (!fields->contains("address") && Clock::now() < deadline) {
@@ -2044,22 +2039,11 @@ Result<ActorPtr> ClusterRuntime::get_actor(std::string_view name, std::string_vi
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       continue;
     }
-    auto hex_word = [](std::string_view s) {
-      uint64_t v = 0;
-      for (char c : s) v = (v << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
-      return v;
-    };
-    ActorId id{hex_word(std::string_view(id_hex->second).substr(0, 16)),
-               hex_word(std::string_view(id_hex->second).substr(16))};
+    ActorId id = *parsed_id;
     std::string owner = fields->contains("owner") ? fields->at("owner") : std::string();
-    ActorPtr handle = adopt_actor(id, class_name->second, owner);
-    if (fields->contains("address")) {
-      std::lock_guard lock(mutex_);
-      auto it = actors_.find(id);
-      if (it != actors_.end() && it->second->address.empty() && !it->second->creating)
-        it->second->address = fields->at("address");
-    }
-    return handle;
+    // Its first call looks it up in the actor directory, which knows when
+    // the address here is stale (its node died; it restarts elsewhere).
+    return adopt_actor(id, class_name->second, owner);
   }
 }
 

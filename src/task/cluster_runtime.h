@@ -119,6 +119,9 @@ struct ClusterRuntimeConfig {
   // Where this process's large values live and spill (a node shares its
   // engine's); null: in memory only.
   std::shared_ptr<ObjectStore> store;
+  // True while this process restarts the detached actors whose node died
+  // (the metadata leader's node; see cluster_detached.cc). Loop thread.
+  std::function<bool()> keeps_detached_actors;
 };
 
 class ClusterRuntime final : public Runtime {
@@ -307,6 +310,14 @@ class ClusterRuntime final : public Runtime {
   void on_actor_created(const std::shared_ptr<Task>& task, const std::string& address);
   void actor_died(const ActorId& id, ErrorInfo error);
   void restart_actor(const ActorId& id, const std::string& why);
+  // Calls sent to an actor whose node died: back to the front of its queue
+  // while max_task_retries allows; returns the others (mutex_ held).
+  std::vector<std::shared_ptr<Task>> requeue_in_flight_locked(ActorState& actor);
+  // Detached actors (cluster_detached.cc): restarted by the metadata
+  // leader's node from their directory record, whoever created them.
+  void keep_detached_actors();
+  static void append_detached_spec(const ActorState& actor, std::vector<std::pair<std::string, std::string>>& fields);
+  void adopt_detached_actor(const ActorId& id, std::map<std::string, std::string> record, int64_t revision);
   void pump_actor(const ActorId& id);
   void locate_actor(const ActorId& id);
   kj::Promise<std::string> kv_call(std::string request);
@@ -458,6 +469,10 @@ class ClusterRuntime final : public Runtime {
   // Loop thread only.
   std::map<std::string, std::unique_ptr<Link>> links_;      // by node address
   std::map<std::string, ClusterMember> members_;            // by address
+  // Detached actors whose record names a node that is gone: since when.
+  std::unordered_map<ActorId, Clock::time_point> orphaned_since_;
+  Clock::time_point detached_sweep_at_{};
+  bool detached_sweep_running_ = false;
   std::map<std::string, Clock::time_point> last_seen_;      // node id -> last in the view
   std::map<std::string, std::set<std::string>> functions_;  // by address: names, "@Class"
   std::set<std::string> learning_;                          // nodeInfo in flight

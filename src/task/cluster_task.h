@@ -3,9 +3,12 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "task/cluster_runtime.h"
@@ -49,6 +52,63 @@ struct ClusterRuntime::Task {
     pending_reason.clear();
   }
 };
+
+struct ClusterRuntime::ActorState {
+  ActorId id;
+  std::string class_name;
+  std::string owner;
+  // Guarded by mutex_:
+  uint64_t handles = 0;
+  bool created_here = false;
+  bool detached = false;
+  bool shared = false;  // a handle went to another process
+  std::string name;
+  std::string name_space;
+  std::string address;  // where it lives; empty until known
+  bool creating = false;
+  bool locating = false;
+  uint32_t locate_attempts = 0;
+  bool release_requested = false;
+  bool released = false;
+  std::deque<std::shared_ptr<Task>> queue;  // calls not sent yet, in submission order
+  std::set<TaskId> in_flight;               // sent, not finished
+  std::optional<ErrorInfo> dead;
+  // Created here: how to create it again after its node is lost.
+  std::vector<std::string> constructor_args;
+  std::string constructor;
+  ActorOptions options;
+  ResourceSet demand;
+  int restarts = 0;
+};
+
+// The actor directory in the metadata store: one record per actor (where it
+// runs; for a detached one, how to create it again), and names.
+inline constexpr std::string_view kActorsPrefix = "/shoal/actors/";
+inline constexpr std::string_view kNamedActorsPrefix = "/shoal/named_actors/";
+inline std::string actor_key(const ActorId& id) { return std::string(kActorsPrefix) + id.hex(); }
+inline std::string named_key(std::string_view name_space, std::string_view name) {
+  return std::string(kNamedActorsPrefix) + std::string(name_space) + "/" + std::string(name);
+}
+
+// An actor id from its 32 lowercase hex digits (directory records); nullopt
+// for anything else.
+inline std::optional<ActorId> actor_id_from_hex(std::string_view hex) {
+  if (hex.size() != 32) return std::nullopt;
+  uint64_t words[2] = {0, 0};
+  for (std::size_t i = 0; i < 32; ++i) {
+    char c = hex[i];
+    uint64_t digit;
+    if (c >= '0' && c <= '9') {
+      digit = static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      digit = static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return std::nullopt;
+    }
+    words[i / 16] = (words[i / 16] << 4) | digit;
+  }
+  return ActorId{words[0], words[1]};
+}
 
 // Node side: what a node keeps per owner session.
 struct ClusterRuntime::OwnerSession {

@@ -138,6 +138,8 @@ class Keeper {
 
 class Log {
  public:
+  Log() = default;
+  explicit Log(std::vector<int> first) : items_(std::move(first)) {}
   void append(int v) { items_.push_back(v); }
   int append_size(std::string b) {
     items_.push_back(static_cast<int>(b.size() >> 20));
@@ -616,6 +618,25 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     std::printf("{\"created\":true,\"duplicate_error\":%s}\n", json_quoted(dup_error).c_str());
     return 0;
   }
+  if (mode == "detached_create") {
+    // Two detached named actors on node args[1], made with constructor
+    // arguments; this driver exits at once. The test kills that node: the
+    // one with max_restarts(2) is made again elsewhere by the cluster (its
+    // creator is gone), the one without restarts is given up.
+    auto log = shoal::actor<Log>(std::vector<int>{5})
+                   .name(args.at(0))
+                   .detached()
+                   .max_restarts(2)
+                   .strategy(shoal::node_affinity(args.at(1), true))
+                   .remote();
+    auto fragile =
+        shoal::actor<Log>().name(args.at(0) + "-fragile").detached().strategy(shoal::node_affinity(args.at(1), true)).remote();
+    log.task(&Log::append).remote(6).get();
+    int pid = log.task(&Log::where).remote().get();
+    int fragile_pid = fragile.task(&Log::where).remote().get();
+    std::printf("{\"pid\":%d,\"fragile_pid\":%d}\n", pid, fragile_pid);
+    return 0;
+  }
   if (mode == "named_get") {
     auto log = shoal::get_actor<Log>(args.at(0));
     log.task(&Log::append).remote(9).get();
@@ -709,7 +730,10 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
   if (mode == "restart") {
     // An actor that may restart once, first on the node named by args[0];
     // the test kill -9s that node after the first line, then sends a line.
-    auto log = shoal::actor<Log>().max_restarts(1).strategy(shoal::node_affinity(args.at(0), true)).remote();
+    // With args[1] "detached", the cluster restarts it (not this creator).
+    auto options = shoal::actor<Log>().max_restarts(1).strategy(shoal::node_affinity(args.at(0), true));
+    if (args.size() > 1 && args[1] == "detached") options = options.name("restarting-" + args[0]).detached();
+    auto log = options.remote();
     log.task(&Log::append).remote(1).get();
     int first_pid = log.task(&Log::where).remote().get();
     std::printf("{\"pid\":%d}\n", first_pid);

@@ -15,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD_DIR, check, run_tests, wait_until)  # noqa: E402
+from metadata_test import group_ready  # noqa: E402
 
 APP = os.environ.get("SHOAL_TASK_APP") or os.path.join(BUILD_DIR, "tests", "cluster", "task_app")
 CPUS = 2
@@ -107,6 +108,37 @@ def test_named_actor_is_found_from_another_driver(cluster):
     check("no actor named ledger-nobody" in found["missing_error"], "unknown name: %s" % found)
 
 
+def named_record(cluster, node, name):
+    r = cluster.ctl(["--address", node.address, "--token-file", cluster.token_file, "kv", "get",
+                     "/shoal/named_actors/default/" + name])
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def test_a_detached_actor_is_restarted_by_the_cluster_after_its_creator_left(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    # Three voters first: a node lost while the group has only two (the
+    # second just promoted) leaves no quorum to restart anything.
+    wait_until(lambda: group_ready(cluster.nodes, 3), 40, "a metadata leader and three voters")
+    made = driver(cluster, first, "detached_create", "keeper", victim.node_id())
+    check(made["pid"] == victim.proc.pid and made["fragile_pid"] == victim.proc.pid,
+          "the actors are not on the chosen node: %s" % made)
+    victim.kill9()  # its creator exited already: nobody but the cluster can restart it
+    others = {n.address for n in cluster.nodes if n.alive()}
+    wait_until(lambda: (named_record(cluster, first, "keeper") or {}).get("address") in others, 30,
+               "the metadata leader's node to restart the detached actor elsewhere")
+    record = named_record(cluster, first, "keeper")
+    check(record["restarts"] == "1" and record["owner"] in others and record["state"] == "ALIVE",
+          "the restarted actor's record: %s" % record)
+    found = driver(cluster, cluster.nodes[1], "named_get", "keeper")
+    check(found["items"] == [5, 9], "the restarted actor did not run its constructor again with its "
+          "original arguments (5) before the new call (9): %s" % found)
+    wait_until(lambda: named_record(cluster, first, "keeper-fragile") is None, 30,
+               "the detached actor without restarts to be given up")
+    check(any("max_restarts 0 used up: it is gone" in n.log() for n in cluster.nodes if n.alive()),
+          "giving up the actor without restarts was not logged with its reason")
+
+
 def test_missing_function_fails_clearly(cluster):
     # Nodes of the plain shoal binary register no functions at all.
     first = start_cluster(cluster, binary=None)
@@ -178,10 +210,20 @@ def test_busy_node_spills_soft_affinity_tasks_back(cluster):
 
 
 def test_actor_restarts_elsewhere_when_its_node_dies(cluster):
+    run_actor_restart(cluster)
+
+
+def test_a_detached_actor_restarts_for_its_living_creator_too(cluster):
+    # The cluster restarts it; the creator's calls wait for the new instance.
+    run_actor_restart(cluster, "detached")
+
+
+def run_actor_restart(cluster, *extra):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
+    wait_until(lambda: group_ready(cluster.nodes, 3), 40, "a metadata leader and three voters")
     proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file,
-                             "restart", victim.node_id()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             "restart", victim.node_id()] + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cluster.env)
     try:
         before = json.loads(proc.stdout.readline())
@@ -587,11 +629,13 @@ if __name__ == "__main__":
         test_nested_tasks_run_on_nodes,
         test_named_actor_is_found_from_another_driver,
         test_missing_function_fails_clearly,
+        test_a_detached_actor_is_restarted_by_the_cluster_after_its_creator_left,
         test_tasks_of_a_killed_node_are_retried,
         test_driver_survives_the_loss_of_the_node_it_attached_to,
         test_infeasible_task_is_pending_with_its_reason,
         test_busy_node_spills_soft_affinity_tasks_back,
         test_actor_restarts_elsewhere_when_its_node_dies,
+        test_a_detached_actor_restarts_for_its_living_creator_too,
         test_actor_calls_in_flight_run_again_after_a_restart_only_with_max_task_retries,
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
