@@ -1693,6 +1693,23 @@ void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const s
   }
   complete(task, nullptr);
   if (!actor) return;
+  {
+    // Killed (shoal::kill) while it was being created: it goes now, and
+    // its name with it.
+    std::unique_lock lock(mutex_);
+    if (actor->dead) {
+      std::string name = actor->name;
+      std::string name_space = actor->name_space;
+      lock.unlock();
+      auto& link = links_[address];
+      if (!link) link = std::make_unique<Link>();
+      link->kills.emplace_back(actor->id, "killed by shoal::kill() while it was being created");
+      schedule_flush(address);
+      kv_delete(actor_key(actor->id));
+      if (!name.empty()) kv_delete(named_key(name_space, name));
+      return;
+    }
+  }
   std::string node_id;
   if (auto m = members_.find(address); m != members_.end()) node_id = m->second.id;
   std::string record;
@@ -2307,7 +2324,20 @@ Result<bool> ClusterRuntime::cancel(const RefState& ref, bool force) {
   }
   if (node == kEngine && engine_ref) return config_.engine->cancel(*engine_ref, force);
   TaskId id = task->id;
-  post([this, node, id, force] {
+  post([this, node, id, force, task] {
+    // Still in the link's outbox (not pushed yet): it never reaches the node.
+    if (auto link = links_.find(node); link != links_.end()) {
+      auto& outbox = link->second->tasks;
+      auto queued = std::find(outbox.begin(), outbox.end(), task);
+      if (queued != outbox.end()) {
+        outbox.erase(queued);
+        link->second->in_flight.erase(id);
+        ErrorInfo error = system_error(task, Status::Code::kCancelled, "the task was cancelled");
+        error.kind = ErrorKind::kCancelled;
+        fail(task, std::move(error));
+        return;
+      }
+    }
     tasks_set_->add(config_.peers
                         ->call<bool>(node,
                                      [id, force](rpc::Node::Client& n) {
