@@ -917,14 +917,27 @@ void ControlPlane::manage_group() {
     }
     return;
   }
-  // 3. Promote caught-up learners until there are enough voters.
+  // 3. Promote caught-up learners until there are enough voters. From an
+  // odd count, only when two are ready, the second promoted right after the
+  // first: with an even count the group tolerates no more failures than
+  // with one voter fewer, and a forming cluster that waited at two voters
+  // stopped for good when either died (one server changes at a time; no
+  // joint consensus). From an even count (a voter was just removed), one.
   if (static_cast<int>(conf.voters.size()) >= options_.voters) return;
   raft::Index last = raft_->last_index();
-  for (const auto& pr : raft_->progress()) {
+  const auto progress = raft_->progress();
+  std::vector<const raft::RawNode::PeerProgress*> ready;
+  for (const auto& pr : progress) {
     if (!pr.learner || !learners.count(pr.id)) continue;
     auto it = peer_info_.find(pr.id);
     if (it == peer_info_.end() || !it->second->alive) continue;
     if (pr.match + kPromoteLagMax < last) continue;
+    ready.push_back(&pr);
+  }
+  if (conf.voters.size() % 2 == 1 && ready.size() < 2) return;
+  for (const raft::RawNode::PeerProgress* p : ready) {
+    const auto& pr = *p;
+    auto it = peer_info_.find(pr.id);
     raft::ConfChange cc{raft::ConfChangeType::kAddVoter, pr.id, it->second->node_id};
     if (raft_->propose_conf_change(cc).ok()) {
       SHOAL_LOG_INFO("metadata: promoting {} to voter ({} of {})", it->second->node_id.substr(0, 8),

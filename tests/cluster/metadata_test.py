@@ -213,6 +213,28 @@ def test_dead_voter_is_replaced_by_a_learner(cluster):
     check(kv(leader, "get", "after/replace").stdout == "ok\n", "write after the replacement is missing")
 
 
+def test_a_forming_group_never_waits_at_two_voters(cluster):
+    # Two nodes: the second stays a learner (two voters would stop the group
+    # when either died; one voter stops it only when that one dies).
+    a, b = cluster.add(), cluster.add()
+    a.start()
+    wait_until(lambda: os.path.exists(cluster.token_file), 10, "the bootstrap node's token")
+    b.start(join=[a.address])
+    wait_until(lambda: len(control(a)["learners"]) == 1, 30, "the second node to become a learner")
+    kv(b, "put", "two/before", "1")  # the learner has caught up with a write
+    time.sleep(3)  # several rounds of group management
+    c = control(a)
+    check(len(c["voters"]) == 1 and len(c["learners"]) == 1,
+          "two nodes: %d voters, %d learners" % (len(c["voters"]), len(c["learners"])))
+    b.kill9()
+    kv(a, "put", "two/after", "2")
+    # A third node: both learners are promoted, one right after the other.
+    third = cluster.add()
+    third.start(join=[a.address])
+    b.start(join=[a.address])
+    wait_until(lambda: group_ready([a, b, third], 3), 40, "three voters once two learners are ready")
+
+
 def test_damaged_and_foreign_metadata_is_refused(cluster):
     a = cluster.add()
     a.start()
@@ -254,5 +276,6 @@ if __name__ == "__main__":
         test_graceful_stop_of_the_leader_hands_off_leadership,
         test_bad_requests_get_clear_errors,
         test_dead_voter_is_replaced_by_a_learner,
+        test_a_forming_group_never_waits_at_two_voters,
         test_damaged_and_foreign_metadata_is_refused,
     ])
