@@ -94,6 +94,11 @@ std::string field(const std::map<std::string, std::string>& record, const std::s
 
 void ClusterRuntime::append_detached_spec(const ActorState& actor,
                                           std::vector<std::pair<std::string, std::string>>& fields) {
+  if (actor.constructor_by_reference) {
+    fields.emplace_back("spec", "its constructor takes a value over 100 KiB by reference (its creator keeps it): "
+                                "it is not restarted once its node is gone");
+    return;
+  }
   std::size_t bytes = 0;
   for (const std::string& a : actor.constructor_args) bytes += a.size();
   if (bytes > kSpecArgsBytesMax) {
@@ -216,6 +221,7 @@ void ClusterRuntime::adopt_detached_actor(const ActorId& id, std::map<std::strin
   state->name = name;
   state->name_space = name_space;
   state->constructor = field(record, "constructor");
+  for (const std::string& bytes : *args) state->constructor_task_args.push_back(TaskArg{bytes, {}, {}});
   state->constructor_args = std::move(*args);
   state->options.name = name;
   state->options.name_space = name_space;

@@ -1686,6 +1686,11 @@ void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const s
     std::lock_guard lock(mutex_);
     if (actor->constructor.empty()) {
       for (std::string_view bytes : argument_bytes(*task)) actor->constructor_args.emplace_back(bytes);
+      for (std::size_t i = 0; i < task->spec.args.size(); ++i) {
+        if (by_reference(*task, i)) actor->constructor_by_reference = true;
+      }
+      actor->constructor_task_args = task->spec.args;
+      actor->constructor_contained = task->spec.contained;
       actor->constructor = task->constructor;
       actor->options = task->actor_options;
       actor->demand = task->demand;
@@ -1799,7 +1804,8 @@ void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
     task->kind = Task::Kind::kActorCreation;
     task->id = new_task_id();
     task->spec.function = actor.class_name;
-    for (const std::string& bytes : actor.constructor_args) task->spec.args.push_back(TaskArg{bytes, {}});
+    task->spec.args = actor.constructor_task_args;
+    task->spec.contained = actor.constructor_contained;
     task->constructor = actor.constructor;
     task->actor_options = actor.options;
     task->demand = actor.demand;
@@ -1817,7 +1823,7 @@ void ClusterRuntime::restart_actor(const ActorId& id, const std::string& why) {
     error.kind = ErrorKind::kActorDied;
     fail(call, std::move(error));
   }
-  on_args_resolved(task);
+  resolve_args(task);  // arguments passed by reference are found (or made) again
 }
 
 std::vector<std::shared_ptr<ClusterRuntime::Task>> ClusterRuntime::requeue_in_flight_locked(ActorState& actor) {

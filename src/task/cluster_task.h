@@ -73,8 +73,14 @@ struct ClusterRuntime::ActorState {
   std::deque<std::shared_ptr<Task>> queue;  // calls not sent yet, in submission order
   std::set<TaskId> in_flight;               // sent, not finished
   std::optional<ErrorInfo> dead;
-  // Created here: how to create it again after its node is lost.
+  // Created here: how to create it again after its node is lost. The
+  // arguments as given (refs kept: a value passed by reference, or refs
+  // inside a value, stay alive while the actor may restart), and their
+  // bytes for a detached actor's directory record.
+  std::vector<TaskArg> constructor_task_args;
+  Contained constructor_contained;
   std::vector<std::string> constructor_args;
+  bool constructor_by_reference = false;  // an argument over 100 KiB, passed by reference
   std::string constructor;
   ActorOptions options;
   ResourceSet demand;

@@ -156,10 +156,26 @@ class Log {
   std::vector<int> items_;
 };
 
+// Built from refs to large values (inside its constructor's argument).
+class Holder {
+ public:
+  explicit Holder(std::vector<shoal::ObjectRef<std::string>> refs) : refs_(std::move(refs)) {}
+  uint64_t sum() const {
+    uint64_t h = 0;
+    for (const std::string& b : shoal::get(refs_)) h = h * 31 + fnv(b);
+    return h;
+  }
+  int where() const { return static_cast<int>(getpid()); }
+
+ private:
+  std::vector<shoal::ObjectRef<std::string>> refs_;
+};
+
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
              hash_all, node_of, spill_roundtrip, put_too_big, put_blob_here);
 SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where, &Log::nap);
 SHOAL_ACTOR(Keeper, &Keeper::keep, &Keeper::read, &Keeper::drop);
+SHOAL_ACTOR(Holder, &Holder::sum, &Holder::where);
 
 namespace {
 
@@ -616,6 +632,29 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
       dup_error = e.what();
     }
     std::printf("{\"created\":true,\"duplicate_error\":%s}\n", json_quoted(dup_error).c_str());
+    return 0;
+  }
+  if (mode == "ctor_refs") {
+    // An actor on node args[0] built from refs to two 2 MiB values (one
+    // put here, one a task's result on another node) that only its
+    // constructor's argument still holds; the test kills that node after
+    // the first line: the restarted actor gets the same values.
+    std::vector<std::string> ids = node_ids(3);
+    std::string elsewhere = ids[0] == args.at(0) ? ids[1] : ids[0];
+    std::vector<shoal::ObjectRef<std::string>> refs{
+        shoal::put(make_blob(2, 1)), shoal::task(make_blob).strategy(shoal::node_affinity(elsewhere)).remote(2, 2)};
+    uint64_t expected = fnv(make_blob(2, 1)) * 31 + fnv(make_blob(2, 2));
+    auto holder = shoal::actor<Holder>(refs).max_restarts(1).strategy(shoal::node_affinity(args.at(0), true)).remote();
+    refs.clear();
+    uint64_t before = holder.task(&Holder::sum).remote().get();
+    int pid_before = holder.task(&Holder::where).remote().get();
+    std::printf("{\"pid\":%d,\"before_ok\":%s}\n", pid_before, before == expected ? "true" : "false");
+    std::fflush(stdout);
+    char line[16];
+    if (std::fgets(line, sizeof line, stdin) == nullptr) return 1;
+    uint64_t after = holder.task(&Holder::sum).remote().get(std::chrono::seconds(60));
+    int pid_after = holder.task(&Holder::where).remote().get(std::chrono::seconds(60));
+    std::printf("{\"pid\":%d,\"after_ok\":%s}\n", pid_after, after == expected ? "true" : "false");
     return 0;
   }
   if (mode == "detached_create") {

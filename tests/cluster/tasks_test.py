@@ -242,6 +242,18 @@ def run_actor_restart(cluster, *extra):
     check(str(after["pid"]) in node_pids(cluster), "the restarted actor is not on a live node: %s" % after)
 
 
+def test_a_restarted_actor_gets_the_refs_its_constructor_was_given(cluster):
+    first = start_cluster(cluster)
+    victim = cluster.nodes[2]
+    with StepDriver(cluster, first, "ctor_refs", victim.node_id()) as d:
+        ready = d.read()
+        check(ready["pid"] == victim.proc.pid and ready["before_ok"], "before the restart: %s" % ready)
+        victim.kill9()
+        out = d.last("go", 120)
+    check(out["after_ok"] and out["pid"] in {n.proc.pid for n in cluster.nodes if n.alive()},
+          "the restarted actor did not read the values its constructor's refs name: %s" % out)
+
+
 def test_actor_calls_in_flight_run_again_after_a_restart_only_with_max_task_retries(cluster):
     first = start_cluster(cluster)
     victim = cluster.nodes[2]
@@ -637,6 +649,7 @@ if __name__ == "__main__":
         test_actor_restarts_elsewhere_when_its_node_dies,
         test_a_detached_actor_restarts_for_its_living_creator_too,
         test_actor_calls_in_flight_run_again_after_a_restart_only_with_max_task_retries,
+        test_a_restarted_actor_gets_the_refs_its_constructor_was_given,
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
         test_large_values_move_between_nodes_in_chunks,
