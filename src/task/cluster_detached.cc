@@ -4,8 +4,8 @@
 // leader's node does. A detached actor's directory record
 // (/shoal/actors/<id>) carries what it takes to create it again — class,
 // constructor, arguments, resources, restart budget and count — and the
-// leader sweeps the directory: a detached actor whose node has been gone
-// for kOrphanGrace is claimed with a compare-and-swap on its record (state
+// leader reads the directory after a node leaves: a detached actor whose
+// node has been gone for kOrphanGrace is claimed with a compare-and-swap on its record (state
 // RESTARTING, owner this node), so two leaders in quick succession never
 // both restart it, and then restarted here as if this node had made it.
 // Its creator, if still running, does not restart it; its calls wait for
@@ -120,12 +120,16 @@ void ClusterRuntime::append_detached_spec(const ActorState& actor,
 }
 
 void ClusterRuntime::keep_detached_actors() {
-  if (!config_.keeps_detached_actors || !config_.keeps_detached_actors()) {
+  bool keeping = config_.keeps_detached_actors && config_.keeps_detached_actors();
+  if (keeping && !keeping_detached_) detached_sweep_due_ = true;  // deaths seen before this node took over
+  keeping_detached_ = keeping;
+  if (!keeping) {
     orphaned_since_.clear();
     return;
   }
   auto now = Clock::now();
-  if (detached_sweep_running_ || now - detached_sweep_at_ < kSweepInterval) return;
+  if (!detached_sweep_due_ || detached_sweep_running_ || now - detached_sweep_at_ < kSweepInterval) return;
+  detached_sweep_due_ = false;
   detached_sweep_at_ = now;
   detached_sweep_running_ = true;
   meta::Request request;
@@ -140,9 +144,13 @@ void ClusterRuntime::keep_detached_actors() {
                           [this](std::string bytes) {
                             detached_sweep_running_ = false;
                             auto response = meta::decode_response(bytes);
-                            if (!response.ok() || !response->status.ok()) return;
-                            const auto* range = std::get_if<meta::RangeResponse>(&response->body);
-                            if (range == nullptr) return;
+                            const auto* range = response.ok() && response->status.ok()
+                                                    ? std::get_if<meta::RangeResponse>(&response->body)
+                                                    : nullptr;
+                            if (range == nullptr) {
+                              detached_sweep_due_ = true;  // read again next time
+                              return;
+                            }
                             auto now = Clock::now();
                             std::unordered_map<ActorId, Clock::time_point> still;
                             for (const meta::KeyValue& kv : range->kvs) {
@@ -164,9 +172,12 @@ void ClusterRuntime::keep_detached_actors() {
                               adopt_detached_actor(*id, std::move(*record), kv.mod_revision);
                             }
                             orphaned_since_ = std::move(still);
+                            // Orphans waiting out their grace: look again.
+                            if (!orphaned_since_.empty()) detached_sweep_due_ = true;
                           },
                           [this](kj::Exception&& e) {
                             detached_sweep_running_ = false;
+                            detached_sweep_due_ = true;
                             SHOAL_LOG_DEBUG("reading the actor directory: {}", e.getDescription().cStr());
                           }));
 }
@@ -204,14 +215,6 @@ void ClusterRuntime::adopt_detached_actor(const ActorId& id, std::map<std::strin
   record["node"] = "";
   std::vector<std::pair<std::string, std::string>> claimed(record.begin(), record.end());
   std::string claimed_json = flat_json(claimed);
-  meta::Request request;
-  meta::PutRequest put;
-  put.key = actor_key(id);
-  put.value = claimed_json;
-  put.expected_mod_revision = revision;
-  request.body = std::move(put);
-  auto encoded = meta::encode_request(request);
-  if (!encoded.ok()) return;
   auto state = std::make_shared<ActorState>();
   state->id = id;
   state->class_name = class_name;
@@ -231,11 +234,13 @@ void ClusterRuntime::adopt_detached_actor(const ActorId& id, std::map<std::strin
   state->options.max_concurrency = *max_concurrency;
   state->demand = std::move(*demand);
   state->restarts = *restarts;
-  tasks_set_->add(kv_call(std::move(*encoded))
-                      .then([this, id, state, why, name, name_space, claimed_json](std::string bytes) {
-                        auto response = meta::decode_response(bytes);
-                        const auto* put = response.ok() ? std::get_if<meta::PutResponse>(&response->body) : nullptr;
-                        if (put == nullptr || !response->status.ok() || !put->succeeded) {
+  tasks_set_->add(kv_put_if(actor_key(id), claimed_json, revision)
+                      .then([this, id, state, why, name, name_space, claimed_json](Result<bool> claimed) {
+                        if (!claimed.ok()) {
+                          detached_sweep_due_ = true;  // the store did not answer: try again
+                          return;
+                        }
+                        if (!*claimed) {
                           SHOAL_LOG_DEBUG("detached actor {}: claimed elsewhere first", id.hex());
                           return;
                         }

@@ -365,24 +365,7 @@ Result<ActorPtr> ClusterRuntime::create_actor(ActorSpec spec) {
                                     {"state", "PENDING_CREATION"}});
     std::string key = named_key(name_space, options.name);
     Result<bool> created = on_loop_and_wait<bool>(
-        [this, key, record]() -> kj::Promise<Result<bool>> {
-          meta::Request request;
-          meta::PutRequest put;
-          put.key = key;
-          put.value = record;
-          put.expected_mod_revision = 0;
-          request.body = put;
-          auto encoded = meta::encode_request(request);
-          if (!encoded.ok()) return Result<bool>(encoded.status());
-          return kv_call(std::move(*encoded)).then([](std::string bytes) -> Result<bool> {
-            auto response = meta::decode_response(bytes);
-            if (!response.ok()) return response.status();
-            if (!response->status.ok()) return response->status;
-            const auto* put = std::get_if<meta::PutResponse>(&response->body);
-            if (put == nullptr) return Status::internal("metadata store: unexpected reply to a put");
-            return put->succeeded;
-          });
-        },
+        [this, key, record]() -> kj::Promise<Result<bool>> { return kv_put_if(key, record, 0); },
         Clock::now() + std::chrono::seconds(15));
     if (!created.ok()) {
       return Status(created.status().code(),
@@ -1597,6 +1580,7 @@ void ClusterRuntime::learn_node(const ClusterMember& member) {
 }
 
 void ClusterRuntime::node_lost(const std::string& address) {
+  detached_sweep_due_ = true;  // a detached actor may have lived there
   drop_borrower(address);  // what it borrowed from here went with it
   functions_.erase(address);
   first_learning_.erase(address);
@@ -1706,10 +1690,7 @@ void ClusterRuntime::on_actor_created(const std::shared_ptr<Task>& task, const s
       std::string name = actor->name;
       std::string name_space = actor->name_space;
       lock.unlock();
-      auto& link = links_[address];
-      if (!link) link = std::make_unique<Link>();
-      link->kills.emplace_back(actor->id, "killed by shoal::kill() while it was being created");
-      schedule_flush(address);
+      send_kill(address, actor->id, "killed by shoal::kill() while it was being created");
       kv_delete(actor_key(actor->id));
       if (!name.empty()) kv_delete(named_key(name_space, name));
       return;
@@ -2002,23 +1983,17 @@ Status ClusterRuntime::kill_actor(const ActorHandleState& handle, bool no_restar
     error.kind = ErrorKind::kActorDied;
     error.code = Status::Code::kCancelled;
     error.message = "actor " + class_name + " (" + id.hex() + ") was killed by shoal::kill()";
-    auto send_kill = [this, id](const std::string& at) {
-      auto& link = links_[at];
-      if (!link) link = std::make_unique<Link>();
-      link->kills.emplace_back(id, "killed by shoal::kill()");
-      schedule_flush(at);
-    };
     if (!address.empty()) {
-      send_kill(address);
+      send_kill(address, id, "killed by shoal::kill()");
       actor_died(id, error);
       kv_delete(actor_key(id));
       return;
     }
     // Not located yet: find it, then kill it.
-    tasks_set_->add(kv_get(actor_key(id)).then([this, id, error, send_kill](std::optional<std::string> record) {
+    tasks_set_->add(kv_get(actor_key(id)).then([this, id, error](std::optional<std::string> record) {
       if (record) {
         auto fields = parse_flat_json(*record);
-        if (fields.ok() && fields->contains("address")) send_kill(fields->at("address"));
+        if (fields.ok() && fields->contains("address")) send_kill(fields->at("address"), id, "killed by shoal::kill()");
         if (fields.ok() && fields->contains("name") && !fields->at("name").empty())
           kv_delete(named_key(fields->at("namespace"), fields->at("name")));
       }
@@ -2422,6 +2397,33 @@ void ClusterRuntime::kv_put(const std::string& key, const std::string& value) {
   tasks_set_->add(kv_call(std::move(*encoded)).then([](std::string) {}, [key](kj::Exception&& e) {
     SHOAL_LOG_WARN("recording {} in the metadata store: {}", key, e.getDescription().cStr());
   }));
+}
+
+kj::Promise<Result<bool>> ClusterRuntime::kv_put_if(const std::string& key, const std::string& value,
+                                                    int64_t revision) {
+  meta::Request request;
+  meta::PutRequest put;
+  put.key = key;
+  put.value = value;
+  put.expected_mod_revision = revision;
+  request.body = std::move(put);
+  auto encoded = meta::encode_request(request);
+  if (!encoded.ok()) return Result<bool>(encoded.status());
+  return kv_call(std::move(*encoded)).then([](std::string bytes) -> Result<bool> {
+    auto response = meta::decode_response(bytes);
+    if (!response.ok()) return response.status();
+    if (!response->status.ok()) return response->status;
+    const auto* put = std::get_if<meta::PutResponse>(&response->body);
+    if (put == nullptr) return Status::internal("metadata store: unexpected reply to a put");
+    return put->succeeded;
+  });
+}
+
+void ClusterRuntime::send_kill(const std::string& address, const ActorId& id, std::string reason) {
+  auto& link = links_[address];
+  if (!link) link = std::make_unique<Link>();
+  link->kills.emplace_back(id, std::move(reason));
+  schedule_flush(address);
 }
 
 void ClusterRuntime::kv_delete(const std::string& key) {

@@ -324,6 +324,12 @@ class ClusterRuntime final : public Runtime {
   kj::Promise<std::optional<std::string>> kv_get(const std::string& key);
   void kv_put(const std::string& key, const std::string& value);
   void kv_delete(const std::string& key);
+  // Puts `value` at `key` only if the key's mod revision is `revision` (0:
+  // the key does not exist); true when it did.
+  kj::Promise<Result<bool>> kv_put_if(const std::string& key, const std::string& value, int64_t revision);
+  // Queues a killActor for `id` on the link to `address` (reason empty: its
+  // owner released it).
+  void send_kill(const std::string& address, const ActorId& id, std::string reason);
   // Blocks a user thread on something the loop thread computes.
   template <typename T>
   Result<T> on_loop_and_wait(std::function<kj::Promise<Result<T>>()> fn, Deadline deadline);
@@ -473,6 +479,10 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ActorId, Clock::time_point> orphaned_since_;
   Clock::time_point detached_sweep_at_{};
   bool detached_sweep_running_ = false;
+  // The directory is read only after a node left the view (or this node
+  // began to keep detached actors) and while an orphan waits out its grace.
+  bool detached_sweep_due_ = true;
+  bool keeping_detached_ = false;
   std::map<std::string, Clock::time_point> last_seen_;      // node id -> last in the view
   std::map<std::string, std::set<std::string>> functions_;  // by address: names, "@Class"
   std::set<std::string> learning_;                          // nodeInfo in flight
