@@ -14,6 +14,7 @@
 #include "control/wire.h"
 #include "gossip/service.h"
 #include "loop/loop.h"
+#include "meta/codec.h"
 #include "raft.capnp.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
@@ -980,8 +981,8 @@ void ControlPlane::record_deaths(uint64_t now) {
 }
 
 kj::Promise<bool> ControlPlane::death_recorded(uint64_t incarnation) {
-  return kv(machine_->get_request(kDeathsPrefix + node_id_), 0).then([this, incarnation](std::string response) {
-    auto value = machine_->single_value(response);
+  return kv(machine_->get_request(kDeathsPrefix + node_id_), 0).then([incarnation](std::string response) {
+    auto value = meta::single_value(response);
     if (!value.ok()) return kj::Promise<bool>(KJ_EXCEPTION(FAILED, value.status().message()));
     if (!value->has_value()) return kj::Promise<bool>(false);
     uint64_t recorded = 0;

@@ -153,16 +153,6 @@ std::string StateMachine::get_request(std::string_view key) const {
   return std::move(*encoded);
 }
 
-Result<std::optional<std::string>> StateMachine::single_value(std::string_view response) const {
-  auto decoded = meta::decode_response(response);
-  if (!decoded.ok()) return Status::internal("undecodable response: " + decoded.status().message());
-  if (!decoded->status.ok()) return decoded->status;
-  const auto* range = std::get_if<meta::RangeResponse>(&decoded->body);
-  if (range == nullptr) return Status::internal("a get was answered with another kind of response");
-  if (range->kvs.empty()) return std::optional<std::string>();
-  return std::optional<std::string>(range->kvs.front().value);
-}
-
 Status StateMachine::response_status(std::string_view response) const {
   auto decoded = meta::decode_response(response);
   if (!decoded.ok()) return Status::internal("undecodable response: " + decoded.status().message());

@@ -66,9 +66,7 @@ class StateMachine {
   std::string lease_grant_request(int64_t ttl_s) const;
   std::string lease_expire_command(const std::vector<int64_t>& ids) const;
   std::string put_request(std::string_view key, std::string_view value, int64_t lease) const;
-  std::string get_request(std::string_view key) const;
-  // The value of a get_request's key (nullopt: no such key), or its error.
-  Result<std::optional<std::string>> single_value(std::string_view response) const;
+  std::string get_request(std::string_view key) const;  // answered as meta::single_value reads
   Status response_status(std::string_view response) const;
   Result<int64_t> granted_lease(std::string_view response) const;
 

@@ -628,4 +628,14 @@ Result<Response> decode_response(std::string_view bytes) {
   return parse<wire::Response, Response>(bytes, kResponseBytesMax, "response", read_response);
 }
 
+Result<std::optional<std::string>> single_value(std::string_view response_bytes) {
+  auto decoded = decode_response(response_bytes);
+  if (!decoded.ok()) return decoded.status();
+  if (!decoded->status.ok()) return decoded->status;
+  const auto* range = std::get_if<RangeResponse>(&decoded->body);
+  if (range == nullptr) return Status::invalid_argument("a get was answered with another kind of response");
+  if (range->kvs.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(range->kvs.front().value);
+}
+
 }  // namespace shoal::meta

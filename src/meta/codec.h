@@ -10,6 +10,7 @@
 // wrong; capnp exceptions never escape. Pure functions; any thread.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,5 +28,9 @@ Result<Request> decode_request(std::string_view bytes);
 // (asserted).
 std::string encode_response(const Response& response);
 Result<Response> decode_response(std::string_view bytes);
+
+// The answer to a single-key RangeRequest: the key's value (nullopt: no
+// such key), the response's error, or why the bytes are not such an answer.
+Result<std::optional<std::string>> single_value(std::string_view response_bytes);
 
 }  // namespace shoal::meta

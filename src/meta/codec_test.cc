@@ -229,3 +229,23 @@ TEST_CASE("codec: random and bit-flipped input never crashes the decoder or the 
   CHECK(h.store.key_count() == 2);
   CHECK(h.get("leased")->lease == lease);
 }
+
+TEST_CASE("single_value reads the answer to a one-key get") {
+  auto encoded = [](Response::Body body, Status status = {}) {
+    Response r;
+    r.status = std::move(status);
+    r.body = std::move(body);
+    return encode_response(r);
+  };
+  auto found = single_value(encoded(RangeResponse{{sample_kv("k")}, 1, false}));
+  REQUIRE(found.ok());
+  REQUIRE(found->has_value());
+  CHECK(**found == sample_kv("k").value);
+  auto missing = single_value(encoded(RangeResponse{{}, 0, false}));
+  REQUIRE(missing.ok());
+  CHECK_FALSE(missing->has_value());
+  CHECK(single_value(encoded(std::monostate{}, Status::unavailable("no leader"))).status().code() ==
+        Status::Code::kUnavailable);
+  CHECK_FALSE(single_value(encoded(PutResponse{true, std::nullopt, std::nullopt})).ok());
+  CHECK_FALSE(single_value("not a response").ok());
+}

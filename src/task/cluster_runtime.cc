@@ -2377,12 +2377,9 @@ kj::Promise<std::optional<std::string>> ClusterRuntime::kv_get(const std::string
   auto encoded = meta::encode_request(request);
   if (!encoded.ok()) return KJ_EXCEPTION(FAILED, "bad metadata request", encoded.status().message());
   return kv_call(std::move(*encoded)).then([key](std::string bytes) -> kj::Promise<std::optional<std::string>> {
-    auto response = meta::decode_response(bytes);
-    if (!response.ok()) return KJ_EXCEPTION(FAILED, "bad metadata reply", response.status().message());
-    if (!response->status.ok()) return KJ_EXCEPTION(FAILED, "metadata store", response->status.to_string());
-    const auto* range = std::get_if<meta::RangeResponse>(&response->body);
-    if (range == nullptr || range->kvs.empty()) return std::optional<std::string>();
-    return std::optional<std::string>(range->kvs.front().value);
+    auto value = meta::single_value(bytes);
+    if (!value.ok()) return KJ_EXCEPTION(FAILED, "metadata store", value.status().to_string());
+    return std::move(*value);
   });
 }
 
