@@ -36,6 +36,10 @@ Executor::~Executor() {
 Status Executor::submit(WorkItem item) {
   std::unique_lock lock(mutex_);
   if (draining_) return Status::cancelled("the executor is shutting down");
+  if (const ResourceSet* bundle = released_bundle_of(item.demand)) {
+    return Status::resource_exhausted("needs " + item.demand.to_string() + " but placement group bundle " +
+                                      bundle->to_string() + " was removed");
+  }
   if (!resources_.feasible(item.demand)) {
     return Status::resource_exhausted("needs " + item.demand.to_string() + " but this node has " +
                                       resources_.total().to_string() + " in total");
@@ -83,10 +87,37 @@ bool Executor::reserve_bundle(const ResourceSet& demand, const ResourceSet& bund
 }
 
 void Executor::release_bundle(const ResourceSet& demand, const ResourceSet& bundle) {
-  std::lock_guard lock(mutex_);
-  releasing_.emplace_back(demand, bundle);
-  finish_bundle_releases();
-  wake_after_release();
+  std::vector<WorkItem> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    releasing_.emplace_back(demand, bundle);
+    // What waits for the bundle would wait for ever: it leaves the queue now
+    // (items already running finish, and then the bundle goes).
+    for (auto it = classes_.begin(); it != classes_.end();) {
+      auto& queue = it->second;
+      if (queue.empty() || !queue.front().item.demand.shares_a_name_with(bundle)) {
+        ++it;
+        continue;
+      }
+      for (auto& q : queue) dropped.push_back(std::move(q.item));
+      queued_ -= queue.size();
+      it = classes_.erase(it);
+    }
+    finish_bundle_releases();
+    wake_after_release();
+  }
+  const Status status = Status::resource_exhausted("placement group bundle " + bundle.to_string() +
+                                                   " was removed before this could start");
+  for (WorkItem& item : dropped) {
+    if (item.dropped) item.dropped(status);
+  }
+}
+
+const ResourceSet* Executor::released_bundle_of(const ResourceSet& demand) const {
+  for (const auto& [taken, bundle] : releasing_) {
+    if (demand.shares_a_name_with(bundle)) return &bundle;
+  }
+  return nullptr;
 }
 
 void Executor::finish_bundle_releases() {

@@ -42,6 +42,10 @@ struct WorkItem {
   ResourceSet demand;
   std::function<void()> run;
   bool keep_resources = false;  // the demand stays taken after run(); see release()
+  // Called (no executor lock held) instead of run() when the executor gives
+  // up on a queued item that can never start: it asks for a placement
+  // group bundle that was released.
+  std::function<void(const Status&)> dropped;
 };
 
 class Executor {
@@ -80,7 +84,8 @@ class Executor {
   // those names use them. False, changing nothing, when `demand` is not free
   // now. release_bundle undoes it: `bundle` leaves the totals and `demand`
   // becomes free again — at once if nothing uses the bundle, else when its
-  // last item returns.
+  // last item returns. Queued items that ask for the bundle are dropped
+  // (WorkItem::dropped), and submit refuses new ones, from then on.
   bool reserve_bundle(const ResourceSet& demand, const ResourceSet& bundle);
   void release_bundle(const ResourceSet& demand, const ResourceSet& bundle);
 
@@ -124,6 +129,8 @@ class Executor {
   void end_blocking(Worker& worker);
   void wake_after_release();  // lock held
   void finish_bundle_releases();  // lock held
+  // A bundle being released that `demand` asks for, if any (lock held).
+  const ResourceSet* released_bundle_of(const ResourceSet& demand) const;
 
   const int threads_max_;
   mutable std::mutex mutex_;

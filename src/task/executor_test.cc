@@ -8,6 +8,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <latch>
+#include <mutex>
+#include <string>
 #include <thread>
 
 using namespace shoal;
@@ -157,9 +159,38 @@ TEST_CASE("executor: a placement group bundle reserves CPUs for its own items, a
                                    }})
               .ok());
   started.wait();
+  // Two more items wait behind it for the bundle, and a plain one for 2 CPUs.
+  std::atomic<int> dropped{0};
+  std::atomic<int> ran_after{0};
+  std::string dropped_reason;
+  std::mutex reason_mutex;
+  auto waiting = [&](uint64_t n, const ResourceSet& demand) {
+    WorkItem item{task_id(n), demand, [&] { ran_after.fetch_add(1); }};
+    item.dropped = [&](const Status& status) {
+      std::lock_guard lock(reason_mutex);
+      dropped_reason = status.message();
+      dropped.fetch_add(1);
+    };
+    return item;
+  };
+  REQUIRE(executor.submit(waiting(10, bundle)).ok());
+  REQUIRE(executor.submit(waiting(11, bundle)).ok());
+  REQUIRE(executor.submit(waiting(13, cpus(2))).ok());
   executor.release_bundle(cpus(1), bundle);
+  // The items waiting for the bundle are dropped with the reason; the plain
+  // one stays queued.
+  CHECK(dropped.load() == 2);
+  CHECK(dropped_reason.find("was removed") != std::string::npos);
+  CHECK(executor.stats().queued == 1);
   CHECK(executor.stats().available == cpus(1));  // still in use: nothing back yet
+  // While it is still in use, new items of the bundle are refused too.
+  Status late = executor.submit(waiting(14, bundle));
+  CHECK(late.code() == Status::Code::kResourceExhausted);
+  CHECK(late.message().find("was removed") != std::string::npos);
   finish = true;
+  for (int i = 0; i < 2000 && ran_after.load() != 1; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(ran_after.load() == 1);  // the plain 2-CPU item ran once the bundle's CPU came back
+  CHECK(dropped.load() == 2);
   for (int i = 0; i < 2000 && executor.stats().available != cpus(2); ++i) std::this_thread::sleep_for(1ms);
   CHECK(ran.load());
   CHECK(executor.stats().available == cpus(2));

@@ -314,9 +314,9 @@ void LocalRuntime::enqueue(const std::shared_ptr<Task>& task) {
     if (task->state != Task::State::kWaiting) return;
     task->state = Task::State::kQueued;
   }
-  Status status =
-      executor_.submit(WorkItem{task->id, task->demand, [this, task] { run_task(task); }});
-  if (!status.ok()) {
+  // Refused now, or dropped from the queue later (its placement group bundle
+  // was removed).
+  auto refused = [this, task](const Status& status) {
     if (status.code() == Status::Code::kCancelled) {
       finish(task, ObjectValue{
                        {}, {}, cancelled_error(task->spec.function, task->id, "shoal shut down")});
@@ -324,7 +324,11 @@ void LocalRuntime::enqueue(const std::shared_ptr<Task>& task) {
       fail(task, system_error(status.code(),
                               "task " + task->spec.function + " cannot run: " + status.message()));
     }
-  }
+  };
+  WorkItem item{task->id, task->demand, [this, task] { run_task(task); }};
+  item.dropped = refused;
+  Status status = executor_.submit(std::move(item));
+  if (!status.ok()) refused(status);
 }
 
 void LocalRuntime::run_task(const std::shared_ptr<Task>& task) {
@@ -499,22 +503,24 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   }
   // Resources are held for the actor's life: a lease from the executor,
   // granted when they are free (the actor waits until then).
-  Status submitted = executor_.submit(WorkItem{creation->task_id, *demand,
-                                               [this, runner, id] {
-                                                 {
-                                                   std::lock_guard lock(actors_mutex_);
-                                                   auto it = actors_.find(id);
-                                                   if (it != actors_.end())
-                                                     it->second.holds_resources = true;
-                                                 }
-                                                 Status started = runner->start();
-                                                 (void)started;
-                                               },
-                                               true});
-  if (!submitted.ok()) {
-    runner->kill(false, submitted.message());
-    on_actor_exit(id, system_error(submitted.code(), submitted.message()));
-  }
+  auto refused = [this, runner, id](const Status& status) {
+    runner->kill(false, status.message());
+    on_actor_exit(id, system_error(status.code(), status.message()));
+  };
+  WorkItem item{creation->task_id, *demand,
+                [this, runner, id] {
+                  {
+                    std::lock_guard lock(actors_mutex_);
+                    auto it = actors_.find(id);
+                    if (it != actors_.end()) it->second.holds_resources = true;
+                  }
+                  Status started = runner->start();
+                  (void)started;
+                },
+                true};
+  item.dropped = refused;
+  Status submitted = executor_.submit(std::move(item));
+  if (!submitted.ok()) refused(submitted);
   return handle;
 }
 

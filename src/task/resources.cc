@@ -83,6 +83,20 @@ bool ResourceSet::fits_in(const ResourceSet& other) const {
   return true;
 }
 
+bool ResourceSet::shares_a_name_with(const ResourceSet& other) const {
+  auto a = entries_.begin();
+  auto b = other.entries_.begin();
+  while (a != entries_.end() && b != other.entries_.end()) {
+    if (a->first == b->first) return true;
+    if (a->first < b->first) {
+      ++a;
+    } else {
+      ++b;
+    }
+  }
+  return false;
+}
+
 void ResourceSet::add(const ResourceSet& other) {
   for (const auto& [name, units] : other.entries_) set_units(name, this->units(name) + units);
 }

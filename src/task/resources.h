@@ -44,6 +44,8 @@ class ResourceSet {
   bool empty() const { return entries_.empty(); }
   // Every quantity here is <= the same one in `other`.
   bool fits_in(const ResourceSet& other) const;
+  // Some resource is named in both (with any quantity).
+  bool shares_a_name_with(const ResourceSet& other) const;
   void add(const ResourceSet& other);
   // Requires fits_in(*this, other) (asserted).
   void subtract(const ResourceSet& other);

@@ -61,6 +61,11 @@ TEST_CASE("resources: fits, add, subtract, keys") {
   CHECK(sum.empty());
   CHECK(one_cpu.key() == ResourceSet::from_wholes({{"CPU", 0.5}, {"CPU", 0.5}})->key());
   CHECK(one_cpu.key() != three_cpu.key());
+  CHECK(node.shares_a_name_with(tpu) == false);
+  CHECK(node.shares_a_name_with(one_cpu));
+  CHECK(*ResourceSet::from_wholes({{"A", 1}, {"TPU", 1}}) == *ResourceSet::from_wholes({{"TPU", 1}, {"A", 1}}));
+  CHECK(ResourceSet::from_wholes({{"A", 1}, {"TPU", 1}})->shares_a_name_with(tpu));
+  CHECK_FALSE(ResourceSet().shares_a_name_with(node));
 }
 
 TEST_CASE("resources: a node never hands out more than it has") {

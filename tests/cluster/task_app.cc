@@ -747,13 +747,40 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
     } catch (const std::exception& e) {
       empty_error = e.what();
     }
+    // Removing a group while tasks wait for its (busy) bundle: the running
+    // one finishes, the waiting ones fail at once instead of waiting for a
+    // bundle that will never come back.
+    shoal::remove_placement_group(pair);
+    auto solo = shoal::placement_group({one_cpu}, PlacementStrategy::kStrictPack);
+    bool solo_ready = solo.wait(std::chrono::seconds(20));
+    auto solo_bundle = shoal::placement_group_bundle(solo.id(), 0);
+    auto running = shoal::task(sleep_ms).strategy(solo_bundle).remote(1500);
+    std::vector<shoal::ObjectRef<int>> waiting;
+    for (int i = 0; i < 3; ++i) waiting.push_back(shoal::task(pid_of).strategy(solo_bundle).remote());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    shoal::remove_placement_group(solo);
+    int waiting_failed = 0;
+    std::string waiting_error;
+    for (auto& ref : waiting) {
+      try {
+        (void)ref.get(std::chrono::seconds(30));
+      } catch (const shoal::GetTimeout& e) {
+        waiting_error = std::string("timed out: ") + e.what();
+      } catch (const std::exception& e) {
+        ++waiting_failed;
+        waiting_error = e.what();
+      }
+    }
+    int running_value = running.get(std::chrono::seconds(30));
     std::printf(
         "{\"spread_ready\":%s,\"bundle_pids\":%s,\"too_big\":%s,\"actor_pid\":%d,\"bundle1_pid\":%d,"
         "\"pair_ready_before\":%s,\"pair_ready_after\":%s,\"pair_pid\":%d,\"four_ready\":%s,"
-        "\"removed_wait\":%s,\"empty_error\":%s}\n",
+        "\"removed_wait\":%s,\"empty_error\":%s,\"solo_ready\":%s,\"waiting_failed\":%d,"
+        "\"waiting_error\":%s,\"running_value\":%d}\n",
         spread_ready ? "true" : "false", pid_counts(bundle_pids).c_str(), json_quoted(too_big).c_str(), actor_pid,
         bundle_pids[1], pair_ready_before ? "true" : "false", pair_ready_after ? "true" : "false", pair_pid,
-        four_ready ? "true" : "false", json_quoted(removed_wait).c_str(), json_quoted(empty_error).c_str());
+        four_ready ? "true" : "false", json_quoted(removed_wait).c_str(), json_quoted(empty_error).c_str(),
+        solo_ready ? "true" : "false", waiting_failed, json_quoted(waiting_error).c_str(), running_value);
     return 0;
   }
   if (mode == "affinity") {

@@ -341,6 +341,10 @@ def test_placement_groups_reserve_all_or_nothing_and_free_on_removal(cluster):
     check(not out["four_ready"], "STRICT_SPREAD of 4 bundles was placed on 3 nodes: %s" % out)
     check("removed" in out["removed_wait"], "wait() on a removed group: %s" % out)
     check("at least one bundle" in out["empty_error"], "a group of no bundles: %s" % out)
+    check(out["solo_ready"], "a group of one 1-CPU bundle was not placed: %s" % out)
+    check(out["waiting_failed"] == 3 and "removed" in out["waiting_error"],
+          "tasks waiting for the bundle of a removed group did not fail with the reason: %s" % out)
+    check(out["running_value"] == 1500, "the task running in the removed group's bundle: %s" % out)
 
 
 def test_large_values_move_between_nodes_in_chunks(cluster):
