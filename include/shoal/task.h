@@ -347,4 +347,11 @@ bool cancel(const ObjectRef<T>& ref, bool force = false) {
 // long-running tasks should check it and return. False outside tasks.
 bool cancel_requested();
 
+// Inside a task or actor method: the ids of the GPUs its node reserved for
+// it (a task that asked for 0.5 GPU gets the one device its half is on), so
+// that two tasks never pick the same device; ascending. Empty outside tasks
+// and for work that asked for no GPU. Like Ray's get_gpu_ids(); command
+// jobs see the same ids in CUDA_VISIBLE_DEVICES.
+std::vector<int> gpu_ids();
+
 }  // namespace shoal

@@ -242,6 +242,7 @@ struct JobService::Local {
   int32_t pid = 0;
   std::string fail_message;  // set when it failed before or at start
   std::vector<uint32_t> gpus;
+  detail::GpuGrant gpu_grant;  // the executor's, given back with the demand
   std::unique_ptr<LogWriter> log;
   Process* process = nullptr;
 };
@@ -302,7 +303,6 @@ JobService::JobService(loop::Loop& loop, control::ControlPlane& control, gossip:
       clock_(clock),
       options_(std::move(options)),
       alive_(std::make_shared<bool>(true)),
-      gpu_used_(options_.gpus, false),
       task_errors_(std::make_unique<ErrorLogger>()),
       timers_(std::make_unique<Timers>()) {
   tasks_ = std::make_unique<kj::TaskSet>(*task_errors_);
@@ -730,11 +730,13 @@ void JobService::admit(const Record& record) {
   item.task_id = task_id_of(id, attempt);
   item.demand = *demand;
   item.keep_resources = true;
-  // Runs on an executor thread once the demand fits: hand over to the loop.
+  // Runs on an executor thread once the demand fits: hand over to the loop,
+  // with the GPU devices the executor picked (the same accounting as tasks').
   item.run = [this, alive, loop, id, attempt]() {
-    Status posted = loop->post([this, alive, id, attempt]() {
+    detail::GpuGrant gpus = detail::Executor::current_grant();
+    Status posted = loop->post([this, alive, id, attempt, gpus]() {
       auto a = alive.lock();
-      if (a && *a) on_granted(id, attempt);
+      if (a && *a) on_granted(id, attempt, gpus);
     });
     if (!posted.ok()) SHOAL_LOG_DEBUG("jobs: cannot start {}: {}", id, posted.message());
   };
@@ -745,13 +747,15 @@ void JobService::admit(const Record& record) {
   if (!submitted.ok()) fail_before_start(ref, "cannot run here: " + submitted.message());
 }
 
-void JobService::on_granted(const std::string& id, uint32_t attempt) {
+void JobService::on_granted(const std::string& id, uint32_t attempt, const detail::GpuGrant& gpus) {
   auto it = local_.find(id);
   // Every Local stays until its executor item either was cancelled or
   // reached here, so a grant always finds its Local (stop() aside).
   if (it == local_.end() || it->second->attempt != attempt || it->second->granted) return;
   Local& local = *it->second;
   local.granted = true;
+  local.gpu_grant = gpus;
+  local.gpus = detail::GpuInstances::ids(gpus);
   if (local.kill_requested) {
     maybe_finish(id);
     return;
@@ -763,18 +767,6 @@ void JobService::on_granted(const std::string& id, uint32_t attempt) {
     return;
   }
   Record record = c->second.record;
-  // GPUs: the lowest free ids.
-  uint32_t want = static_cast<uint32_t>(record.spec.gpus);
-  for (uint32_t g = 0; g < gpu_used_.size() && local.gpus.size() < want; ++g) {
-    if (!gpu_used_[g]) {
-      gpu_used_[g] = true;
-      local.gpus.push_back(g);
-    }
-  }
-  if (local.gpus.size() < want) {
-    fail_before_start(local, "no free GPU ids left on this node");
-    return;
-  }
   if (!record.spec.has_working_dir) {
     spawn(local, record);
     return;
@@ -1070,11 +1062,8 @@ void JobService::maybe_finish(const std::string& id_ref) {
   if (never_started && local.granted == false && local.kill_requested == false && local.fail_message.empty()) return;
   local.finishing = true;
   if (local.granted && !local.released) {
-    executor_.release(local.demand);
+    executor_.release(local.demand, local.gpu_grant);
     local.released = true;
-  }
-  for (uint32_t g : local.gpus) {
-    if (g < gpu_used_.size()) gpu_used_[g] = false;
   }
   // The final state.
   State state = State::kFailed;

@@ -64,7 +64,6 @@ struct JobServiceOptions {
   std::string data_dir;  // jobs live under <data_dir>/jobs/<id>/
   std::string self_id;
   std::string self_address;
-  uint32_t gpus = 0;     // GPU ids 0..gpus-1 are handed to jobs
   uint64_t stop_grace_ms = kStopGraceMs;
   uint64_t log_file_bytes_max = 0;  // 0: kLogFileBytesMax
 };
@@ -135,7 +134,7 @@ class JobService {
 
   // Local execution.
   void admit(const Record& record);
-  void on_granted(const std::string& id, uint32_t attempt);
+  void on_granted(const std::string& id, uint32_t attempt, const detail::GpuGrant& gpus);
   void spawn(Local& local, const Record& record);
   void watch_process(Process* proc, uint64_t timeout_ms);
   void mark_running(const std::string& id);
@@ -174,7 +173,6 @@ class JobService {
   // may still show it ASSIGNED after it ended, and it must not run twice.
   std::map<std::string, uint32_t> admitted_;
   std::set<Process*> lingering_;  // ended jobs whose group still gets its SIGKILL
-  std::vector<bool> gpu_used_;
   std::unique_ptr<kj::TaskSet> tasks_;
   std::unique_ptr<kj::TaskSet::ErrorHandler> task_errors_;
   struct Timers;

@@ -364,7 +364,6 @@ Status Node::serve() {
     job_options.data_dir = s.data_dir;
     job_options.self_id = s.self.id;
     job_options.self_address = s.self.address;
-    job_options.gpus = static_cast<uint32_t>(s.self.total.gpus);
     s.jobs = std::make_unique<jobs::JobService>(*s.loop, *s.control, *s.gossip, *s.peers, s.engine->executor(), s.clock,
                                                 job_options);
     s.jobs->start();

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "task/executor.h"
 #include "task/runtime.h"
 
 namespace shoal::detail {
@@ -33,9 +34,10 @@ ActorRunner::~ActorRunner() {
   join();
 }
 
-Status ActorRunner::start() {
+Status ActorRunner::start(std::vector<uint32_t> gpu_ids) {
   std::unique_lock lock(mutex_);
   SHOAL_ASSERT(threads_.empty());
+  gpu_ids_ = std::move(gpu_ids);
   for (int i = 0; i < config_.max_concurrency; ++i) {
     try {
       threads_.emplace_back([this, i] { thread_main(i); });
@@ -186,6 +188,7 @@ void ActorRunner::fail_calls(std::deque<ActorCallPtr>& calls, const ErrorInfo& e
 }
 
 void ActorRunner::thread_main(int index) {
+  Executor::GpuIdsScope gpus(gpu_ids_);
   std::unique_lock lock(mutex_);
   while (state_ != State::kDead) {
     if (state_ == State::kConstructing) {

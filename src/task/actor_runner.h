@@ -75,8 +75,9 @@ class ActorRunner {
   ActorRunner& operator=(const ActorRunner&) = delete;
 
   // Spawns the threads. kResourceExhausted if no thread could be started
-  // (the actor is then dead).
-  Status start();
+  // (the actor is then dead). `gpu_ids`: the GPUs the node gave the actor
+  // (shoal::gpu_ids() on its threads).
+  Status start(std::vector<uint32_t> gpu_ids = {});
   void enqueue(ActorCallPtr call);  // fails it at once if the actor is dead
   void mark_ready(const ActorCallPtr& call);
   // Drops a queued call (completing it with TaskCancelled) and returns true;
@@ -122,6 +123,7 @@ class ActorRunner {
   int live_threads_ = 0;                     // guarded
   std::vector<std::thread> threads_;         // guarded
   bool joined_ = false;                      // guarded
+  std::vector<uint32_t> gpu_ids_;            // set by start() before any thread runs
 };
 
 }  // namespace shoal::detail

@@ -228,6 +228,12 @@ bool cancel_requested() {
   return flag != nullptr && flag->load(std::memory_order_relaxed);
 }
 
+std::vector<int> gpu_ids() {
+  std::vector<int> out;
+  for (uint32_t id : detail::Executor::current_gpu_ids()) out.push_back(static_cast<int>(id));
+  return out;
+}
+
 // ---- init ---------------------------------------------------------------------
 
 Options local(double cpus) {

@@ -11,17 +11,32 @@ namespace shoal::detail {
 struct Executor::Worker {
   Executor* executor = nullptr;
   const ResourceSet* demand = nullptr;  // of the item running on this thread
+  ResourceSet lent;                     // its CPUs, while blocked
+  GpuGrant gpus;                        // of the item running on this thread
+  std::vector<uint32_t> gpu_ids;
   bool blocked = false;
 };
 
 namespace {
-thread_local Executor::Worker* tls_worker = nullptr;  // NOLINT: per pool thread
+thread_local Executor::Worker* tls_worker = nullptr;                 // NOLINT: per pool thread
+thread_local const std::vector<uint32_t>* tls_actor_gpu_ids = nullptr;  // NOLINT: per actor thread
+
+// What a blocked item lends: its CPUs, plain or a placement group bundle's.
+ResourceSet cpus_of(const ResourceSet& demand) {
+  ResourceSet out;
+  for (const auto& [name, units] : demand.entries()) {
+    std::string_view n = name;
+    if (n == ResourceSet::kCpu || n.starts_with("CPU_pg_")) out.set_units(name, units);
+  }
+  return out;
+}
 }  // namespace
 
 Executor::Executor(Config config)
     : threads_max_(
           std::clamp(config.threads_max, std::max(config.threads_min, 1), kThreadsMaxLimit)),
-      resources_(std::move(config.total)) {
+      resources_(config.total),
+      gpus_(config.total) {
   std::lock_guard lock(mutex_);
   for (int i = 0; i < std::max(config.threads_min, 1) && i < threads_max_; ++i) {
     threads_.emplace_back([this] { thread_main(); });
@@ -71,17 +86,21 @@ std::optional<WorkItem> Executor::cancel(const TaskId& id) {
   return std::nullopt;
 }
 
-void Executor::release(const ResourceSet& demand) {
+void Executor::release(const ResourceSet& demand, const GpuGrant& gpus) {
   std::lock_guard lock(mutex_);
   resources_.release(demand);
+  gpus_.give_back(gpus);
   wake_after_release();
 }
 
 bool Executor::reserve_bundle(const ResourceSet& demand, const ResourceSet& bundle) {
   std::lock_guard lock(mutex_);
-  if (draining_ || !resources_.can_run(demand)) return false;
+  if (draining_ || !can_start(demand)) return false;
   resources_.acquire(demand);
+  GpuGrant taken = gpus_.take(demand);
   resources_.add_total(bundle);
+  gpus_.add_pool(bundle, taken);
+  bundle_gpus_[bundle.key()] = std::move(taken);
   wake_after_release();  // items of the bundle may be queued
   return true;
 }
@@ -127,7 +146,12 @@ void Executor::finish_bundle_releases() {
       continue;
     }
     resources_.remove_total(it->second);
+    gpus_.remove_pool(it->second);
     resources_.release(it->first);
+    if (auto g = bundle_gpus_.find(it->second.key()); g != bundle_gpus_.end()) {
+      gpus_.give_back(g->second);
+      bundle_gpus_.erase(g);
+    }
     it = releasing_.erase(it);
   }
 }
@@ -169,20 +193,24 @@ Executor::Stats Executor::stats() const {
   return Stats{queued_, running_, blocked_, threads_.size(), resources_.available()};
 }
 
+bool Executor::can_start(const ResourceSet& demand) const {
+  return resources_.can_run(demand) && gpus_.can_take(demand);
+}
+
 bool Executor::has_startable() const {
   if (reacquiring_ > 0) return false;  // resumed items take their demand back first
   for (const auto& [key, queue] : classes_) {
-    if (resources_.can_run(queue.front().item.demand)) return true;
+    if (can_start(queue.front().item.demand)) return true;
   }
   return false;
 }
 
-std::optional<WorkItem> Executor::take_next() {
+std::optional<std::pair<WorkItem, GpuGrant>> Executor::take_next() {
   if (reacquiring_ > 0) return std::nullopt;
   auto best = classes_.end();
   for (auto it = classes_.begin(); it != classes_.end(); ++it) {
     const Queued& head = it->second.front();
-    if (!resources_.can_run(head.item.demand)) continue;
+    if (!can_start(head.item.demand)) continue;
     if (best == classes_.end() || head.sequence < best->second.front().sequence) best = it;
   }
   if (best == classes_.end()) return std::nullopt;
@@ -191,7 +219,8 @@ std::optional<WorkItem> Executor::take_next() {
   if (best->second.empty()) classes_.erase(best);
   --queued_;
   resources_.acquire(item.demand);
-  return item;
+  GpuGrant gpus = gpus_.take(item.demand);
+  return std::make_pair(std::move(item), std::move(gpus));
 }
 
 void Executor::maybe_add_thread() {
@@ -224,8 +253,8 @@ void Executor::thread_main() {
   tls_worker = &worker;
   std::unique_lock lock(mutex_);
   while (true) {
-    std::optional<WorkItem> item = draining_ ? std::nullopt : take_next();
-    if (!item) {
+    auto next = draining_ ? std::nullopt : take_next();
+    if (!next) {
       if (draining_) break;
       ++idle_;
       work_cv_.wait(lock);
@@ -234,16 +263,24 @@ void Executor::thread_main() {
     }
     ++running_;
     lock.unlock();
+    std::optional<WorkItem> item(std::move(next->first));
     worker.demand = &item->demand;
+    worker.gpus = std::move(next->second);
+    worker.gpu_ids = GpuInstances::ids(worker.gpus);
+    next.reset();
     item->run();
     worker.demand = nullptr;
     ResourceSet demand = std::move(item->demand);
+    GpuGrant gpus = std::move(worker.gpus);
+    worker.gpus.clear();
+    worker.gpu_ids.clear();
     bool keep = item->keep_resources;
     item.reset();  // the closure's captures die outside the lock
     lock.lock();
     --running_;
     if (!keep) {
       resources_.release(demand);
+      gpus_.give_back(gpus);
       wake_after_release();
     }
   }
@@ -255,7 +292,8 @@ void Executor::begin_blocking(Worker& worker) {
   SHOAL_ASSERT(!worker.blocked);
   worker.blocked = true;
   ++blocked_;
-  resources_.release(*worker.demand);
+  worker.lent = cpus_of(*worker.demand);
+  resources_.release(worker.lent);
   wake_after_release();
   maybe_add_thread();
 }
@@ -264,13 +302,31 @@ void Executor::end_blocking(Worker& worker) {
   std::unique_lock lock(mutex_);
   SHOAL_ASSERT(worker.blocked);
   ++reacquiring_;
-  reacquire_cv_.wait(lock, [&] { return resources_.can_run(*worker.demand); });
+  reacquire_cv_.wait(lock, [&] { return resources_.can_run(worker.lent); });
   --reacquiring_;
-  resources_.acquire(*worker.demand);
+  resources_.acquire(worker.lent);
+  worker.lent = ResourceSet();
   worker.blocked = false;
   --blocked_;
   if (reacquiring_ == 0 && queued_ > 0 && idle_ > 0) work_cv_.notify_all();
 }
+
+std::vector<uint32_t> Executor::current_gpu_ids() {
+  if (tls_actor_gpu_ids != nullptr) return *tls_actor_gpu_ids;
+  if (tls_worker != nullptr && tls_worker->demand != nullptr) return tls_worker->gpu_ids;
+  return {};
+}
+
+GpuGrant Executor::current_grant() {
+  if (tls_worker != nullptr && tls_worker->demand != nullptr) return tls_worker->gpus;
+  return {};
+}
+
+Executor::GpuIdsScope::GpuIdsScope(std::vector<uint32_t> ids) : ids_(std::move(ids)), previous_(tls_actor_gpu_ids) {
+  tls_actor_gpu_ids = &ids_;
+}
+
+Executor::GpuIdsScope::~GpuIdsScope() { tls_actor_gpu_ids = previous_; }
 
 Executor::BlockingScope::BlockingScope() : executor_(nullptr) {
   Worker* worker = tls_worker;

@@ -8,11 +8,16 @@
 // demand ("scheduling class"); the oldest head that fits goes first, so a
 // big task waits for room without blocking small ones of other classes.
 //
+// GPUs are devices with ids (GpuInstances): an item that asks for GPUs gets
+// particular ones when it starts (current_gpu_ids() on its thread), and a
+// fraction of a GPU is a fraction of one device.
+//
 // A running item that blocks (get() inside a task) brackets the wait with
-// BlockingScope: its demand is lent to other items meanwhile, and a thread is
-// added if no idle one is left (up to threads_max). On waking it takes its
-// demand back before any new item starts. Running (unblocked) items
-// therefore never exceed the node's resources.
+// BlockingScope: its CPUs are lent to other items meanwhile (the rest —
+// GPUs, memory, custom resources — stays with it, as in Ray), and a thread
+// is added if no idle one is left (up to threads_max). On waking it takes its
+// CPUs back before any new item starts. Running (unblocked) items therefore
+// never exceed the node's resources.
 //
 // Threading: submit/cancel/release/stats from any thread. run() executes on a
 // pool thread with no executor lock held. drain() then join() stop it; join()
@@ -75,8 +80,9 @@ class Executor {
   Status submit(WorkItem item);
   // Takes a queued item back; nullopt if it already started or is unknown.
   std::optional<WorkItem> cancel(const TaskId& id);
-  // Returns a keep_resources item's demand.
-  void release(const ResourceSet& demand);
+  // Returns a keep_resources item's demand and the GPUs it was given (its
+  // run() read them with current_grant()).
+  void release(const ResourceSet& demand, const GpuGrant& gpus = {});
 
   // Placement group bundles. reserve_bundle takes `demand` out of what is
   // free and adds `bundle` (the same quantities under the bundle's own
@@ -101,6 +107,24 @@ class Executor {
   // Per pool thread; only the executor reads it.
   struct Worker;
 
+  // Inside run(): the GPUs the item was given (a keep_resources item keeps
+  // them until release()). On an actor's threads (GpuIdsScope): the actor's.
+  // Empty elsewhere.
+  static std::vector<uint32_t> current_gpu_ids();
+  static GpuGrant current_grant();
+  // An actor's threads answer current_gpu_ids() with the actor's GPUs.
+  class GpuIdsScope {
+   public:
+    explicit GpuIdsScope(std::vector<uint32_t> ids);
+    ~GpuIdsScope();
+    GpuIdsScope(const GpuIdsScope&) = delete;
+    GpuIdsScope& operator=(const GpuIdsScope&) = delete;
+
+   private:
+    std::vector<uint32_t> ids_;
+    const std::vector<uint32_t>* previous_;
+  };
+
   // Around a blocking wait inside run(): lends the item's demand out. Does
   // nothing on threads that are not this kind of pool thread.
   class BlockingScope {
@@ -121,8 +145,10 @@ class Executor {
   };
 
   void thread_main();
-  // The next item to start, if one fits (lock held).
-  std::optional<WorkItem> take_next();
+  // Fits what is free, GPU devices included (lock held).
+  bool can_start(const ResourceSet& demand) const;
+  // The next item to start, if one fits, and the GPUs it takes (lock held).
+  std::optional<std::pair<WorkItem, GpuGrant>> take_next();
   bool has_startable() const;  // lock held
   void maybe_add_thread();     // lock held
   void begin_blocking(Worker& worker);
@@ -137,6 +163,7 @@ class Executor {
   std::condition_variable work_cv_;                    // idle threads wait for items
   std::condition_variable reacquire_cv_;               // unblocked items wait for their demand
   NodeResources resources_;                            // guarded by mutex_
+  GpuInstances gpus_;                                  // guarded
   std::map<std::string, std::deque<Queued>> classes_;  // guarded: demand key -> FIFO
   std::size_t queued_ = 0;                             // guarded
   std::size_t running_ = 0;                            // guarded
@@ -145,6 +172,8 @@ class Executor {
   std::size_t reacquiring_ = 0;                        // guarded
   uint64_t next_sequence_ = 0;                         // guarded
   bool draining_ = false;                              // guarded
+  // The GPUs each reserved bundle took (by the bundle's key).
+  std::map<std::string, GpuGrant> bundle_gpus_;  // guarded
   // Bundles given back while in use: (demand, bundle), finished on release.
   std::vector<std::pair<ResourceSet, ResourceSet>> releasing_;  // guarded
   bool joined_ = false;                                // guarded

@@ -200,3 +200,78 @@ TEST_CASE("executor: a placement group bundle reserves CPUs for its own items, a
   std::vector<WorkItem> left = executor.drain();
   executor.join();
 }
+
+TEST_CASE("executor: items that ask for GPUs get their own devices, and keep them while blocked") {
+  Executor executor(Executor::Config{*ResourceSet::from_wholes({{"CPU", 4}, {"GPU", 2}}), 4, 8});
+  ResourceSet one_gpu = *ResourceSet::from_wholes({{"CPU", 1}, {"GPU", 1}});
+  std::mutex mutex;
+  std::vector<std::vector<uint32_t>> seen;
+  std::latch both_running(2);
+  std::atomic<bool> finish{false};
+  for (uint64_t n = 1; n <= 2; ++n) {
+    REQUIRE(executor.submit(WorkItem{task_id(n), one_gpu, [&] {
+                                       {
+                                         std::lock_guard lock(mutex);
+                                         seen.push_back(Executor::current_gpu_ids());
+                                       }
+                                       both_running.count_down();
+                                       // Blocked (as in get()): lends its CPU, not its GPU.
+                                       Executor::BlockingScope blocked;
+                                       while (!finish.load()) std::this_thread::sleep_for(1ms);
+                                     }})
+                .ok());
+  }
+  both_running.wait();
+  // A third GPU item waits although both holders are blocked.
+  std::atomic<bool> third_ran{false};
+  std::vector<uint32_t> third_ids;
+  REQUIRE(executor.submit(WorkItem{task_id(3), one_gpu, [&] {
+                                     third_ids = Executor::current_gpu_ids();
+                                     third_ran = true;
+                                   }})
+              .ok());
+  std::this_thread::sleep_for(50ms);
+  CHECK_FALSE(third_ran.load());
+  CHECK(executor.stats().available == *ResourceSet::from_wholes({{"CPU", 4}}));  // CPUs lent, GPUs held
+  {
+    std::lock_guard lock(mutex);
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].size() == 1);
+    CHECK(seen[1].size() == 1);
+    CHECK(seen[0] != seen[1]);
+  }
+  finish = true;
+  for (int i = 0; i < 2000 && !third_ran.load(); ++i) std::this_thread::sleep_for(1ms);
+  CHECK(third_ran.load());
+  CHECK(third_ids.size() == 1);
+  CHECK(Executor::current_gpu_ids().empty());  // not an executor thread
+  // A keep_resources item (an actor, a job) keeps its device until release().
+  std::vector<uint32_t> kept_ids;
+  GpuGrant kept;
+  std::latch granted(1);
+  WorkItem lease{task_id(4), *ResourceSet::from_wholes({{"GPU", 2}}), [&] {
+                   kept = Executor::current_grant();
+                   kept_ids = Executor::current_gpu_ids();
+                   granted.count_down();
+                 }};
+  lease.keep_resources = true;
+  REQUIRE(executor.submit(std::move(lease)).ok());
+  granted.wait();
+  CHECK(kept_ids == std::vector<uint32_t>{0, 1});
+  for (int i = 0; i < 2000 && executor.stats().running != 0; ++i) std::this_thread::sleep_for(1ms);
+  std::atomic<bool> after_ran{false};
+  REQUIRE(executor.submit(WorkItem{task_id(5), *ResourceSet::from_wholes({{"GPU", 0.5}}), [&] { after_ran = true; }})
+              .ok());
+  std::this_thread::sleep_for(50ms);
+  CHECK_FALSE(after_ran.load());
+  executor.release(*ResourceSet::from_wholes({{"GPU", 2}}), kept);
+  for (int i = 0; i < 2000 && !after_ran.load(); ++i) std::this_thread::sleep_for(1ms);
+  CHECK(after_ran.load());
+  {
+    Executor::GpuIdsScope actor_thread({3});
+    CHECK(Executor::current_gpu_ids() == std::vector<uint32_t>{3});
+  }
+  CHECK(Executor::current_gpu_ids().empty());
+  std::vector<WorkItem> left = executor.drain();
+  executor.join();
+}

@@ -509,12 +509,16 @@ Result<ActorPtr> LocalRuntime::create_actor(ActorSpec spec) {
   };
   WorkItem item{creation->task_id, *demand,
                 [this, runner, id] {
+                  GpuGrant gpus = Executor::current_grant();
                   {
                     std::lock_guard lock(actors_mutex_);
                     auto it = actors_.find(id);
-                    if (it != actors_.end()) it->second.holds_resources = true;
+                    if (it != actors_.end()) {
+                      it->second.holds_resources = true;
+                      it->second.gpus = gpus;
+                    }
                   }
-                  Status started = runner->start();
+                  Status started = runner->start(GpuInstances::ids(gpus));
                   (void)started;
                 },
                 true};
@@ -647,6 +651,7 @@ void LocalRuntime::on_call_complete(const ActorCallPtr& call, ObjectValue value)
 
 void LocalRuntime::on_actor_exit(const ActorId& id, const ErrorInfo& death) {
   ResourceSet release;
+  GpuGrant gpus;
   {
     std::lock_guard lock(actors_mutex_);
     if (dead_.try_emplace(id, death).second) dead_order_.push_back(id);
@@ -661,11 +666,14 @@ void LocalRuntime::on_actor_exit(const ActorId& id, const ErrorInfo& death) {
       auto named = named_.find({record.name_space, record.name});
       if (named != named_.end() && named->second == id) named_.erase(named);
     }
-    if (record.holds_resources) release = record.demand;
+    if (record.holds_resources) {
+      release = record.demand;
+      gpus = std::move(record.gpus);
+    }
     graveyard_.push_back(std::move(record.runner));  // joined later, from another thread
     actors_.erase(it);
   }
-  if (!release.empty()) executor_.release(release);
+  if (!release.empty()) executor_.release(release, gpus);
 }
 
 Result<ActorPtr> LocalRuntime::get_actor(std::string_view name, std::string_view name_space) {

@@ -124,6 +124,7 @@ class LocalRuntime final : public Runtime {
     uint64_t handles = 0;
     ResourceSet demand;
     bool holds_resources = false;
+    GpuGrant gpus;  // the GPUs it holds (with holds_resources)
   };
   struct CallEntry {
     ActorCallPtr call;

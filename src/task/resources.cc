@@ -158,4 +158,125 @@ void NodeResources::remove_total(const ResourceSet& extra) {
   total_.subtract(extra);
 }
 
+// ---- GpuInstances -------------------------------------------------------------------
+
+GpuInstances::GpuInstances(const ResourceSet& total) {
+  int64_t units = total.units(ResourceSet::kGpu);
+  Pool pool;
+  for (uint32_t id = 0; units > 0; ++id) {
+    int64_t capacity = std::min(units, ResourceSet::kUnitsPerWhole);
+    pool.push_back(Instance{id, capacity, capacity});
+    units -= capacity;
+  }
+  if (!pool.empty()) pools_.emplace_back(std::string(ResourceSet::kGpu), std::move(pool));
+}
+
+bool GpuInstances::is_gpu(std::string_view name) {
+  return name == ResourceSet::kGpu || name.starts_with("GPU_pg_");
+}
+
+std::vector<uint32_t> GpuInstances::ids(const GpuGrant& grant) {
+  std::vector<uint32_t> out;
+  for (const GpuShare& share : grant) out.push_back(share.id);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+GpuInstances::Pool* GpuInstances::find(std::string_view name) {
+  for (auto& [pool_name, pool] : pools_) {
+    if (pool_name == name) return &pool;
+  }
+  return nullptr;
+}
+
+const GpuInstances::Pool* GpuInstances::find(std::string_view name) const {
+  return const_cast<GpuInstances*>(this)->find(name);
+}
+
+std::optional<std::vector<std::pair<size_t, int64_t>>> GpuInstances::choose(const Pool& pool, int64_t units) {
+  std::vector<std::pair<size_t, int64_t>> out;
+  std::vector<bool> used(pool.size(), false);
+  int64_t wholes = units / ResourceSet::kUnitsPerWhole;
+  int64_t fraction = units % ResourceSet::kUnitsPerWhole;
+  for (size_t i = 0; i < pool.size() && wholes > 0; ++i) {
+    if (pool[i].capacity == ResourceSet::kUnitsPerWhole && pool[i].free == pool[i].capacity) {
+      out.emplace_back(i, ResourceSet::kUnitsPerWhole);
+      used[i] = true;
+      --wholes;
+    }
+  }
+  if (wholes > 0) return std::nullopt;
+  if (fraction > 0) {
+    std::optional<size_t> best;
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (used[i] || pool[i].free < fraction) continue;
+      if (!best || pool[i].free < pool[*best].free) best = i;
+    }
+    if (!best) return std::nullopt;
+    out.emplace_back(*best, fraction);
+  }
+  return out;
+}
+
+bool GpuInstances::can_take(const ResourceSet& demand) const {
+  for (const auto& [name, units] : demand.entries()) {
+    if (!is_gpu(name)) continue;
+    const Pool* pool = find(name);
+    if (pool == nullptr || !choose(*pool, units)) return false;
+  }
+  return true;
+}
+
+GpuGrant GpuInstances::take(const ResourceSet& demand) {
+  GpuGrant grant;
+  for (const auto& [name, units] : demand.entries()) {
+    if (!is_gpu(name)) continue;
+    Pool* pool = find(name);
+    SHOAL_ASSERT(pool != nullptr, name);
+    auto chosen = choose(*pool, units);
+    SHOAL_ASSERT(chosen.has_value(), name, units);
+    for (const auto& [index, share] : *chosen) {
+      (*pool)[index].free -= share;
+      grant.push_back(GpuShare{name, (*pool)[index].id, share});
+    }
+  }
+  return grant;
+}
+
+void GpuInstances::give_back(const GpuGrant& grant) {
+  for (const GpuShare& share : grant) {
+    Pool* pool = find(share.pool);
+    if (pool == nullptr) continue;  // a bundle's pool that went first (remove_pool asserts it was free)
+    for (Instance& instance : *pool) {
+      if (instance.id != share.id) continue;
+      instance.free += share.units;
+      SHOAL_ASSERT(instance.free <= instance.capacity, share.pool, share.id);
+    }
+  }
+}
+
+void GpuInstances::add_pool(const ResourceSet& bundle, const GpuGrant& reserved) {
+  for (const auto& [name, units] : bundle.entries()) {
+    if (!is_gpu(name)) continue;
+    Pool pool;
+    for (const GpuShare& share : reserved) {
+      if (share.pool == ResourceSet::kGpu) pool.push_back(Instance{share.id, share.units, share.units});
+    }
+    pools_.emplace_back(name, std::move(pool));
+  }
+}
+
+void GpuInstances::remove_pool(const ResourceSet& bundle) {
+  for (const auto& [name, units] : bundle.entries()) {
+    if (!is_gpu(name)) continue;
+    for (auto it = pools_.begin(); it != pools_.end(); ++it) {
+      if (it->first != name) continue;
+      for (const Instance& instance : it->second) SHOAL_ASSERT(instance.free == instance.capacity, name);
+      pools_.erase(it);
+      break;
+    }
+  }
+}
+
 }  // namespace shoal::detail

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -89,6 +90,56 @@ class NodeResources {
  private:
   ResourceSet total_;
   ResourceSet available_;
+};
+
+// Which GPUs, by id, a demand gets. "GPU" and each placement group bundle's
+// GPU name ("GPU_pg_<group>_<index>") are pools of instances; an instance is
+// one device with up to one whole GPU free. A demand of n.f GPUs takes n
+// instances that are wholly free (lowest ids first) and f of one more (the
+// one with the least room that fits it, so fractions pack onto few
+// devices). ResourceSet sums alone cannot say this: two devices half used
+// add up to one free GPU, but no whole one.
+struct GpuShare {
+  std::string pool;
+  uint32_t id = 0;
+  int64_t units = 0;
+  friend bool operator==(const GpuShare&, const GpuShare&) = default;
+};
+using GpuGrant = std::vector<GpuShare>;
+
+class GpuInstances {
+ public:
+  GpuInstances() = default;
+  // Pool "GPU": ids 0..n-1 for n whole GPUs in `total` (a fraction left over
+  // is one more, smaller device).
+  explicit GpuInstances(const ResourceSet& total);
+
+  static bool is_gpu(std::string_view name);
+  // The device ids of a grant, ascending, each once.
+  static std::vector<uint32_t> ids(const GpuGrant& grant);
+
+  // Every GPU-named quantity of `demand` has devices to take now.
+  bool can_take(const ResourceSet& demand) const;
+  // Requires can_take (asserted).
+  GpuGrant take(const ResourceSet& demand);
+  void give_back(const GpuGrant& grant);
+  // A bundle's GPU pool is made of what its reservation took from "GPU".
+  void add_pool(const ResourceSet& bundle, const GpuGrant& reserved);
+  void remove_pool(const ResourceSet& bundle);
+
+ private:
+  struct Instance {
+    uint32_t id = 0;
+    int64_t capacity = 0;
+    int64_t free = 0;
+  };
+  using Pool = std::vector<Instance>;
+  // Indexes into `pool` and units of each: nullopt when they do not fit.
+  static std::optional<std::vector<std::pair<size_t, int64_t>>> choose(const Pool& pool, int64_t units);
+
+  std::vector<std::pair<std::string, Pool>> pools_;  // few: "GPU" and bundles with GPUs
+  Pool* find(std::string_view name);
+  const Pool* find(std::string_view name) const;
 };
 
 }  // namespace shoal::detail

@@ -85,3 +85,57 @@ TEST_CASE("resources: a node never hands out more than it has") {
   for (int i = 0; i < 3; ++i) node.release(half);
   CHECK(node.available() == node.total());
 }
+
+TEST_CASE("resources: GPUs are devices: whole ones by id, fractions packed onto one device") {
+  GpuInstances gpus(*ResourceSet::from_wholes({{"CPU", 8}, {"GPU", 3}}));
+  ResourceSet one = *ResourceSet::from_wholes({{"GPU", 1}});
+  ResourceSet half = *ResourceSet::from_wholes({{"GPU", 0.5}});
+  ResourceSet quarter = *ResourceSet::from_wholes({{"GPU", 0.25}});
+  ResourceSet two = *ResourceSet::from_wholes({{"GPU", 2}});
+  CHECK(gpus.can_take(*ResourceSet::from_wholes({{"CPU", 8}})));  // no GPU asked: nothing to pick
+
+  GpuGrant a = gpus.take(one);
+  CHECK(GpuInstances::ids(a) == std::vector<uint32_t>{0});
+  // Fractions go onto one device and fill it before the next.
+  GpuGrant b = gpus.take(half);
+  GpuGrant c = gpus.take(quarter);
+  CHECK(GpuInstances::ids(b) == std::vector<uint32_t>{1});
+  CHECK(GpuInstances::ids(c) == std::vector<uint32_t>{1});
+  // 1.75 GPUs are free in all, but only one whole device: 2 whole GPUs wait.
+  CHECK_FALSE(gpus.can_take(two));
+  GpuGrant d = gpus.take(one);
+  CHECK(GpuInstances::ids(d) == std::vector<uint32_t>{2});
+  CHECK(gpus.can_take(quarter));
+  CHECK_FALSE(gpus.can_take(half));
+  gpus.give_back(a);
+  gpus.give_back(d);
+  CHECK(gpus.can_take(two));
+  GpuGrant e = gpus.take(*ResourceSet::from_wholes({{"GPU", 1.5}}));
+  // 1.5: a whole device and half of another; the half goes where it fits
+  // most tightly (device 1 has only 0.25 left, so device 2).
+  CHECK(GpuInstances::ids(e) == std::vector<uint32_t>{0, 2});
+  gpus.give_back(b);
+  gpus.give_back(c);
+  gpus.give_back(e);
+  CHECK(gpus.can_take(*ResourceSet::from_wholes({{"GPU", 3}})));
+}
+
+TEST_CASE("resources: a placement group bundle's GPUs are the devices its reservation took") {
+  GpuInstances gpus(*ResourceSet::from_wholes({{"GPU", 2}}));
+  GpuGrant outside = gpus.take(*ResourceSet::from_wholes({{"GPU", 1}}));
+  ResourceSet reservation = *ResourceSet::from_wholes({{"GPU", 1}});
+  ResourceSet bundle = *ResourceSet::from_wholes({{"GPU_pg_ab_0", 1}});
+  GpuGrant reserved = gpus.take(reservation);
+  CHECK(GpuInstances::ids(reserved) == std::vector<uint32_t>{1});
+  gpus.add_pool(bundle, reserved);
+  CHECK_FALSE(gpus.can_take(*ResourceSet::from_wholes({{"GPU", 1}})));  // both devices are taken
+  GpuGrant inside = gpus.take(*ResourceSet::from_wholes({{"GPU_pg_ab_0", 0.5}}));
+  CHECK(GpuInstances::ids(inside) == std::vector<uint32_t>{1});  // the bundle's device
+  CHECK_FALSE(gpus.can_take(*ResourceSet::from_wholes({{"GPU_pg_ab_0", 1}})));
+  gpus.give_back(inside);
+  gpus.remove_pool(bundle);
+  gpus.give_back(reserved);
+  gpus.give_back(outside);
+  CHECK(gpus.can_take(*ResourceSet::from_wholes({{"GPU", 2}})));
+  CHECK_FALSE(gpus.can_take(bundle));  // the bundle's name is gone
+}

@@ -177,6 +177,18 @@ SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where, &Log::
 SHOAL_ACTOR(Keeper, &Keeper::keep, &Keeper::read, &Keeper::drop);
 SHOAL_ACTOR(Holder, &Holder::sum, &Holder::where);
 
+// The GPU ids its node gave it (an actor holds them for its life).
+class GpuUser {
+ public:
+  std::vector<int> ids() { return shoal::gpu_ids(); }
+};
+SHOAL_ACTOR(GpuUser, &GpuUser::ids);
+std::vector<int> gpu_ids_after(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return shoal::gpu_ids();
+}
+SHOAL_REMOTE(gpu_ids_after);
+
 namespace {
 
 std::string pid_counts(const std::vector<int>& pids) {
@@ -781,6 +793,39 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
         bundle_pids[1], pair_ready_before ? "true" : "false", pair_ready_after ? "true" : "false", pair_pid,
         four_ready ? "true" : "false", json_quoted(removed_wait).c_str(), json_quoted(empty_error).c_str(),
         solo_ready ? "true" : "false", waiting_failed, json_quoted(waiting_error).c_str(), running_value);
+    return 0;
+  }
+  if (mode == "gpus") {
+    // On a node with 2 GPUs: an actor holds one for its life; tasks asking
+    // for half a GPU share the other device, tasks asking for a whole one
+    // take turns on it. Then, while the actor still holds its GPU, the test
+    // runs a command job with --gpus 1 (it must get the other device), and
+    // creates the file named by the next argument to let this driver go.
+    std::string release = args.empty() ? "" : args[0];
+    auto user = shoal::actor<GpuUser>().cpus(0).gpus(1).remote();
+    std::vector<int> held = user.task(&GpuUser::ids).remote().get(std::chrono::seconds(30));
+    auto many = [](double gpus) {
+      std::vector<shoal::ObjectRef<std::vector<int>>> refs;
+      for (int i = 0; i < 2; ++i) refs.push_back(shoal::task(gpu_ids_after).cpus(0).gpus(gpus).remote(500));
+      return shoal::get(refs, std::chrono::seconds(30));
+    };
+    auto halves = many(0.5);
+    auto wholes = many(1);
+    auto none = shoal::task(gpu_ids_after).cpus(0).remote(0).get(std::chrono::seconds(30));
+    auto list = [](const std::vector<int>& ids) {
+      std::string out = "[";
+      for (size_t i = 0; i < ids.size(); ++i) out += (i ? "," : "") + std::to_string(ids[i]);
+      return out + "]";
+    };
+    std::printf("{\"held\":%s,\"halves\":[%s,%s],\"wholes\":[%s,%s],\"none\":%s}\n", list(held).c_str(),
+                list(halves[0]).c_str(), list(halves[1]).c_str(), list(wholes[0]).c_str(), list(wholes[1]).c_str(),
+                list(none).c_str());
+    std::fflush(stdout);
+    for (int i = 0; i < 600 && !release.empty() && access(release.c_str(), F_OK) != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    std::vector<int> still = user.task(&GpuUser::ids).remote().get(std::chrono::seconds(30));
+    std::printf("{\"held_at_end\":%s}\n", list(still).c_str());
     return 0;
   }
   if (mode == "affinity") {

@@ -347,6 +347,40 @@ def test_placement_groups_reserve_all_or_nothing_and_free_on_removal(cluster):
     check(out["running_value"] == 1500, "the task running in the removed group's bundle: %s" % out)
 
 
+def test_gpus_are_devices_shared_by_tasks_actors_and_jobs(cluster):
+    # One node with 2 GPUs: an actor holds one, tasks use the other (halves
+    # packed onto it, wholes in turn), and a command job started while the
+    # actor lives gets the other device in CUDA_VISIBLE_DEVICES.
+    first = start_cluster(cluster, n=1, extra=["--gpus", "2"])
+    release = os.path.join(cluster.root, "gpus-release")
+    proc = subprocess.Popen([APP, "--address", first.address, "--token-file", cluster.token_file, "gpus", release],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        line = proc.stdout.readline()
+        check(line.startswith("{"), "the gpus driver printed %r; stderr: %s" % (line, proc.stderr.read()[-2000:]
+                                                                                if proc.poll() is not None else ""))
+        out = json.loads(line)
+        check(len(out["held"]) == 1 and out["held"][0] in (0, 1), "the actor's GPU ids: %s" % out)
+        other = 1 - out["held"][0]
+        check(out["halves"] == [[other], [other]], "two half-GPU tasks did not share the free device: %s" % out)
+        check(out["wholes"] == [[other], [other]], "whole-GPU tasks did not get the free device: %s" % out)
+        check(out["none"] == [], "a task without GPUs saw GPU ids: %s" % out)
+        r = cluster.ctl(["--address", first.address, "--token-file", cluster.token_file, "submit", "--cpus", "0",
+                         "--gpus", "1", "--", "/bin/sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"'], timeout=60)
+        check(r.returncode == 0, "the GPU job: %d %s" % (r.returncode, r.stderr))
+        check(r.stdout.split("\n", 1)[1] == "[%d]\n" % other,
+              "a job ran beside an actor holding GPU %d and saw %r" % (out["held"][0], r.stdout))
+        open(release, "w").close()
+        rest, err = proc.communicate(timeout=60)
+        check(proc.returncode == 0, "the gpus driver exited %d: %s" % (proc.returncode, err[-2000:]))
+        check(json.loads(rest.strip().splitlines()[-1])["held_at_end"] == out["held"],
+              "the actor's GPU ids changed: %s" % rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_large_values_move_between_nodes_in_chunks(cluster):
     first = start_cluster(cluster)
     out = driver(cluster, first, "objects", 100, timeout=300)
@@ -656,6 +690,7 @@ if __name__ == "__main__":
         test_a_restarted_actor_gets_the_refs_its_constructor_was_given,
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
+        test_gpus_are_devices_shared_by_tasks_actors_and_jobs,
         test_large_values_move_between_nodes_in_chunks,
         test_large_objects_are_listed_and_freed_everywhere,
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
