@@ -420,6 +420,10 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
   start->add_option("--http-port", http_port, "Jobs REST API port (0: off; default 8265 when free)")
       ->check(CLI::Range(0, 65535));
   start->add_option("--http-bind", options.http_bind, "Address of the REST API (default: --bind)");
+  start->add_option("--max-finished-jobs", options.max_finished_jobs,
+                    "Finished job records kept; the oldest beyond this are deleted with their logs")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10'000'000}))
+      ->capture_default_str();
 
   auto* certs = app.add_subcommand("certs", "Make a CA and node certificates for TLS between nodes");
   certs->require_subcommand(1);

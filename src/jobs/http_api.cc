@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "jobs/job_service.h"
 #include "jobs/log_file.h"
+#include "jobs/zip_reader.h"
 #include "loop/loop.h"
 #include "loop/tcp.h"
 
@@ -42,6 +43,7 @@ const char* status_text(int code) {
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 408: return "Request Timeout";
     default: return "Service Unavailable";
   }
 }
@@ -72,7 +74,8 @@ Result<std::map<std::string, std::string>> string_map(Value::Reader v, const std
 
 // A Ray Jobs submission -> Spec. The entrypoint is split into an argv like a
 // shell would split words, but nothing is expanded or interpreted.
-Result<Spec> spec_of(Value::Reader body) {
+// `working_dir`: the package URI of runtime_env.working_dir, if any.
+Result<Spec> spec_of(Value::Reader body, std::string& working_dir) {
   if (!body.isObject()) return Status::invalid_argument("the body must be a JSON object");
   Spec spec;
   bool have_entrypoint = false;
@@ -125,11 +128,19 @@ Result<Spec> spec_of(Value::Reader body) {
           if (!m.ok()) return m.status();
           spec.env = std::move(*m);
         } else if (key == "working_dir") {
-          return Status::invalid_argument(
-              "runtime_env.working_dir: shoal ships working dirs from the submitting machine; use `shoalctl "
-              "submit --working-dir DIR`");
+          // Ray's clients upload the directory as a zip first (PUT
+          // /api/packages/...) and send its URI here.
+          if (r.getValue().isNull()) continue;
+          auto uri = text_of(r.getValue(), "runtime_env.working_dir");
+          if (!uri.ok()) return uri.status();
+          auto key = package_key(*uri);
+          if (!key.ok()) {
+            return Status::invalid_argument("runtime_env.working_dir must name an uploaded package (PUT "
+                                            "/api/packages/gcs/<name>.zip first): " + key.status().message());
+          }
+          working_dir = *uri;
         } else {
-          return Status::invalid_argument("runtime_env." + key + " is not supported (only env_vars)");
+          return Status::invalid_argument("runtime_env." + key + " is not supported (only env_vars and working_dir)");
         }
       }
     } else if (!v.isNull()) {
@@ -147,8 +158,9 @@ Result<Spec> spec_of(Value::Reader body) {
 
 class JobsHttpService final : public kj::HttpService {
  public:
-  JobsHttpService(JobService& jobs, std::string token, kj::HttpHeaderTable& table, kj::HttpHeaderId authorization)
-      : jobs_(jobs), token_(std::move(token)), table_(table), authorization_(authorization) {}
+  JobsHttpService(JobService& jobs, std::string token, kj::HttpHeaderTable& table, kj::HttpHeaderId authorization,
+                  kj::Timer& timer)
+      : jobs_(jobs), token_(std::move(token)), table_(table), authorization_(authorization), timer_(timer) {}
 
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url, const kj::HttpHeaders& headers,
                             kj::AsyncInputStream& body, Response& response) override {
@@ -170,6 +182,8 @@ class JobsHttpService final : public kj::HttpService {
       return send(response, 200,
                   "{\"version\":\"4\",\"ray_version\":\"shoal\",\"ray_commit\":\"shoal\",\"session_name\":\"shoal\"}");
     }
+    const std::string packages = "/api/packages/";
+    if (path.rfind(packages, 0) == 0) return package(method, path.substr(packages.size()), body, response);
     const std::string prefix = "/api/jobs";
     if (path.rfind(prefix, 0) != 0) return send(response, 404, error_json("no such endpoint: " + path));
     std::string rest = path.substr(prefix.size());
@@ -184,12 +198,7 @@ class JobsHttpService final : public kj::HttpService {
     }
     if (id.empty()) {
       if (method == kj::HttpMethod::POST) {
-        return body.readAllText(kHttpBodyBytesMax)
-            .then([this, &response](kj::String text) { return submit(std::string(text.cStr()), response); },
-                  [this, &response](kj::Exception&& e) {
-                    return send(response, 413, error_json("the body is larger than " +
-                                                          std::to_string(kHttpBodyBytesMax) + " bytes or broken"));
-                  });
+        return read_body(body, response, [this, &response](std::string text) { return submit(text, response); });
       }
       if (method == kj::HttpMethod::GET) {
         return jobs_.list(std::nullopt).then([this, &response](Result<std::vector<Record>> records) {
@@ -237,13 +246,76 @@ class JobsHttpService final : public kj::HttpService {
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { codec.decodeRaw(kj::arrayPtr(text.data(), text.size()), root); })) {
       return send(response, 400, error_json(std::string("malformed JSON: ") + e->getDescription().cStr()));
     }
-    auto spec = spec_of(root.asReader());
+    std::string working_dir;
+    auto spec = spec_of(root.asReader(), working_dir);
     if (!spec.ok()) return send(response, 400, error_json(spec.status().message()));
-    return jobs_.submit(std::move(*spec), {}).then([this, &response](Result<std::vector<std::string>> ids) {
-      if (!ids.ok()) return send(response, http_status_of(ids.status()), error_json(ids.status().message()));
-      std::string id = ids->empty() ? std::string() : (*ids)[0];
-      return send(response, 200, "{\"job_id\":" + json_string(id) + ",\"submission_id\":" + json_string(id) + "}");
+    kj::Promise<Result<std::vector<File>>> files = Result<std::vector<File>>(std::vector<File>{});
+    if (!working_dir.empty()) {
+      files = jobs_.get_package(working_dir).then([working_dir](Result<std::vector<File>> got) -> Result<std::vector<File>> {
+        if (!got.ok()) {
+          return Status(got.status().code() == Status::Code::kNotFound ? Status::Code::kInvalidArgument
+                                                                       : got.status().code(),
+                        "runtime_env.working_dir: " + got.status().message());
+        }
+        if (got->empty()) return Status::invalid_argument("runtime_env.working_dir: package " + working_dir + " is empty");
+        return got;
+      });
+    }
+    return files.then([this, &response, spec = std::move(*spec)](Result<std::vector<File>> files) mutable {
+      if (!files.ok()) return send(response, http_status_of(files.status()), error_json(files.status().message()));
+      return jobs_.submit(std::move(spec), std::move(*files)).then([this, &response](Result<std::vector<std::string>> ids) {
+        if (!ids.ok()) return send(response, http_status_of(ids.status()), error_json(ids.status().message()));
+        std::string id = ids->empty() ? std::string() : (*ids)[0];
+        return send(response, 200, "{\"job_id\":" + json_string(id) + ",\"submission_id\":" + json_string(id) + "}");
+      });
     });
+  }
+
+  // Ray's package store, for runtime_env.working_dir: GET says whether a
+  // package was uploaded (200 or 404), PUT uploads one (a zip of the
+  // directory's files, at most kWorkingDirBytesMax of them).
+  kj::Promise<void> package(kj::HttpMethod method, std::string rest, kj::AsyncInputStream& body, Response& response) {
+    std::string uri;
+    size_t slash = rest.find('/');
+    if (slash != std::string::npos) uri = rest.substr(0, slash) + "://" + rest.substr(slash + 1);
+    auto key = package_key(uri);
+    if (!key.ok()) return send(response, 400, error_json(key.status().message()));
+    if (method == kj::HttpMethod::GET) {
+      return jobs_.get_package(uri).then([this, &response](Result<std::vector<File>> got) {
+        if (!got.ok()) return send(response, http_status_of(got.status()), error_json(got.status().message()));
+        return send(response, 200, "{\"exists\":true,\"files\":" + std::to_string(got->size()) + "}");
+      });
+    }
+    if (method == kj::HttpMethod::PUT) {
+      return read_body(body, response, [this, &response, uri](std::string bytes) -> kj::Promise<void> {
+        auto files = unzip_files(bytes);
+        if (!files.ok()) return send(response, 400, error_json(files.status().message()));
+        size_t count = files->size();
+        return jobs_.put_package(uri, std::move(*files)).then([this, &response, count](Status put) {
+          if (!put.ok()) return send(response, http_status_of(put), error_json(put.message()));
+          return send(response, 200, "{\"uploaded\":true,\"files\":" + std::to_string(count) + "}");
+        });
+      });
+    }
+    return send(response, 405, error_json("use GET or PUT on /api/packages/<protocol>/<name>"));
+  }
+
+  // The whole body (at most kHttpBodyBytesMax, within kHttpBodyTimeout), then `then`.
+  template <typename Then>
+  kj::Promise<void> read_body(kj::AsyncInputStream& body, Response& response, Then then) {
+    return timer_.timeoutAfter(kHttpBodyTimeout, body.readAllBytes(kHttpBodyBytesMax))
+        .then(
+            [then = kj::mv(then)](kj::Array<kj::byte> bytes) mutable {
+              return then(std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size()));
+            },
+            [this, &response](kj::Exception&& e) {
+              if (e.getType() == kj::Exception::Type::OVERLOADED) {
+                return send(response, 408, error_json("the body did not arrive within " +
+                                                      std::to_string(kHttpBodyTimeout / kj::SECONDS) + " s"));
+              }
+              return send(response, 413, error_json("the body is larger than " + std::to_string(kHttpBodyBytesMax) +
+                                                    " bytes or broken"));
+            });
   }
 
   kj::Promise<void> send(Response& response, int code, std::string body) {
@@ -258,6 +330,7 @@ class JobsHttpService final : public kj::HttpService {
   std::string token_;
   kj::HttpHeaderTable& table_;
   kj::HttpHeaderId authorization_;
+  kj::Timer& timer_;
 };
 
 struct HttpApi::Impl {
@@ -271,20 +344,72 @@ struct HttpApi::Impl {
   kj::Own<kj::HttpServer> server;
   kj::Own<loop::TcpListener> listener;
   kj::Maybe<kj::Promise<void>> listen_task;
+  size_t connections = 0;
+  kj::Own<kj::TaskSet::ErrorHandler> connection_errors;
+  kj::Own<kj::TaskSet> connection_tasks;
 
   Impl(loop::Loop& l, JobService& j, std::string t)
       : loop(l), jobs(j), token(std::move(t)), authorization(builder.add("Authorization")) {
     table = builder.build();
-    service = kj::heap<JobsHttpService>(jobs, token, *table, authorization);
+    service = kj::heap<JobsHttpService>(jobs, token, *table, authorization, loop.timer());
     kj::HttpServerSettings settings;
     settings.headerTimeout = 15 * kj::SECONDS;
     settings.pipelineTimeout = 5 * kj::SECONDS;
     server = kj::heap<kj::HttpServer>(loop.timer(), *table, *service, settings);
+    connection_errors = kj::heap<ConnectionErrors>();
+    connection_tasks = kj::heap<kj::TaskSet>(*connection_errors);
   }
   ~Impl() {
     listen_task = nullptr;
+    connection_tasks = nullptr;
     server = nullptr;
     listener = nullptr;
+  }
+
+  struct ConnectionErrors final : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override {
+      SHOAL_LOG_DEBUG("Jobs REST API connection: {}", e.getDescription().cStr());
+    }
+  };
+
+  // Accepts connections for ever; beyond kHttpConnectionsMax open ones a new
+  // connection gets a short 503 and is closed, so a flood of idle clients
+  // cannot exhaust the node's file descriptors or memory.
+  kj::Promise<void> accept_loop() {
+    return listener->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
+      if (connections >= kHttpConnectionsMax) {
+        static const std::string kBusy =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            "Content-Length: " + std::to_string(busy_body().size()) + "\r\n\r\n" + busy_body();
+        // The answer, then our end closed; the request is read and dropped
+        // until the client closes, so that closing with unread bytes does
+        // not reset the connection before the client reads the answer.
+        auto& s = *stream;
+        auto answered = s.write(kBusy.data(), kBusy.size()).then([&s]() {
+          s.shutdownWrite();
+          return discard_until_eof(s, kj::heapArray<kj::byte>(4096));
+        });
+        connection_tasks->add(loop.timer().timeoutAfter(5 * kj::SECONDS, kj::mv(answered)).attach(kj::mv(stream)));
+      } else {
+        ++connections;
+        connection_tasks->add(server->listenHttp(kj::mv(stream)).attach(kj::defer([this] { --connections; })));
+      }
+      return accept_loop();
+    });
+  }
+
+  static kj::Promise<void> discard_until_eof(kj::AsyncIoStream& s, kj::Array<kj::byte> buffer) {
+    auto read = s.tryRead(buffer.begin(), 1, buffer.size());
+    return read.then([&s, buffer = kj::mv(buffer)](size_t n) mutable -> kj::Promise<void> {
+      if (n == 0) return kj::READY_NOW;
+      return discard_until_eof(s, kj::mv(buffer));
+    });
+  }
+
+  static const std::string& busy_body() {
+    static const std::string body = error_json("too many open connections to the Jobs REST API (" +
+                                               std::to_string(kHttpConnectionsMax) + "); try again");
+    return body;
   }
 };
 
@@ -303,7 +428,7 @@ Status HttpApi::listen(const std::string& host, uint16_t port) {
                                                 listener.status().message());
   }
   impl_->listener = kj::mv(*listener);
-  impl_->listen_task = impl_->server->listenHttp(*impl_->listener).eagerlyEvaluate([](kj::Exception&& e) {
+  impl_->listen_task = impl_->accept_loop().eagerlyEvaluate([](kj::Exception&& e) {
     SHOAL_LOG_ERROR("Jobs REST API listener stopped: {}", e.getDescription().cStr());
   });
   SHOAL_LOG_INFO("Jobs REST API on http://{}:{}/api/jobs/", host, port);

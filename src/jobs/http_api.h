@@ -7,13 +7,19 @@
 //   GET    /api/jobs/{id}/logs      -> {"logs": "..."} (the last 1 MiB)
 //   POST   /api/jobs/{id}/stop      -> {"stopped": bool}
 //   DELETE /api/jobs/{id}           -> {"deleted": bool} (finished jobs only)
-// Bad JSON or fields: 400 with {"error": "..."}; unknown job: 404.
+//   GET    /api/packages/{protocol}/{name}   200 when uploaded, 404 otherwise
+//   PUT    /api/packages/{protocol}/{name}   upload a working_dir zip (Ray's
+//          client does this, then submits runtime_env.working_dir = "gcs://name")
+// Bad JSON or fields: 400 with {"error": "..."}; unknown job: 404. At most
+// kHttpConnectionsMax connections are open at once (more get 503).
 // Loop thread only.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include <kj/time.h>
 
 #include "shoal/status.h"
 
@@ -26,6 +32,8 @@ namespace shoal::jobs {
 class JobService;
 
 inline constexpr size_t kHttpBodyBytesMax = 4 * 1024 * 1024;
+inline constexpr size_t kHttpConnectionsMax = 128;  // open at once; more get 503 and are closed
+inline constexpr auto kHttpBodyTimeout = 30 * kj::SECONDS;  // a body must arrive within this
 
 class HttpApi {
  public:

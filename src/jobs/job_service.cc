@@ -672,9 +672,15 @@ void JobService::schedule_round() {
   schedule_dirty_ = false;
   last_round_ms_ = now;
   std::vector<const CachedJob*> jobs;
+  size_t finished = 0;
   for (const auto& [id, job] : cache_) {
-    if (!is_terminal(job.record.state)) jobs.push_back(&job);
+    if (!is_terminal(job.record.state)) {
+      jobs.push_back(&job);
+    } else {
+      ++finished;
+    }
   }
+  if (finished > options_.finished_jobs_max) prune_finished(jobs);
   std::vector<Decision> decisions =
       schedule(jobs, node_views(), clock_.wall_now_ms(), [this](const std::string& id) -> const CachedJob* {
         auto it = cache_.find(id);
@@ -711,6 +717,63 @@ void JobService::schedule_round() {
       SHOAL_LOG_DEBUG("jobs: {} scheduling decisions were based on a stale view; retrying", count);
     }
   }));
+}
+
+void JobService::prune_finished(const std::vector<const CachedJob*>& unfinished) {
+  if (prune_in_flight_) return;
+  std::vector<const CachedJob*> finished;
+  for (const auto& [id, job] : cache_) {
+    if (is_terminal(job.record.state)) finished.push_back(&job);
+  }
+  std::vector<const CachedJob*> going = finished_to_prune(finished, unfinished, options_.finished_jobs_max);
+  if (going.empty()) return;
+  std::set<std::string> ids;
+  for (const CachedJob* job : going) ids.insert(job->record.id);
+  meta::TxnRequest txn;
+  std::set<std::string> files_going;
+  for (const CachedJob* job : going) {
+    meta::Compare c;
+    c.key = record_key(job->record.id);
+    c.target = meta::Compare::Target::kModRevision;
+    c.op = meta::Compare::Op::kEqual;
+    c.number = job->mod_revision;
+    txn.compares.push_back(std::move(c));
+    meta::DeleteRangeRequest del;
+    del.key = record_key(job->record.id);
+    txn.success.push_back(std::move(del));
+    const Spec& spec = job->record.spec;
+    std::string owner = spec.files_key.empty() ? job->record.id : spec.files_key;
+    if (spec.has_working_dir && !files_going.count(owner) && files_unused_after(owner, ids)) {
+      files_going.insert(owner);
+      meta::DeleteRangeRequest files;
+      files.key = files_key(owner);
+      txn.success.push_back(std::move(files));
+    }
+  }
+  meta::Request request;
+  request.body = std::move(txn);
+  prune_in_flight_ = true;
+  size_t count = going.size();
+  tasks_->add(kv(std::move(request)).then([this, count](meta::Response r) {
+    prune_in_flight_ = false;
+    auto* txn = std::get_if<meta::TxnResponse>(&r.body);
+    if (!r.status.ok() || txn == nullptr || !txn->succeeded) {
+      SHOAL_LOG_DEBUG("jobs: deleting {} old finished records did not go through ({}); next round",
+                      count, r.status.ok() ? "a record changed" : r.status.message());
+      return;
+    }
+    SHOAL_LOG_INFO("jobs: deleted the {} oldest finished job records (more than {} were kept)", count,
+                   options_.finished_jobs_max);
+  }));
+}
+
+bool JobService::files_unused_after(const std::string& owner, const std::set<std::string>& going) const {
+  for (const auto& [id, job] : cache_) {
+    const Spec& spec = job.record.spec;
+    if (going.count(id) || !spec.has_working_dir) continue;
+    if ((spec.files_key.empty() ? id : spec.files_key) == owner) return false;
+  }
+  return true;
 }
 
 // ---- Local execution -------------------------------------------------------------------------
@@ -1359,9 +1422,12 @@ kj::Promise<Result<bool>> JobService::remove(std::string id) {
     meta::DeleteRangeRequest del;
     del.key = record_key(id);
     txn.success.push_back(std::move(del));
-    if (r.spec.has_working_dir && r.spec.files_key == id) {
+    // The working dir goes with the last job that uses it (an array's jobs
+    // share one).
+    std::string owner = r.spec.files_key.empty() ? id : r.spec.files_key;
+    if (r.spec.has_working_dir && files_unused_after(owner, {id})) {
       meta::DeleteRangeRequest files;
-      files.key = files_key(id);
+      files.key = files_key(owner);
       txn.success.push_back(std::move(files));
     }
     meta::Request request;
@@ -1371,6 +1437,64 @@ kj::Promise<Result<bool>> JobService::remove(std::string id) {
       auto* txn = std::get_if<meta::TxnResponse>(&r.body);
       return txn != nullptr && txn->succeeded;
     });
+  });
+}
+
+kj::Promise<Status> JobService::put_package(std::string uri, std::vector<File> files) {
+  auto key = package_key(uri);
+  if (!key.ok()) return key.status();
+  Status valid = validate_files(files);
+  if (!valid.ok()) return valid;
+  // Room first: the oldest packages beyond kPackagesMax go (jobs hold their
+  // own copies, so none of them needs a package after its submission).
+  meta::Request list;
+  auto range = meta::RangeRequest::prefix(kPackagePrefix);
+  range.keys_only = true;
+  list.body = std::move(range);
+  std::string value = encode_files(files);
+  return kv(std::move(list)).then([this, key = *key, value = std::move(value)](meta::Response r) mutable
+                                  -> kj::Promise<Status> {
+    if (!r.status.ok()) return r.status;
+    auto* range = std::get_if<meta::RangeResponse>(&r.body);
+    std::vector<meta::KeyValue> others;
+    if (range != nullptr) {
+      for (auto& kv : range->kvs) {
+        if (kv.key != key) others.push_back(std::move(kv));
+      }
+    }
+    std::sort(others.begin(), others.end(),
+              [](const meta::KeyValue& a, const meta::KeyValue& b) { return a.create_revision < b.create_revision; });
+    meta::TxnRequest txn;
+    for (size_t i = 0; i + kPackagesMax <= others.size(); ++i) {
+      meta::DeleteRangeRequest del;
+      del.key = others[i].key;
+      txn.success.push_back(std::move(del));
+    }
+    meta::PutRequest put;
+    put.key = key;
+    put.value = std::move(value);
+    txn.success.push_back(std::move(put));
+    meta::Request request;
+    request.body = std::move(txn);
+    return kv(std::move(request)).then([](meta::Response w) { return w.status; });
+  });
+}
+
+kj::Promise<Result<std::vector<File>>> JobService::get_package(std::string uri) {
+  auto key = package_key(uri);
+  if (!key.ok()) return Result<std::vector<File>>(key.status());
+  meta::Request request;
+  request.body = meta::RangeRequest::single(*key);
+  return kv(std::move(request)).then([uri](meta::Response r) -> Result<std::vector<File>> {
+    if (!r.status.ok()) return r.status;
+    auto* range = std::get_if<meta::RangeResponse>(&r.body);
+    if (range == nullptr || range->kvs.empty()) {
+      return Status::not_found("package " + uri + " was not uploaded (PUT /api/packages/...), or was replaced by " +
+                               std::to_string(kPackagesMax) + " newer ones");
+    }
+    auto files = decode_files(range->kvs[0].value);
+    if (!files.ok()) return Status::internal("package " + uri + " is damaged: " + files.status().message());
+    return files;
   });
 }
 

@@ -59,6 +59,8 @@ inline constexpr uint64_t kPipeDrainMs = 2'000;       // after exit, wait this l
 inline constexpr uint64_t kResyncDelayMs = 500;
 inline constexpr int kCasRetriesMax = 20;
 inline constexpr size_t kSubmitJobsPerTxn = 60;
+inline constexpr size_t kFinishedJobsMax = 10'000;  // default: finished records kept (oldest go first)
+inline constexpr size_t kPackagesMax = 16;          // REST working_dir uploads kept (oldest go first)
 
 struct JobServiceOptions {
   std::string data_dir;  // jobs live under <data_dir>/jobs/<id>/
@@ -66,6 +68,9 @@ struct JobServiceOptions {
   std::string self_address;
   uint64_t stop_grace_ms = kStopGraceMs;
   uint64_t log_file_bytes_max = 0;  // 0: kLogFileBytesMax
+  // The leader deletes the oldest finished records (and their logs, files)
+  // beyond this many, except those an unfinished job waits for.
+  size_t finished_jobs_max = kFinishedJobsMax;
 };
 
 struct LogsResult {
@@ -98,6 +103,12 @@ class JobService {
   kj::Promise<Result<bool>> stop_job(std::string id);
   kj::Promise<Result<bool>> remove(std::string id);
   kj::Promise<Result<LogsResult>> logs(std::string id, int64_t offset, uint32_t max_bytes, int hops);
+  // Ray's working_dir packages (REST: PUT/GET /api/packages/<protocol>/<name>):
+  // the files of an uploaded zip, by URI ("gcs://_ray_pkg_<hash>.zip"). A job
+  // submitted with the URI gets its own copy, so a package can go (the
+  // oldest beyond kPackagesMax do) without touching any job.
+  kj::Promise<Status> put_package(std::string uri, std::vector<File> files);
+  kj::Promise<Result<std::vector<File>>> get_package(std::string uri);
 
   // For tests and `shoalctl status`.
   size_t running_here() const;
@@ -130,6 +141,10 @@ class JobService {
   void on_event(const meta::Event& event);
   void on_job_changed(const CachedJob& job, bool first_sync);
   void schedule_round();
+  // Leader: deletes finished records beyond finished_jobs_max.
+  void prune_finished(const std::vector<const CachedJob*>& unfinished);
+  // Whether no cached record but those in `going` uses `files_key`'s files.
+  bool files_unused_after(const std::string& files_key, const std::set<std::string>& going) const;
   std::vector<NodeView> node_views() const;
 
   // Local execution.
@@ -165,6 +180,7 @@ class JobService {
 
   bool schedule_dirty_ = true;
   bool schedule_in_flight_ = false;
+  bool prune_in_flight_ = false;
   int64_t schedule_wait_revision_ = 0;
   uint64_t last_round_ms_ = 0;
 

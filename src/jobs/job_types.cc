@@ -195,6 +195,26 @@ Status validate_file_path(std::string_view path) {
   return {};
 }
 
+Result<std::string> package_key(std::string_view uri) {
+  size_t sep = uri.find("://");
+  std::string_view protocol = uri.substr(0, sep == std::string_view::npos ? 0 : sep);
+  std::string_view name = sep == std::string_view::npos ? std::string_view() : uri.substr(sep + 3);
+  auto bad = [&](const std::string& why) {
+    return Status::invalid_argument("package URI " + json_string(uri.substr(0, 200)) + ": " + why);
+  };
+  if (protocol.empty() || protocol.size() > 16) return bad("expected <protocol>://<name>, like gcs://_ray_pkg_1a2b.zip");
+  for (char ch : protocol) {
+    if (ch < 'a' || ch > 'z') return bad("the protocol must be lowercase letters");
+  }
+  if (name.empty() || name.size() > 128 || name[0] == '.') return bad("the name must be 1-128 characters, not starting with '.'");
+  for (char ch : name) {
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '.' || ch == '-';
+    if (!ok) return bad("the name may hold only letters, digits, '_', '.' and '-'");
+  }
+  return std::string(kPackagePrefix) + std::string(protocol) + "/" + std::string(name);
+}
+
 Status validate_files(const std::vector<File>& files) {
   if (files.size() > kWorkingDirFilesMax) {
     return Status::invalid_argument("the working dir has " + std::to_string(files.size()) +

@@ -43,6 +43,7 @@ inline constexpr uint64_t kTimeoutMsMax = 366ull * 24 * 3'600 * 1'000;
 // Keys in the metadata store.
 inline constexpr std::string_view kRecordPrefix = "/shoal/jobs/r/";  // + id -> JobRecord bytes
 inline constexpr std::string_view kFilesPrefix = "/shoal/jobs/f/";   // + id -> JobFiles bytes
+inline constexpr std::string_view kPackagePrefix = "/shoal/jobs/p/";  // + protocol/name -> JobFiles bytes
 
 enum class State : uint8_t { kPending, kAssigned, kRunning, kSucceeded, kFailed, kStopped };
 std::string_view state_name(State state);
@@ -120,6 +121,11 @@ Status validate_spec(const Spec& spec);
 // Relative path without "..", empty components or a leading '/'.
 Status validate_file_path(std::string_view path);
 Status validate_files(const std::vector<File>& files);
+
+// A Ray package URI ("gcs://_ray_pkg_<hash>.zip": protocol of 1-16
+// lowercase letters, name of 1-128 of [A-Za-z0-9_.-] not starting with '.')
+// -> its key under kPackagePrefix.
+Result<std::string> package_key(std::string_view uri);
 
 // ---- capnp ----------------------------------------------------------------------------
 void to_wire(const Spec& spec, wire::JobSpec::Builder out);

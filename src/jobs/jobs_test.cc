@@ -185,6 +185,51 @@ TEST_CASE("jobs of a lost node are requeued while retries last, then fail") {
   CHECK(got["f"].message == "node lost");
 }
 
+TEST_CASE("the oldest finished records go beyond the cap, never one a waiting job names") {
+  std::vector<CachedJob> finished;
+  for (int i = 0; i < 8; ++i) {
+    CachedJob j = pending("f" + std::to_string(i), i + 1);
+    j.record.state = State::kSucceeded;
+    j.record.end_time_ms = 1000 + (i == 3 ? 10'000 : i);  // f3 ended last
+    finished.push_back(j);
+  }
+  std::vector<CachedJob> unfinished = {pending("waits", 100)};
+  unfinished[0].record.spec.after = {"f0"};
+  auto names = [](const std::vector<const CachedJob*>& jobs) {
+    std::vector<std::string> out;
+    for (const CachedJob* j : jobs) out.push_back(j->record.id);
+    return out;
+  };
+  CHECK(finished_to_prune(ptrs(finished), ptrs(unfinished), 8).empty());
+  CHECK(finished_to_prune(ptrs(finished), ptrs(unfinished), 100).empty());
+  // Keep 5: 3 go, the oldest ends first, f0 stays (awaited), f3 ended last.
+  CHECK(names(finished_to_prune(ptrs(finished), ptrs(unfinished), 5)) == std::vector<std::string>{"f1", "f2", "f4"});
+  CHECK(names(finished_to_prune(ptrs(finished), {}, 5)) == std::vector<std::string>{"f0", "f1", "f2"});
+  // Equal end times: submission order.
+  for (auto& j : finished) j.record.end_time_ms = 5;
+  CHECK(names(finished_to_prune(ptrs(finished), {}, 6)) == std::vector<std::string>{"f0", "f1"});
+  // One round deletes at most kPrunesPerRoundMax.
+  std::vector<CachedJob> many;
+  for (int i = 0; i < 200; ++i) {
+    CachedJob j = pending("m" + std::to_string(i), i + 1);
+    j.record.state = State::kFailed;
+    many.push_back(j);
+  }
+  CHECK(finished_to_prune(ptrs(many), {}, 1).size() == kPrunesPerRoundMax);
+}
+
+TEST_CASE("package URIs name a key of their own, and nothing else") {
+  CHECK(*package_key("gcs://_ray_pkg_0123abcd.zip") == std::string(kPackagePrefix) + "gcs/_ray_pkg_0123abcd.zip");
+  for (const char* bad : {"", "gcs:/x.zip", "://x.zip", "gcs://", "GCS://x.zip", "gcs://../x", "gcs://a/b.zip",
+                          "gcs://.hidden", "gcs://x y", "averyveryverylongprotocol://x", "gcs://x\ny"}) {
+    auto key = package_key(bad);
+    CHECK_MESSAGE(!key.ok(), bad);
+    if (!key.ok()) CHECK(key.status().message().find("package URI") == 0);
+  }
+  CHECK_FALSE(package_key("gcs://" + std::string(129, 'a')).ok());
+  CHECK(package_key("gcs://" + std::string(128, 'a')).ok());
+}
+
 TEST_CASE("random rounds: never over a node's totals, never a lower priority before a blocked higher one") {
   for (uint32_t seed = 1; seed <= 200; ++seed) {
     std::srand(seed);

@@ -1,6 +1,7 @@
 #include "jobs/scheduler.h"
 
 #include <algorithm>
+#include <set>
 #include <climits>
 #include <map>
 #include <unordered_map>
@@ -177,6 +178,25 @@ std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const 
     next.log_nodes[next.node] = next.node_address;
     next.transition(State::kAssigned, "assigned to node " + next.node.substr(0, 8), now_ms, next.node);
     emit(*j, std::move(next));
+  }
+  return out;
+}
+
+std::vector<const CachedJob*> finished_to_prune(const std::vector<const CachedJob*>& finished,
+                                                const std::vector<const CachedJob*>& unfinished, size_t keep) {
+  if (finished.size() <= keep) return {};
+  std::set<std::string> awaited;
+  for (const CachedJob* job : unfinished) awaited.insert(job->record.spec.after.begin(), job->record.spec.after.end());
+  std::vector<const CachedJob*> oldest = finished;
+  std::sort(oldest.begin(), oldest.end(), [](const CachedJob* a, const CachedJob* b) {
+    if (a->record.end_time_ms != b->record.end_time_ms) return a->record.end_time_ms < b->record.end_time_ms;
+    return a->create_revision < b->create_revision;
+  });
+  std::vector<const CachedJob*> out;
+  size_t excess = finished.size() - keep;
+  for (const CachedJob* job : oldest) {
+    if (out.size() >= excess || out.size() >= kPrunesPerRoundMax) break;
+    if (!awaited.count(job->record.id)) out.push_back(job);
   }
   return out;
 }

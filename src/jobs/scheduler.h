@@ -52,6 +52,14 @@ struct Decision {
 // Finds any job (finished ones included) by id; null when there is none.
 using JobLookup = std::function<const CachedJob*(const std::string& id)>;
 
+inline constexpr size_t kPrunesPerRoundMax = 50;  // records (and their files) deleted in one txn
+
+// The finished jobs to delete so that at most `keep` finished ones remain:
+// the oldest first (earliest end, then submission order), never one that an
+// unfinished job still waits for (--after); at most kPrunesPerRoundMax.
+std::vector<const CachedJob*> finished_to_prune(const std::vector<const CachedJob*>& finished,
+                                                const std::vector<const CachedJob*>& unfinished, size_t keep);
+
 // The changes one scheduling round makes (at most kDecisionsPerRoundMax).
 // `jobs` needs only the unfinished jobs; dependencies are looked up.
 std::vector<Decision> schedule(const std::vector<const CachedJob*>& jobs, const std::vector<NodeView>& nodes,

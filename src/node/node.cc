@@ -364,6 +364,7 @@ Status Node::serve() {
     job_options.data_dir = s.data_dir;
     job_options.self_id = s.self.id;
     job_options.self_address = s.self.address;
+    job_options.finished_jobs_max = options_.max_finished_jobs;
     s.jobs = std::make_unique<jobs::JobService>(*s.loop, *s.control, *s.gossip, *s.peers, s.engine->executor(), s.clock,
                                                 job_options);
     s.jobs->start();

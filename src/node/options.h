@@ -40,6 +40,8 @@ struct NodeOptions {
   // to `bind` unless http_bind says otherwise.
   std::optional<uint16_t> http_port;
   std::string http_bind;
+  // Finished job records kept in the metadata store (the oldest beyond it go).
+  uint64_t max_finished_jobs = 10'000;
 };
 
 }  // namespace shoal::node

@@ -6,10 +6,13 @@ processes die with it), stop and timeout kill whole process groups, logs
 survive the node's restart, the REST API wants the token, entrypoints with
 shell metacharacters run literally."""
 
+import io
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
+import zipfile
 
 from harness import check, free_port, run_tests, wait_until, TestFailure
 from metadata_test import group_ready
@@ -207,7 +210,7 @@ def test_leader_kill9_neither_loses_nor_duplicates_jobs(cluster):
 
 
 def test_stop_and_timeout_kill_the_whole_process_group(cluster):
-    nodes = start_three(cluster)
+    nodes = start_three(cluster, {i: ["--max-finished-jobs", "4"] for i in range(3)})
     rec = os.path.join(cluster.root, "rec")
     os.makedirs(rec)
     script = "sleep 300 & echo $! > %s/%s.child; trap '' TERM; wait; sleep 300"
@@ -233,10 +236,45 @@ def test_stop_and_timeout_kill_the_whole_process_group(cluster):
         r = ctl(nodes[0], "submit", *args, "--", "true", check_rc=False)
         check(r.returncode != 0 and what in r.stderr, "%s: %s" % (args, r.stderr))
 
+    # --max-finished-jobs 4: the oldest finished records go, with their logs,
+    # except one that a waiting job names (--after).
+    def listed():
+        return {j["job_id"]: j for j in json.loads(ctl(nodes[1], "jobs", "--json").stdout)}
+    old = [i for i, j in listed().items() if j["status"] in ("STOPPED", "FAILED")]
+    check(len(old) == 3, "the stopped, timed-out and exec-failed jobs: %s" % sorted(listed()))
+    first = submit(nodes[0], "--", "true")[0]
+    wait_state(nodes[0], first, ["SUCCEEDED"])
+    blocker = submit(nodes[0], "--", "sleep", "60")[0]
+    wait_state(nodes[0], blocker, ["RUNNING"])
+    waiting = submit(nodes[0], "--after", first, "--after", blocker, "--", "true")[0]
+    quick = []
+    for i in range(6):
+        quick.append(submit(nodes[i % 3], "--", "echo", str(i))[0])
+        wait_state(nodes[0], quick[-1], ["SUCCEEDED"])
+    # 10 finished, 4 kept: the awaited one and the 3 newest.
+    keep = {first, blocker, waiting} | set(quick[3:])
+    seen = {}
+
+    def kept():
+        seen["ids"] = sorted(listed())
+        return set(seen["ids"]) == keep
+    try:
+        wait_until(kept, 20, "only the newest finished records (and the awaited one) to stay")
+    except TestFailure as e:
+        raise TestFailure("%s: listed %s, expected %s" % (e, seen.get("ids"), sorted(keep)))
+    for gone in old + quick[:3]:
+        r = ctl(nodes[2], "job", gone, check_rc=False)
+        check(r.returncode != 0 and "no job " + gone in r.stderr,
+              "a deleted job %s: %s" % (gone, r.stderr))
+    wait_until(lambda: not any(os.path.exists(os.path.join(n.data_dir, "jobs", g)) for n in nodes for g in quick[:3]),
+               10, "the deleted jobs' logs to go from their nodes")
+    check(job(nodes[0], waiting)["state"] == "PENDING", "the waiting job: %s" % job(nodes[0], waiting))
+    ctl(nodes[0], "stop", blocker)
+
 
 def http(node, method, path, body=None, token=None):
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (node.http_port, path), method=method,
-                                 data=None if body is None else body.encode())
+    data = body if body is None or isinstance(body, bytes) else body.encode()
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (node.http_port, path), method=method, data=data)
     if token:
         req.add_header("Authorization", "Bearer " + token)
     try:
@@ -312,6 +350,54 @@ def test_rest_api_wants_the_token_and_entrypoints_run_literally(cluster):
         f.write(b"x" * (2 << 20))
     r = ctl(nodes[2], "submit", "--working-dir", work, "--", "./run.sh", check_rc=False)
     check(r.returncode != 0 and "too large" in r.stderr, "a 2 MiB working dir: %s" % r.stderr)
+
+    # Ray's client ships runtime_env.working_dir as a zip (PUT to
+    # /api/packages/gcs/<name>), then submits working_dir = "gcs://<name>".
+    def zipped(entries):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, path in entries:
+                z.write(path, name)
+        return out.getvalue()
+    pkg = "_ray_pkg_0123abcd.zip"
+    check(http(nodes[0], "GET", "/api/packages/gcs/" + pkg, token=token)[0] == 404, "a package before its upload")
+    code, doc = http(nodes[0], "PUT", "/api/packages/gcs/" + pkg,
+                     zipped([("run.sh", os.path.join(work, "run.sh")),
+                             ("sub/data.txt", os.path.join(work, "sub", "data.txt"))]), token)
+    check(code == 200 and doc["files"] == 2, "PUT of a package: %s %s" % (code, doc))
+    check(http(nodes[1], "GET", "/api/packages/gcs/" + pkg, token=token)[0] == 200, "GET of an uploaded package")
+    body = {"entrypoint": "./run.sh", "runtime_env": {"working_dir": "gcs://" + pkg}, "submission_id": "rest_wd"}
+    code, doc = http(nodes[1], "POST", "/api/jobs/", json.dumps(body), token)
+    check(code == 200, "a job with an uploaded working_dir: %s" % doc)
+    wait_until(lambda: http(nodes[2], "GET", "/api/jobs/rest_wd", token=token)[1]["status"] in ("SUCCEEDED", "FAILED"),
+               30, "the working_dir job to end")
+    code, logs = http(nodes[0], "GET", "/api/jobs/rest_wd/logs", token=token)
+    check(logs["logs"] == "shipped data\n", "the REST working_dir job printed %r" % logs["logs"])
+    code, doc = http(nodes[0], "PUT", "/api/packages/gcs/_ray_pkg_bad.zip", b"not a zip at all", token)
+    check(code == 400 and doc["error"].startswith("working_dir archive"), "a body that is no zip: %s" % doc)
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.sh", "echo out\n")
+    code, doc = http(nodes[0], "PUT", "/api/packages/gcs/_ray_pkg_evil.zip", evil.getvalue(), token)
+    check(code == 400 and "escape.sh" in doc["error"], "a zip whose path leaves the directory: %s" % doc)
+    body["runtime_env"]["working_dir"] = "gcs://_ray_pkg_never.zip"
+    body["submission_id"] = "rest_never"
+    code, doc = http(nodes[1], "POST", "/api/jobs/", json.dumps(body), token)
+    check(code == 400 and "was not uploaded" in doc["error"], "a package never uploaded: %s" % doc)
+
+    # At most 128 connections are open at once: the next one gets 503 (not a
+    # node out of file descriptors), and once they close it serves again.
+    idle = []
+    try:
+        for _ in range(128):
+            idle.append(socket.create_connection(("127.0.0.1", nodes[0].http_port), timeout=10))
+        code, doc = http(nodes[0], "GET", "/api/version", token=token)
+        check(code == 503 and "too many open connections" in doc["error"], "connection 129: %s %s" % (code, doc))
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: http(nodes[0], "GET", "/api/version", token=token)[0] == 200, 10,
+               "the REST API to serve again once the idle connections closed")
 
 
 if __name__ == "__main__":
