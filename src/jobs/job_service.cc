@@ -34,6 +34,16 @@ namespace {
 std::string short_id(const std::string& id) { return id.substr(0, 8); }
 
 std::string record_key(const std::string& id) { return std::string(kRecordPrefix) + id; }
+
+// A txn compare: the job's record is still at `revision` (nobody wrote it since).
+meta::Compare record_unchanged(const std::string& id, int64_t revision) {
+  meta::Compare c;
+  c.key = record_key(id);
+  c.target = meta::Compare::Target::kModRevision;
+  c.op = meta::Compare::Op::kEqual;
+  c.number = revision;
+  return c;
+}
 std::string files_key(const std::string& id) { return std::string(kFilesPrefix) + id; }
 
 detail::ResourceSet resources_of(const gossip::Resources& r) {
@@ -689,12 +699,7 @@ void JobService::schedule_round() {
   if (decisions.empty()) return;
   meta::TxnRequest txn;
   for (auto& d : decisions) {
-    meta::Compare c;
-    c.key = record_key(d.record.id);
-    c.target = meta::Compare::Target::kModRevision;
-    c.op = meta::Compare::Op::kEqual;
-    c.number = d.mod_revision;
-    txn.compares.push_back(std::move(c));
+    txn.compares.push_back(record_unchanged(d.record.id, d.mod_revision));
     meta::PutRequest put;
     put.key = record_key(d.record.id);
     put.value = encode_record(d.record);
@@ -732,12 +737,7 @@ void JobService::prune_finished(const std::vector<const CachedJob*>& unfinished)
   meta::TxnRequest txn;
   std::set<std::string> files_going;
   for (const CachedJob* job : going) {
-    meta::Compare c;
-    c.key = record_key(job->record.id);
-    c.target = meta::Compare::Target::kModRevision;
-    c.op = meta::Compare::Op::kEqual;
-    c.number = job->mod_revision;
-    txn.compares.push_back(std::move(c));
+    txn.compares.push_back(record_unchanged(job->record.id, job->mod_revision));
     meta::DeleteRangeRequest del;
     del.key = record_key(job->record.id);
     txn.success.push_back(std::move(del));
@@ -1413,12 +1413,7 @@ kj::Promise<Result<bool>> JobService::remove(std::string id) {
                                                    ": stop it first, or wait until it ends"));
     }
     meta::TxnRequest txn;
-    meta::Compare c;
-    c.key = record_key(id);
-    c.target = meta::Compare::Target::kModRevision;
-    c.op = meta::Compare::Op::kEqual;
-    c.number = got->second;
-    txn.compares.push_back(std::move(c));
+    txn.compares.push_back(record_unchanged(id, got->second));
     meta::DeleteRangeRequest del;
     del.key = record_key(id);
     txn.success.push_back(std::move(del));
