@@ -206,10 +206,6 @@ class ClusterRuntime final : public Runtime {
   std::vector<PendingDemand> pending_demand() const;
   std::size_t owned_objects() const { return objects_.size(); }
 
-  // Values over this size stay where they were made and are pulled in
-  // chunks by whoever needs them; smaller ones travel inline in messages.
-  static constexpr std::size_t kInlineBytesMax = 100 * 1024;
-
  private:
   struct Task;
   struct ActorState;
@@ -334,7 +330,7 @@ class ClusterRuntime final : public Runtime {
   template <typename T>
   Result<T> on_loop_and_wait(std::function<kj::Promise<Result<T>>()> fn, Deadline deadline);
 
-  // Objects over kInlineBytesMax (cluster_objects.cc).
+  // Objects over kInlineBytesMax (object_store.h; cluster_objects.cc).
   static bool large(const ObjectValuePtr& value);
   // A ready value this process holds (a result kept here, a pulled copy,
   // or an object in its table), else null.

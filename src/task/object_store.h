@@ -79,6 +79,11 @@
 
 namespace shoal::detail {
 
+// Values over this size live in a store and move between processes in
+// chunks, pulled by whoever needs them; smaller ones travel inline in
+// messages and stay in the object table (issue 5: "up to 100 KiB inline").
+inline constexpr uint64_t kInlineBytesMax = 100 * 1024;
+
 class ObjectStore {
  public:
   // Readers do not tell the store when they drop a value, so a wait for
@@ -88,7 +93,7 @@ class ObjectStore {
   struct Config {
     uint64_t capacity_bytes = 0;             // values in memory, all together; more than 0
     std::string spill_dir;                   // empty: a private temporary directory
-    uint64_t inline_max = 100 * 1024;        // values of at most this many bytes stay in the table
+    uint64_t inline_max = kInlineBytesMax;   // values of at most this many bytes stay in the table
     std::size_t spills_in_flight_max = 8;    // file writes at once
     uint64_t disk_retry_backoff_ms = 5'000;  // after the disk refused a write
     uint64_t room_wait_ms_max = 60'000;      // wait_for_room() gives up after this (steady clock)
