@@ -1,5 +1,7 @@
 #include "task/object_store.h"
 
+#include "task/executor.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -218,6 +220,10 @@ Status ObjectStore::wait_for_room(uint64_t bytes) {
       std::min(deadline, start + std::chrono::milliseconds(config_.pinned_wait_ms_max));
   std::vector<ObjectValuePtr> garbage;  // destroyed after the lock is released
   std::vector<ObjectValuePtr> orphans;
+  // A task that has to wait lends its CPUs meanwhile (the work that frees
+  // room — a reader finishing, a task dropping its refs — may need them);
+  // declared before the lock so that taking them back happens unlocked.
+  std::optional<Executor::BlockingScope> blocking;
   std::unique_lock lock(mutex_);
   orphans.swap(orphans_);
   while (true) {
@@ -240,9 +246,11 @@ Status ObjectStore::wait_for_room(uint64_t bytes) {
                        std::to_string(config_.pinned_wait_ms_max) +
                        " ms; small values never spill"));
       }
+      if (!blocking) blocking.emplace();
       changed_.wait_for(lock, std::chrono::milliseconds(kPinPollMs));  // a reader may let go
       continue;
     }
+    if (!blocking) blocking.emplace();
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
         memory_bytes_ + inline_bytes_ + bytes > config_.capacity_bytes) {
       return Status::resource_exhausted(

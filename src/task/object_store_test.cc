@@ -3,6 +3,7 @@
 // a real full disk (ENOSPC on a 4 MiB tmpfs in a private mount namespace),
 // and a LocalRuntime workload ten times the store's capacity.
 #include "task/object_store.h"
+#include "task/executor.h"
 
 #include <doctest/doctest.h>
 #include <sched.h>
@@ -262,6 +263,39 @@ TEST_CASE("object store: wait_for_room() waits for a reader to let go of a pinne
   CHECK(room.ok());
   store->wait_idle();
   CHECK(by_id(*store)[object(1)].state == ObjectStore::State::kSpilled);
+}
+
+TEST_CASE("object store: a task waiting for room lends its CPU to the task that frees it") {
+  // One CPU. Task A needs room that only a pinned value can give; task B,
+  // queued behind A, is the reader that lets go of it. A must not hold the
+  // only CPU while it waits, or B never runs and A gives up.
+  TempDir dir;
+  auto store = make_store({.capacity_bytes = 2 * kMiB,
+                           .spill_dir = dir.path,
+                           .inline_max = 1024,
+                           .pinned_wait_ms_max = 5'000});
+  REQUIRE(store->add(object(1), make_value(2 * kMiB, 1)).ok());
+  auto pin = std::make_shared<ObjectValuePtr>(*store->get(object(1)));
+  Executor executor(Executor::Config{*ResourceSet::from_wholes({{"CPU", 1}}), 1, 4});
+  std::atomic<bool> a_started{false};
+  std::atomic<bool> a_done{false};
+  Status room;
+  REQUIRE(executor.submit(WorkItem{TaskId{1, 1 << 16}, *ResourceSet::from_wholes({{"CPU", 1}}), [&] {
+                            a_started = true;
+                            room = store->wait_for_room(kMiB);
+                            a_done = true;
+                          }})
+              .ok());
+  while (!a_started.load()) std::this_thread::yield();
+  REQUIRE(executor.submit(WorkItem{TaskId{1, 2 << 16}, *ResourceSet::from_wholes({{"CPU", 1}}),
+                                   [pin] { pin->reset(); }})
+              .ok());
+  pin.reset();
+  for (int i = 0; i < 10'000 && !a_done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(a_done.load());
+  CHECK(room.ok());
+  std::vector<WorkItem> left = executor.drain();
+  executor.join();
 }
 
 TEST_CASE("object store: a value bigger than the whole store is refused at once, clearly") {
