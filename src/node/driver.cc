@@ -94,9 +94,9 @@ class DriverService final : public rpc::Node::Server {
     auto runtime = runtime_.lock();
     if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
     auto p = context.getParams();
-    runtime->serve_read_object(object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
-                               context.getResults());
-    return kj::READY_NOW;
+    return runtime->serve_read_object(object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
+                                      context.getResults())
+        .attach(kj::mv(runtime));
   }
   kj::Promise<void> borrow(BorrowContext context) override {
     auto runtime = runtime_.lock();

@@ -181,9 +181,8 @@ kj::Promise<void> NodeService::nodeInfo(NodeInfoContext context) {
 kj::Promise<void> NodeService::readObject(ReadObjectContext context) {
   if (tasks_ == nullptr) return no_tasks();
   auto p = context.getParams();
-  tasks_->serve_read_object(detail::object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(), p.getLength(),
-                            context.getResults());
-  return kj::READY_NOW;
+  return tasks_->serve_read_object(detail::object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(),
+                                   p.getLength(), context.getResults());
 }
 
 kj::Promise<void> NodeService::objectStats(ObjectStatsContext context) {

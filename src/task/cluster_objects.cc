@@ -237,12 +237,67 @@ void ClusterRuntime::finish_pull(const std::shared_ptr<Pull>& p, ObjectValuePtr 
 
 // ---- Serving (loop thread) ---------------------------------------------------------------
 
-void ClusterRuntime::serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
-                                       rpc::Node::ReadObjectResults::Builder out) {
-  ObjectValuePtr value = local_copy(id);
+kj::Promise<void> ClusterRuntime::serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
+                                                    rpc::Node::ReadObjectResults::Builder out) {
+  if (config_.store && config_.store->spilled_size(id)) {
+    return restore_off_loop(id).then([this, id, offset, length, out](ObjectValuePtr value) mutable {
+      copy_chunk(id, value, offset, length, out);
+    });
+  }
+  copy_chunk(id, local_copy(id), offset, length, out);
+  return kj::READY_NOW;
+}
+
+kj::Promise<ObjectValuePtr> ClusterRuntime::restore_off_loop(const ObjectId& id) {
+  if (auto it = restores_.find(id); it != restores_.end()) return it->second.promise.addBranch();
+  auto paf = kj::newPromiseAndFulfiller<ObjectValuePtr>();
+  auto [it, inserted] = restores_.emplace(id, Restore{kj::mv(paf.fulfiller), paf.promise.fork()});
+  kj::Promise<ObjectValuePtr> result = it->second.promise.addBranch();
+  std::lock_guard lock(restore_threads_mutex_);
+  uint64_t key = next_restore_++;
+  // `this` outlives the thread: the loop joins it when its answer arrives,
+  // teardown_on_loop() and the destructor join any left.
+  restore_threads_.emplace(key, std::thread([this, id, key, store = config_.store] {
+    Result<ObjectValuePtr> got = store->get(id);  // reads the spill file (checksummed)
+    ObjectValuePtr value = got.ok() ? *got : nullptr;
+    post([this, id, key, value] {
+      join_restore_threads(key);
+      if (value && !value->error) {
+        SHOAL_LOG_INFO("object {} ({} bytes) read back from its spill file to serve a pull", id.hex(),
+                       value->bytes.size());
+      }
+      auto waiting = restores_.find(id);
+      if (waiting == restores_.end()) return;
+      waiting->second.fulfiller->fulfill(ObjectValuePtr(value));
+      // The forked promise may still be read by its branches this turn.
+      tasks_set_->add(kj::evalLater([this, id] { restores_.erase(id); }));
+    });
+  }));
+  return result;
+}
+
+void ClusterRuntime::join_restore_threads(std::optional<uint64_t> only) {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(restore_threads_mutex_);
+    for (auto it = restore_threads_.begin(); it != restore_threads_.end();) {
+      if (only && it->first != *only) {
+        ++it;
+        continue;
+      }
+      threads.push_back(std::move(it->second));
+      it = restore_threads_.erase(it);
+    }
+  }
+  for (auto& t : threads) t.join();
+}
+
+void ClusterRuntime::copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
+                                rpc::Node::ReadObjectResults::Builder out) {
   if (!value) {
     KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
   }
+  if (value->error) KJ_FAIL_REQUIRE("object cannot be read here", id.hex(), value->error->message);
   uint64_t size = value->bytes.size();
   if (length > kChunkBytesMax) KJ_FAIL_REQUIRE("chunk too long", length, kChunkBytesMax);
   if (offset > size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);

@@ -233,7 +233,10 @@ ClusterRuntime::ClusterRuntime(ClusterRuntimeConfig config)
   tasks_set_ = std::make_unique<kj::TaskSet>(*error_handler_);
 }
 
-ClusterRuntime::~ClusterRuntime() noexcept { shutdown(); }
+ClusterRuntime::~ClusterRuntime() noexcept {
+  shutdown();
+  join_restore_threads();
+}
 
 TaskId ClusterRuntime::new_task_id() {
   return TaskId{config_.id_prefix, next_sequence_.fetch_add(1) << 16};
@@ -2741,6 +2744,18 @@ kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms
       b.setValue(as_data(value->bytes));
     }
   };
+  // A spilled value is not read back here (on the loop thread) just to say
+  // where it is: its size is enough, and readObject reads it off the loop.
+  if (std::optional<uint64_t> spilled = config_.store ? config_.store->spilled_size(id) : std::nullopt) {
+    static const ObjectValuePtr kHere = std::make_shared<const ObjectValue>();  // held by this process
+    std::vector<std::string> holders;
+    {
+      std::lock_guard lock(mutex_);
+      holders = pull_sources_locked(id, kHere);
+    }
+    fill_stored(*spilled, holders, out.initStored());
+    return kj::READY_NOW;
+  }
   Result<ObjectValuePtr> value = objects_.lookup(id);
   if (!value.ok()) {
     ErrorInfo error;
@@ -3473,6 +3488,8 @@ void ClusterRuntime::teardown_on_loop() {
     loop_ = nullptr;
   }
   torn_down_ = true;
+  join_restore_threads();  // their posts now find no loop
+  restores_.clear();
   tasks_set_.reset();
   links_.clear();
   waits_.clear();

@@ -173,8 +173,10 @@ class ClusterRuntime final : public Runtime {
   void fill_node_info(rpc::Node::NodeInfoResults::Builder out);
   // Objects over 100 KiB (cluster_objects.cc): a chunk of a value held
   // here; the owner dropping copies held here for it.
-  void serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
-                         rpc::Node::ReadObjectResults::Builder out);
+  // A spilled value is read back from disk on a thread of its own, not on
+  // the loop (a 1 GiB file would stall every connection of the process).
+  kj::Promise<void> serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
+                                      rpc::Node::ReadObjectResults::Builder out);
   void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
   // What this process holds or owns; with `cluster`, every live member's too.
   kj::Promise<void> serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out);
@@ -490,6 +492,21 @@ class ClusterRuntime final : public Runtime {
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<ObjectValuePtr>>> waits_;  // getObject
   uint64_t next_wait_ = 1;
   std::unordered_map<ObjectId, kj::ForkedPromise<ObjectValuePtr>> pulls_;  // in progress
+  // Spilled values being read back for readObject (loop thread), and the
+  // threads reading them (joined at teardown, before the loop goes).
+  struct Restore {
+    kj::Own<kj::PromiseFulfiller<ObjectValuePtr>> fulfiller;
+    kj::ForkedPromise<ObjectValuePtr> promise;
+  };
+  std::unordered_map<ObjectId, Restore> restores_;
+  std::mutex restore_threads_mutex_;
+  std::map<uint64_t, std::thread> restore_threads_;  // guarded by restore_threads_mutex_
+  uint64_t next_restore_ = 0;                        // guarded by restore_threads_mutex_
+  kj::Promise<ObjectValuePtr> restore_off_loop(const ObjectId& id);
+  void copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
+                  rpc::Node::ReadObjectResults::Builder out);
+  // Joins one restore thread (it has posted its answer), or all of them.
+  void join_restore_threads(std::optional<uint64_t> only = std::nullopt);
   // Calls to a hosted actor wait here, in order, while arguments are pulled.
   std::unordered_map<ActorId, std::pair<uint64_t, kj::ForkedPromise<void>>> actor_tails_;
   uint64_t next_tail_ = 1;

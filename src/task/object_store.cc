@@ -338,6 +338,13 @@ void ObjectStore::remove(const ObjectId& id) {
   changed_.notify_all();
 }
 
+std::optional<uint64_t> ObjectStore::spilled_size(const ObjectId& id) const {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second.value != nullptr) return std::nullopt;
+  return it->second.size;
+}
+
 void ObjectStore::hold_inline(uint64_t bytes) {
   std::vector<ObjectValuePtr> garbage;
   std::lock_guard lock(mutex_);

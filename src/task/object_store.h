@@ -177,6 +177,9 @@ class ObjectStore {
   // Small values held elsewhere (ObjectTable) that count against the
   // capacity; they make the store spill large ones.
   void hold_inline(uint64_t bytes);
+  // The size of a value that is on disk only (get() would read its spill
+  // file); nullopt when it is in memory or not here.
+  std::optional<uint64_t> spilled_size(const ObjectId& id) const;
   void release_inline(uint64_t bytes);
 
   Stats stats() const;

@@ -98,6 +98,14 @@ int spill_roundtrip(int count, int mib) {
   for (int i = 0; i < count; ++i) correct += refs[static_cast<std::size_t>(i)].get() == make_blob(mib, i) ? 1 : 0;
   return correct;
 }
+// Puts `count` values of `mib` MiB on this node and hands their refs out:
+// the first ones are spilled by the time the driver pulls them, so the node
+// reads them back from disk to serve the pull.
+std::vector<shoal::ObjectRef<std::string>> put_blobs(int count, int mib) {
+  std::vector<shoal::ObjectRef<std::string>> refs;
+  for (int i = 0; i < count; ++i) refs.push_back(shoal::put(make_blob(mib, i)));
+  return refs;
+}
 // One put() larger than the node's whole store: the error it gets.
 std::string put_too_big(int mib) {
   try {
@@ -172,7 +180,7 @@ class Holder {
 };
 
 SHOAL_REMOTE(square, pid_of, pid_after, fail_with, sleep_ms, slow_square, nested_sum, busy, make_blob, check_blob,
-             hash_all, node_of, spill_roundtrip, put_too_big, put_blob_here);
+             hash_all, node_of, spill_roundtrip, put_too_big, put_blob_here, put_blobs);
 SHOAL_ACTOR(Log, &Log::append, &Log::append_size, &Log::all, &Log::where, &Log::nap);
 SHOAL_ACTOR(Keeper, &Keeper::keep, &Keeper::read, &Keeper::drop);
 SHOAL_ACTOR(Holder, &Holder::sum, &Holder::where);
@@ -477,7 +485,14 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
   if (mode == "spill") {
     int correct = shoal::task(spill_roundtrip).remote(80, 8).get();
     std::string too_big = shoal::task(put_too_big).remote(100).get();
-    std::printf("{\"correct\":%d,\"too_big\":%s}\n", correct, json_quoted(too_big).c_str());
+    // 12 x 8 MiB owned by the node, pulled by this driver from its store.
+    auto blobs = shoal::task(put_blobs).remote(12, 8).get();
+    int pulled = 0;
+    for (int i = 0; i < static_cast<int>(blobs.size()); ++i) {
+      pulled += blobs[static_cast<std::size_t>(i)].get() == make_blob(8, i) ? 1 : 0;
+    }
+    std::printf("{\"correct\":%d,\"too_big\":%s,\"pulled\":%d}\n", correct, json_quoted(too_big).c_str(),
+                pulled);
     return 0;
   }
   if (mode == "failover") {

@@ -495,6 +495,11 @@ def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
           % (out["correct"], out))
     check("ObjectStoreFull" in out["too_big"] and "bigger than the whole object store" in out["too_big"],
           "a 100 MiB put() into a 64 MiB store: %s" % out)
+    check(out["pulled"] == 12, "of 12 values of 8 MiB the node spilled, %d were pulled right: %s"
+          % (out["pulled"], out))
+    with open(first.log_path) as f:
+        check("read back from its spill file to serve a pull" in f.read(),
+              "the node served no pull from its spill files (the test lost its point): %s" % out)
     spill = os.path.join(first.data_dir, "spill")
     wait_until(lambda: os.path.isdir(spill) and not os.listdir(spill), 10,
                "the spill files to go once their objects were freed")
