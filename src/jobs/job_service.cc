@@ -35,6 +35,10 @@ std::string short_id(const std::string& id) { return id.substr(0, 8); }
 
 std::string record_key(const std::string& id) { return std::string(kRecordPrefix) + id; }
 
+// The job whose working-dir files a record uses (an array's jobs share the
+// first submission's).
+std::string files_owner(const Record& r) { return r.spec.files_key.empty() ? r.id : r.spec.files_key; }
+
 // A txn compare: the job's record is still at `revision` (nobody wrote it since).
 meta::Compare record_unchanged(const std::string& id, int64_t revision) {
   meta::Compare c;
@@ -742,7 +746,7 @@ void JobService::prune_finished(const std::vector<const CachedJob*>& unfinished)
     del.key = record_key(job->record.id);
     txn.success.push_back(std::move(del));
     const Spec& spec = job->record.spec;
-    std::string owner = spec.files_key.empty() ? job->record.id : spec.files_key;
+    std::string owner = files_owner(job->record);
     if (spec.has_working_dir && !files_going.count(owner) && files_unused_after(owner, ids)) {
       files_going.insert(owner);
       meta::DeleteRangeRequest files;
@@ -771,7 +775,7 @@ bool JobService::files_unused_after(const std::string& owner, const std::set<std
   for (const auto& [id, job] : cache_) {
     const Spec& spec = job.record.spec;
     if (going.count(id) || !spec.has_working_dir) continue;
-    if ((spec.files_key.empty() ? id : spec.files_key) == owner) return false;
+    if (files_owner(job.record) == owner) return false;
   }
   return true;
 }
@@ -835,8 +839,8 @@ void JobService::on_granted(const std::string& id, uint32_t attempt, const detai
     return;
   }
   meta::Request request;
-  std::string files_owner = record.spec.files_key.empty() ? id : record.spec.files_key;
-  request.body = meta::RangeRequest::single(files_key(files_owner));
+  std::string owner = files_owner(record);
+  request.body = meta::RangeRequest::single(files_key(owner));
   tasks_->add(kv(std::move(request)).then([this, id, attempt, record](meta::Response r) mutable {
     auto it = local_.find(id);
     if (it == local_.end() || it->second->attempt != attempt) return;
@@ -1419,7 +1423,7 @@ kj::Promise<Result<bool>> JobService::remove(std::string id) {
     txn.success.push_back(std::move(del));
     // The working dir goes with the last job that uses it (an array's jobs
     // share one).
-    std::string owner = r.spec.files_key.empty() ? id : r.spec.files_key;
+    std::string owner = files_owner(r);
     if (r.spec.has_working_dir && files_unused_after(owner, {id})) {
       meta::DeleteRangeRequest files;
       files.key = files_key(owner);
