@@ -253,6 +253,17 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::restore_off_loop(const ObjectId& id)
   auto paf = kj::newPromiseAndFulfiller<ObjectValuePtr>();
   auto [it, inserted] = restores_.emplace(id, Restore{kj::mv(paf.fulfiller), paf.promise.fork()});
   kj::Promise<ObjectValuePtr> result = it->second.promise.addBranch();
+  // Each restore holds a whole value in memory: a few at a time.
+  if (restores_running_ < kRestoresAtOnce) {
+    start_restore(id);
+  } else {
+    restore_queue_.push_back(id);
+  }
+  return result;
+}
+
+void ClusterRuntime::start_restore(const ObjectId& id) {
+  ++restores_running_;
   std::lock_guard lock(restore_threads_mutex_);
   uint64_t key = next_restore_++;
   // `this` outlives the thread: the loop joins it when its answer arrives,
@@ -262,18 +273,23 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::restore_off_loop(const ObjectId& id)
     ObjectValuePtr value = got.ok() ? *got : nullptr;
     post([this, id, key, value] {
       join_restore_threads(key);
+      --restores_running_;
       if (value && !value->error) {
         SHOAL_LOG_INFO("object {} ({} bytes) read back from its spill file to serve a pull", id.hex(),
                        value->bytes.size());
       }
-      auto waiting = restores_.find(id);
-      if (waiting == restores_.end()) return;
-      waiting->second.fulfiller->fulfill(ObjectValuePtr(value));
-      // The forked promise may still be read by its branches this turn.
-      tasks_set_->add(kj::evalLater([this, id] { restores_.erase(id); }));
+      if (auto waiting = restores_.find(id); waiting != restores_.end()) {
+        waiting->second.fulfiller->fulfill(ObjectValuePtr(value));
+        // The forked promise may still be read by its branches this turn.
+        tasks_set_->add(kj::evalLater([this, id] { restores_.erase(id); }));
+      }
+      if (!restore_queue_.empty()) {
+        ObjectId next = restore_queue_.front();
+        restore_queue_.pop_front();
+        start_restore(next);
+      }
     });
   }));
-  return result;
 }
 
 void ClusterRuntime::join_restore_threads(std::optional<uint64_t> only) {

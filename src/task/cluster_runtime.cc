@@ -3490,6 +3490,7 @@ void ClusterRuntime::teardown_on_loop() {
   torn_down_ = true;
   join_restore_threads();  // their posts now find no loop
   restores_.clear();
+  restore_queue_.clear();
   tasks_set_.reset();
   links_.clear();
   waits_.clear();

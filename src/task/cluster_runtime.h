@@ -498,11 +498,15 @@ class ClusterRuntime final : public Runtime {
     kj::Own<kj::PromiseFulfiller<ObjectValuePtr>> fulfiller;
     kj::ForkedPromise<ObjectValuePtr> promise;
   };
+  static constexpr int kRestoresAtOnce = 2;
   std::unordered_map<ObjectId, Restore> restores_;
+  std::deque<ObjectId> restore_queue_;  // waiting for one of the kRestoresAtOnce threads
+  int restores_running_ = 0;
   std::mutex restore_threads_mutex_;
   std::map<uint64_t, std::thread> restore_threads_;  // guarded by restore_threads_mutex_
   uint64_t next_restore_ = 0;                        // guarded by restore_threads_mutex_
   kj::Promise<ObjectValuePtr> restore_off_loop(const ObjectId& id);
+  void start_restore(const ObjectId& id);
   void copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
                   rpc::Node::ReadObjectResults::Builder out);
   // Joins one restore thread (it has posted its answer), or all of them.

@@ -485,11 +485,13 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
   if (mode == "spill") {
     int correct = shoal::task(spill_roundtrip).remote(80, 8).get();
     std::string too_big = shoal::task(put_too_big).remote(100).get();
-    // 12 x 8 MiB owned by the node, pulled by this driver from its store.
+    // 12 x 8 MiB owned by the node, pulled by this driver from its store,
+    // all at once (the node reads the spilled ones back a few at a time).
     auto blobs = shoal::task(put_blobs).remote(12, 8).get();
+    std::vector<std::string> values = shoal::get(blobs, std::chrono::seconds(120));
     int pulled = 0;
-    for (int i = 0; i < static_cast<int>(blobs.size()); ++i) {
-      pulled += blobs[static_cast<std::size_t>(i)].get() == make_blob(8, i) ? 1 : 0;
+    for (int i = 0; i < static_cast<int>(values.size()); ++i) {
+      pulled += values[static_cast<std::size_t>(i)] == make_blob(8, i) ? 1 : 0;
     }
     std::printf("{\"correct\":%d,\"too_big\":%s,\"pulled\":%d}\n", correct, json_quoted(too_big).c_str(),
                 pulled);
