@@ -130,7 +130,7 @@ Result<EndRecord> parse_end_record(std::string_view archive, size_t pos) {
     return bad("multi-disk (split or spanned) archives are not supported");
   }
   // The directory lies before the record; offsets count from the archive's first byte
-  // (no self-extractor stub in front).
+  // (archives with a program prepended, self-extracting ones, are refused).
   if (uint64_t{end.dir_offset} + end.dir_size > pos) {
     return bad("the central directory (" + std::to_string(end.dir_size) + " bytes at offset " +
                std::to_string(end.dir_offset) + ") does not lie before the end record at offset " +

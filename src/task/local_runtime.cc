@@ -314,7 +314,7 @@ void LocalRuntime::enqueue(const std::shared_ptr<Task>& task) {
     if (task->state != Task::State::kWaiting) return;
     task->state = Task::State::kQueued;
   }
-  // Refused now, or dropped from the queue later (its placement group bundle
+  // Refused now, or dropped from the queue when its placement group bundle
   // was removed).
   auto refused = [this, task](const Status& status) {
     if (status.code() == Status::Code::kCancelled) {
