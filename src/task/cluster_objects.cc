@@ -366,10 +366,10 @@ ObjectValuePtr ClusterRuntime::unhold_locked(std::unordered_map<ObjectId, Held>:
 
 // ---- Owner side ------------------------------------------------------------------------
 
-std::vector<std::string> ClusterRuntime::holders_locked(const ObjectId& id, const ObjectValuePtr& value) const {
+std::vector<std::string> ClusterRuntime::holders_locked(const ObjectId& id, bool held_here) const {
   auto it = locations_.find(id);
   std::vector<std::string> out;
-  if (value->remote_size == 0) {
+  if (held_here) {
     out.push_back(config_.address);
   } else if (it != locations_.end()) {
     out = it->second.holders;
@@ -385,8 +385,8 @@ std::vector<std::string> ClusterRuntime::holders_locked(const ObjectId& id, cons
   return out;
 }
 
-std::vector<std::string> ClusterRuntime::pull_sources_locked(const ObjectId& id, const ObjectValuePtr& value) {
-  std::vector<std::string> out = holders_locked(id, value);
+std::vector<std::string> ClusterRuntime::pull_sources_locked(const ObjectId& id, bool held_here) {
+  std::vector<std::string> out = holders_locked(id, held_here);
   auto it = locations_.find(id);
   if (it == locations_.end() || out.empty()) return out;
   Locations& l = it->second;
@@ -396,7 +396,7 @@ std::vector<std::string> ClusterRuntime::pull_sources_locked(const ObjectId& id,
     return std::find(list.begin(), list.end(), a) != list.end();
   };
   std::size_t known = 0;
-  while (known < out.size() && ((value->remote_size == 0 && out[known] == config_.address) ||
+  while (known < out.size() && ((held_here && out[known] == config_.address) ||
                                 has(l.holders, out[known]) || has(l.copies, out[known]))) {
     ++known;
   }
@@ -519,7 +519,8 @@ Status ClusterRuntime::materialize(std::span<const RefState* const> refs, std::v
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < values.size(); ++i) {
       if (!values[i] || values[i]->remote_size == 0) continue;
-      needs->push_back(Need{i, refs[i]->id, values[i]->remote_size, pull_sources_locked(refs[i]->id, values[i])});
+      needs->push_back(Need{i, refs[i]->id, values[i]->remote_size,
+                            pull_sources_locked(refs[i]->id, values[i]->remote_size == 0)});
     }
   }
   if (needs->empty()) return Status::ok_status();
@@ -551,7 +552,7 @@ std::optional<std::string> ClusterRuntime::largest_args_holder(const Task& task)
     const ObjectValuePtr& v = task.arg_values[i];
     uint64_t size = v->remote_size > 0 ? v->remote_size : v->bytes.size();
     // The first holder has it for sure (the others are likely copies).
-    std::vector<std::string> holders = holders_locked(task.spec.args[i].ref->id, v);
+    std::vector<std::string> holders = holders_locked(task.spec.args[i].ref->id, v->remote_size == 0);
     if (!holders.empty()) bytes[holders.front()] += size;
   }
   std::optional<std::string> best;
@@ -586,7 +587,7 @@ void ClusterRuntime::with_local_args(const std::shared_ptr<Task>& task, std::fun
       const ObjectValuePtr& v = task->arg_values[i];
       if (!v || v->remote_size == 0) continue;
       const ObjectId& id = task->spec.args[i].ref->id;
-      needs.push_back(Need{i, id, v->remote_size, pull_sources_locked(id, v)});
+      needs.push_back(Need{i, id, v->remote_size, pull_sources_locked(id, v->remote_size == 0)});
     }
   }
   if (needs.empty()) {
@@ -741,7 +742,7 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
         } else if (e.value->remote_size > 0) {
           row.size = e.value->remote_size;
           row.state = "held at";
-          for (const std::string& h : holders_locked(e.id, e.value)) row.state += " " + h;
+          for (const std::string& h : holders_locked(e.id, e.value->remote_size == 0)) row.state += " " + h;
         } else {
           row.size = e.value->bytes.size();
           row.state = "in memory";

@@ -100,7 +100,7 @@ double cpu_wholes(const ResourceSet& set) { return set.wholes(ResourceSet::kCpu)
 // tasks that name the bundle can use them (Ray does the same).
 ResourceSet bundle_set(const ResourceSet& demand, const PlacementGroupId& group, uint32_t index) {
   ResourceSet out;
-  std::string suffix = "_pg_" + group.hex() + "_" + std::to_string(index);
+  std::string suffix = std::string(ResourceSet::kBundleInfix) + group.hex() + "_" + std::to_string(index);
   for (const auto& [name, units] : demand.entries()) out.set_units(name + suffix, units);
   return out;
 }
@@ -914,7 +914,7 @@ void ClusterRuntime::fill_task_wire(const Task& task, const std::string& address
       refs[k].setIndex(i);
       refs[k].setObjectHi(id.hi);
       refs[k].setObjectLo(id.lo);
-      std::vector<std::string> holders = pull_sources_locked(id, value);
+      std::vector<std::string> holders = pull_sources_locked(id, value->remote_size == 0);
       if (holders.empty()) holders.push_back(task.spec.args[i].ref->owner_address);
       fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders,
                   refs[k].initStored());
@@ -2737,7 +2737,7 @@ kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms
       std::vector<std::string> holders;
       {
         std::lock_guard lock(mutex_);
-        holders = pull_sources_locked(id, value);
+        holders = pull_sources_locked(id, value->remote_size == 0);
       }
       fill_stored(value->remote_size > 0 ? value->remote_size : value->bytes.size(), holders, b.initStored());
     } else {
@@ -2747,11 +2747,10 @@ kj::Promise<void> ClusterRuntime::serve_get_object(ObjectId id, uint32_t wait_ms
   // A spilled value is not read back here (on the loop thread) just to say
   // where it is: its size is enough, and readObject reads it off the loop.
   if (std::optional<uint64_t> spilled = config_.store ? config_.store->spilled_size(id) : std::nullopt) {
-    static const ObjectValuePtr kHere = std::make_shared<const ObjectValue>();  // held by this process
     std::vector<std::string> holders;
     {
       std::lock_guard lock(mutex_);
-      holders = pull_sources_locked(id, kHere);
+      holders = pull_sources_locked(id, true);  // its bytes are in this process's store
     }
     fill_stored(*spilled, holders, out.initStored());
     return kj::READY_NOW;

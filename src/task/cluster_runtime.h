@@ -345,11 +345,12 @@ class ClusterRuntime final : public Runtime {
   void finish_pull(const std::shared_ptr<Pull>& pull, ObjectValuePtr value);
   // Where to read a value that is large or held elsewhere (mutex_ held):
   // the processes known to hold it, then the nodes tasks took it to.
-  std::vector<std::string> holders_locked(const ObjectId& id, const ObjectValuePtr& value) const;
+  // `held_here`: the bytes are in this process (not only a remote size).
+  std::vector<std::string> holders_locked(const ObjectId& id, bool held_here) const;
   // The same list for one puller: the known holders ordered by how many
   // pullers were sent to each before (fewest first), so pulls of one value
   // spread over its copies instead of funnelling through its first holder.
-  std::vector<std::string> pull_sources_locked(const ObjectId& id, const ObjectValuePtr& value);
+  std::vector<std::string> pull_sources_locked(const ObjectId& id, bool held_here);
   // A task needing these by-reference arguments completed on `address`:
   // that node pulled them first, so later pullers may read them there.
   void note_copies(const Task& task, const std::string& address);

@@ -25,8 +25,7 @@ thread_local const std::vector<uint32_t>* tls_actor_gpu_ids = nullptr;  // NOLIN
 ResourceSet cpus_of(const ResourceSet& demand) {
   ResourceSet out;
   for (const auto& [name, units] : demand.entries()) {
-    std::string_view n = name;
-    if (n == ResourceSet::kCpu || n.starts_with("CPU_pg_")) out.set_units(name, units);
+    if (ResourceSet::is_kind(name, ResourceSet::kCpu)) out.set_units(name, units);
   }
   return out;
 }

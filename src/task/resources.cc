@@ -172,7 +172,7 @@ GpuInstances::GpuInstances(const ResourceSet& total) {
 }
 
 bool GpuInstances::is_gpu(std::string_view name) {
-  return name == ResourceSet::kGpu || name.starts_with("GPU_pg_");
+  return ResourceSet::is_kind(name, ResourceSet::kGpu);
 }
 
 std::vector<uint32_t> GpuInstances::ids(const GpuGrant& grant) {

@@ -27,6 +27,14 @@ class ResourceSet {
   static constexpr std::string_view kCpu = "CPU";
   static constexpr std::string_view kGpu = "GPU";
   static constexpr std::string_view kMemory = "memory";
+  // A placement group bundle's share of a resource is named
+  // "<resource>_pg_<group hex>_<bundle index>" ("CPU_pg_1a2b…_0").
+  static constexpr std::string_view kBundleInfix = "_pg_";
+  // `name` is `resource` itself or a bundle's share of it.
+  static bool is_kind(std::string_view name, std::string_view resource) {
+    return name.starts_with(resource) &&
+           (name.size() == resource.size() || name.substr(resource.size()).starts_with(kBundleInfix));
+  }
 
   ResourceSet() = default;
 
