@@ -18,7 +18,9 @@
 #include "base/log.h"
 #include "control/control_plane.h"
 #include "gossip/service.h"
+#include "jobs/group_reaper.h"
 #include "jobs/log_file.h"
+#include "jobs/job_process.h"
 #include "loop/loop.h"
 #include "meta/codec.h"
 #include "rpc/errors.h"
@@ -100,11 +102,6 @@ std::string resolve_program(const std::string& name, const std::string& cwd, con
     if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(full.c_str(), X_OK) == 0) return full;
   }
   return "";
-}
-
-bool have_setpriv() {
-  static const bool present = ::access("/usr/bin/setpriv", X_OK) == 0;
-  return present;
 }
 
 // True when `pid` is a process of job `id` (its environment says so): a
@@ -204,11 +201,14 @@ class ErrorLogger final : public kj::TaskSet::ErrorHandler {
 
 // ---- Local execution state ---------------------------------------------------------
 
-// The libuv handles of one child process. Owned by libuv from uv_spawn until
-// every handle's close callback ran; `service` is cleared when the service
-// lets go of it.
+// The libuv handles of one child process. Owned by libuv from the spawn
+// until every handle's close callback ran; `service` is cleared when the
+// service lets go of it.
 struct JobService::Process {
-  uv_process_t process{};
+  pid_t pid = 0;
+  int pidfd = -1;
+  bool reaped = false;
+  uv_poll_t exit_watch{};  // the pidfd turns readable when the child exits
   uv_pipe_t pipes[2]{};
   uv_timer_t timeout{};
   uv_timer_t kill{};
@@ -218,6 +218,16 @@ struct JobService::Process {
   JobService* service = nullptr;
   JobService* lingering_owner = nullptr;  // set while only the SIGKILL timer is left (JobService::lingering_)
   std::string id;
+  // The group dies with the node until this Process goes, which is after
+  // the group got its SIGKILL and the process was reaped.
+  std::shared_ptr<GroupReaper> reaper;
+  pid_t watched_group = 0;
+
+  ~Process() {
+    if (!reaped && pid > 0) (void)try_reap(pid);  // a node stopping: collect it if it is gone
+    if (pidfd >= 0) ::close(pidfd);
+    if (reaper != nullptr && watched_group > 0) reaper->forget(watched_group);
+  }
 
   void close_handle(uv_handle_t* h) {
     if (uv_is_closing(h)) return;
@@ -234,7 +244,7 @@ struct JobService::Process {
   void close_all() {
     for (int i = 0; i < 2; ++i) close_pipe(i);
     for (uv_timer_t* t : {&timeout, &kill, &drain}) close_handle(reinterpret_cast<uv_handle_t*>(t));
-    close_handle(reinterpret_cast<uv_handle_t*>(&process));
+    close_handle(reinterpret_cast<uv_handle_t*>(&exit_watch));
   }
 };
 
@@ -337,6 +347,12 @@ void JobService::start() {
   timers_->schedule.data = this;
   timers_->resync.data = this;
   timers_->started = true;
+  auto reaper = GroupReaper::start();
+  if (reaper.ok()) {
+    reaper_ = std::move(*reaper);
+  } else {
+    SHOAL_LOG_ERROR("jobs: {}; a job will outlive this node if it crashes", reaper.status().message());
+  }
   uv_timer_start(&timers_->schedule, [](uv_timer_t* t) { static_cast<JobService*>(t->data)->schedule_round(); },
                  kScheduleIntervalMs, kScheduleIntervalMs);
   begin_sync();
@@ -357,8 +373,9 @@ void JobService::stop() {
     }
   }
   local_.clear();
+  own_writes_.clear();  // cancels the queued updates
   for (Process* proc : lingering_) {
-    if (proc->process.pid > 0) ::kill(-proc->process.pid, SIGKILL);
+    if (proc->pid > 0) ::kill(-proc->pid, SIGKILL);
     proc->lingering_owner = nullptr;
     proc->close_all();
   }
@@ -428,13 +445,30 @@ kj::Promise<Result<std::pair<Record, int64_t>>> JobService::read_record(const st
 
 kj::Promise<Result<std::optional<Record>>> JobService::update(std::string id, std::function<bool(Record&)> change,
                                                               int attempt) {
-  // First try from this node's cache (no read round trip); a stale cache
-  // only costs a refused compare-and-swap, which answers with the current
-  // value to retry from.
   if (attempt == 0) {
-    auto it = cache_.find(id);
-    if (it != cache_.end()) return write_update(std::move(id), std::move(change), 1, it->second.record,
-                                                it->second.mod_revision);
+    // This node's updates of one job go one after another, each starting
+    // from what the one before wrote: a job that ends while its RUNNING
+    // write is in flight would otherwise lose a compare-and-swap to it and
+    // cost a second round trip. The chain lives in own_writes_, so a caller
+    // that stops waiting does not stop the updates queued behind it.
+    OwnWrites& own = own_writes_[id];
+    kj::Promise<void> before = kj::READY_NOW;
+    KJ_IF_MAYBE(tail, own.tail) {
+      before = tail->addBranch().then([](Result<std::optional<Record>>) {}, [](kj::Exception&&) {});
+    }
+    own.pending++;
+    own.tail = before
+                   .then([this, id, change = std::move(change)]() mutable {
+                     return update_in_turn(std::move(id), std::move(change));
+                   })
+                   .then([this, id](Result<std::optional<Record>> result) {
+                     auto it = own_writes_.find(id);
+                     if (it != own_writes_.end()) it->second.pending--;
+                     return result;
+                   })
+                   .fork();
+    KJ_IF_MAYBE(tail, own.tail) { return tail->addBranch(); }
+    KJ_UNREACHABLE;
   }
   return read_record(id).then([this, id, change = std::move(change), attempt](
                                   Result<std::pair<Record, int64_t>> current) mutable
@@ -451,6 +485,24 @@ kj::Promise<Result<std::optional<Record>>> JobService::update(std::string id, st
   });
 }
 
+// One update in its turn: the first try starts from the newest of this
+// node's cache and its own last write (no read round trip); a stale start
+// only costs a refused compare-and-swap, which answers with the current
+// value to retry from.
+kj::Promise<Result<std::optional<Record>>> JobService::update_in_turn(std::string id,
+                                                                     std::function<bool(Record&)> change) {
+  auto own = own_writes_.find(id);
+  auto cached = cache_.find(id);
+  if (own != own_writes_.end() && own->second.revision > 0 &&
+      (cached == cache_.end() || cached->second.mod_revision < own->second.revision)) {
+    return write_update(id, std::move(change), 1, own->second.record, own->second.revision);
+  }
+  if (cached != cache_.end()) {
+    return write_update(id, std::move(change), 1, cached->second.record, cached->second.mod_revision);
+  }
+  return update(id, std::move(change), 1);
+}
+
 kj::Promise<Result<std::optional<Record>>> JobService::write_update(std::string id,
                                                                     std::function<bool(Record&)> change, int attempt,
                                                                     Record record, int64_t revision) {
@@ -464,7 +516,14 @@ kj::Promise<Result<std::optional<Record>>> JobService::write_update(std::string 
   return kv(std::move(request)).then([this, id, change = std::move(change), attempt,
                                       record = std::move(record)](meta::Response r) mutable
                                      -> kj::Promise<Result<std::optional<Record>>> {
-    if (r.status.ok()) return Result<std::optional<Record>>(std::optional<Record>(std::move(record)));
+    if (r.status.ok()) {
+      auto own = own_writes_.find(id);
+      if (own != own_writes_.end() && r.revision > own->second.revision) {
+        own->second.record = record;
+        own->second.revision = r.revision;
+      }
+      return Result<std::optional<Record>>(std::optional<Record>(std::move(record)));
+    }
     if (attempt >= kCasRetriesMax || stopped_) return Result<std::optional<Record>>(r.status);
     if (r.status.code() == Status::Code::kAlreadyExists) {
       auto* put = std::get_if<meta::PutResponse>(&r.body);
@@ -587,6 +646,10 @@ void JobService::on_event(const meta::Event& event) {
   cache_revision_ = std::max(cache_revision_, event.kv.mod_revision);
   schedule_dirty_ = true;
   auto it = cache_.find(id);
+  auto own = own_writes_.find(id);
+  if (own != own_writes_.end() && own->second.pending == 0 && own->second.revision <= event.kv.mod_revision) {
+    own_writes_.erase(own);  // the cache has caught up with this node's writes
+  }
   if (event.type == meta::Event::Type::kDelete) {
     if (it != cache_.end() && it->second.mod_revision < event.kv.mod_revision) cache_.erase(it);
     // A deleted job's files go too (ids are validated: the path stays inside jobs/).
@@ -634,8 +697,8 @@ void JobService::on_job_changed(const CachedJob& job, bool first_sync) {
 }
 
 // A RUNNING record of this node that no process of this run belongs to: the
-// node restarted while the job ran. Its process died with the node
-// (parent-death signal) or is killed here; the job is requeued or failed.
+// node restarted while the job ran. Its process group died with the node
+// (jobs/group_reaper.h) or is killed here; the job is requeued or failed.
 void JobService::cleanup_stale(const Record& record) {
   if (process_is_job(record.pid, record.id)) ::kill(-record.pid, SIGKILL);
   std::string self = options_.self_id;
@@ -924,12 +987,6 @@ void JobService::spawn(Local& local, const Record& record) {
     args = spec.argv;
     args[0] = program;
   }
-  // setpriv sets the parent-death signal: the job dies with this node
-  // instead of running on unaccounted after a crash.
-  if (have_setpriv()) {
-    args.insert(args.begin(), {"/usr/bin/setpriv", "--pdeathsig", "KILL", "--"});
-    program = "/usr/bin/setpriv";
-  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -939,55 +996,57 @@ void JobService::spawn(Local& local, const Record& record) {
   for (auto& e : env_entries) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  auto child = spawn_job_process(program.c_str(), argv.data(), envp.data(), work.c_str());
+  if (!child.ok()) {
+    fail_before_start(local, "cannot start '" + spec.argv[0] + "': " + child.status().message());
+    return;
+  }
   auto* proc = new Process();  // owned by its libuv handles from here on
   proc->service = this;
   proc->id = local.id;
+  proc->pid = child->pid;
+  proc->pidfd = child->pidfd;
   uv_loop_t* uv = loop_.uv();
-  for (auto& pipe : proc->pipes) {
-    uv_pipe_init(uv, &pipe, 0);
-    pipe.data = proc;
+  for (int i = 0; i < 2; ++i) {
+    uv_pipe_init(uv, &proc->pipes[i], 0);
+    proc->pipes[i].data = proc;
     proc->open_handles++;
     proc->open_pipes++;
+    int rc = uv_pipe_open(&proc->pipes[i], child->output[i]);  // the handle owns the fd from here
+    if (rc != 0) {
+      ::close(child->output[i]);
+      SHOAL_LOG_WARN("jobs: cannot read the output of {}: {}", local.id, uv_strerror(rc));
+    }
   }
   for (uv_timer_t* t : {&proc->timeout, &proc->kill, &proc->drain}) {
     uv_timer_init(uv, t);
     t->data = proc;
     proc->open_handles++;
   }
-  proc->process.data = proc;
-  uv_stdio_container_t stdio[3];
-  stdio[0].flags = UV_IGNORE;
-  for (int i = 0; i < 2; ++i) {
-    stdio[i + 1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-    stdio[i + 1].data.stream = reinterpret_cast<uv_stream_t*>(&proc->pipes[i]);
-  }
-  uv_process_options_t opts{};
-  opts.file = program.c_str();
-  opts.args = argv.data();
-  opts.env = envp.data();
-  opts.cwd = work.c_str();
-  opts.flags = UV_PROCESS_DETACHED;  // setsid(): its own session and process group
-  opts.stdio_count = 3;
-  opts.stdio = stdio;
-  opts.exit_cb = [](uv_process_t* p, int64_t exit_status, int term_signal) {
-    auto* self = static_cast<Process*>(p->data);
+  uv_poll_init(uv, &proc->exit_watch, proc->pidfd);
+  proc->exit_watch.data = proc;
+  proc->open_handles++;
+  uv_poll_start(&proc->exit_watch, UV_READABLE, [](uv_poll_t* watch, int, int) {
+    auto* self = static_cast<Process*>(watch->data);
+    auto status = try_reap(self->pid);
+    if (!status) return;
+    self->reaped = true;
+    uv_poll_stop(watch);
     if (self->service == nullptr) return;
     auto it = self->service->local_.find(self->id);
-    if (it != self->service->local_.end()) self->service->on_exit(*it->second, exit_status, term_signal);
-  };
-  int rc = uv_spawn(uv, &proc->process, &opts);
-  proc->open_handles++;  // the process handle must be closed even when uv_spawn failed
+    if (it != self->service->local_.end()) {
+      self->service->on_exit(*it->second, status->exit_code, status->term_signal);
+    }
+  });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&proc->exit_watch));
   local.process = proc;
-  if (rc != 0) {
-    local.process = nullptr;
-    proc->service = nullptr;
-    proc->close_all();
-    fail_before_start(local, "cannot start '" + spec.argv[0] + "': " + uv_strerror(rc));
-    return;
-  }
   local.started = true;
-  local.pid = proc->process.pid;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&proc->process));
+  local.pid = proc->pid;
+  if (reaper_ != nullptr) {
+    reaper_->watch(local.pid);  // a new session: its group id is its pid
+    proc->reaper = reaper_;
+    proc->watched_group = local.pid;
+  }
   watch_process(proc, spec.timeout_ms);
   SHOAL_LOG_DEBUG("jobs: started {} (attempt {}) as pid {}", local.id, local.attempt, local.pid);
   mark_running(local.id);
@@ -1088,7 +1147,7 @@ void JobService::request_kill(Local& local, const std::string& why, bool as_time
       [](uv_timer_t* t) {
         auto* self = static_cast<Process*>(t->data);
         // The group may outlive its leader: kill it whether or not the leader exited.
-        if (self->process.pid > 0) ::kill(-self->process.pid, SIGKILL);
+        if (self->pid > 0) ::kill(-self->pid, SIGKILL);
       },
       options_.stop_grace_ms, 0);
   (void)as_timeout;
@@ -1204,7 +1263,7 @@ void JobService::forget(const std::string& id_ref) {
           &proc->kill,
           [](uv_timer_t* t) {
             auto* self = static_cast<Process*>(t->data);
-            if (self->process.pid > 0) ::kill(-self->process.pid, SIGKILL);
+            if (self->pid > 0) ::kill(-self->pid, SIGKILL);
             if (self->lingering_owner != nullptr) self->lingering_owner->lingering_.erase(self);
             self->lingering_owner = nullptr;
             self->close_all();

@@ -6,8 +6,8 @@
 //     and writes its decisions in one transaction with a compare on each
 //     job's mod_revision.
 //   - Starts the jobs assigned to this node once the node's Executor grants
-//     their resources (the one accounting shared with tasks), runs them with
-//     uv_spawn in their own process group, captures their output
+//     their resources (the one accounting shared with tasks), runs them in
+//     their own process group (jobs/job_process.h), captures their output
 //     (jobs/log_file.h), and records RUNNING and the outcome with
 //     compare-and-swap.
 //   - Serves the Node RPC methods jobSubmit..jobDelete and the REST API.
@@ -51,6 +51,8 @@ class Executor;
 }
 
 namespace shoal::jobs {
+
+class GroupReaper;
 
 inline constexpr uint64_t kScheduleIntervalMs = 10;   // leader: a round when something changed
 inline constexpr uint64_t kScheduleFullMs = 1'000;    // leader: a round anyway
@@ -125,6 +127,7 @@ class JobService {
   // on conflicts. Answers the record written, or nullopt when given up.
   kj::Promise<Result<std::optional<Record>>> update(std::string id, std::function<bool(Record&)> change,
                                                    int attempt = 0);
+  kj::Promise<Result<std::optional<Record>>> update_in_turn(std::string id, std::function<bool(Record&)> change);
   kj::Promise<Result<std::optional<Record>>> write_update(std::string id, std::function<bool(Record&)> change,
                                                           int attempt, Record record, int64_t revision);
 
@@ -171,6 +174,16 @@ class JobService {
   std::shared_ptr<bool> alive_;  // callbacks posted from executor threads check it
 
   std::map<std::string, CachedJob> cache_;
+  // Per job: this node's updates in the order they were asked for (the
+  // last one's result; `pending` of them not done), and the last record it
+  // wrote, kept until the cache has it.
+  struct OwnWrites {
+    kj::Maybe<kj::ForkedPromise<Result<std::optional<Record>>>> tail;
+    int pending = 0;
+    Record record;
+    int64_t revision = 0;
+  };
+  std::map<std::string, OwnWrites> own_writes_;
   int64_t cache_revision_ = 0;
   bool synced_ = false;
   bool syncing_ = false;
@@ -188,6 +201,7 @@ class JobService {
   // The latest attempt of each job this run of the node admitted: the cache
   // may still show it ASSIGNED after it ended, and it must not run twice.
   std::map<std::string, uint32_t> admitted_;
+  std::shared_ptr<GroupReaper> reaper_;  // shared with the Processes, which may outlive this service
   std::set<Process*> lingering_;  // ended jobs whose group still gets its SIGKILL
   std::unique_ptr<kj::TaskSet> tasks_;
   std::unique_ptr<kj::TaskSet::ErrorHandler> task_errors_;

@@ -1,13 +1,21 @@
 // Unit tests of the jobs module's pure parts: validation, encodings, the
-// placement policy, durations and the rotated log files.
+// placement policy, durations and the rotated log files; and the group
+// reaper, with real processes.
 #include <doctest/doctest.h>
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <vector>
 
+#include "jobs/group_reaper.h"
+#include "jobs/job_process.h"
 #include "jobs/job_types.h"
 #include "jobs/log_file.h"
 #include "jobs/scheduler.h"
@@ -305,10 +313,162 @@ TEST_CASE("logs rotate at the cap and are read by offset") {
     REQUIRE(w.open().ok());
     CHECK(w.end_offset() == 23);
   }
+  std::string fresh = std::string(tmpl) + "/fresh";  // no rotation yet: no index file, offsets from 0
+  {
+    LogWriter w(fresh, 10);
+    REQUIRE(w.open().ok());
+    REQUIRE(w.append("abc").ok());
+  }
+  CHECK(::access((fresh + "/output.idx").c_str(), F_OK) != 0);
+  {
+    LogWriter w(fresh, 10);
+    REQUIRE(w.open().ok());
+    CHECK(w.end_offset() == 3);
+    REQUIRE(w.append("de").ok());
+  }
+  auto both = read_log(fresh, 0, 1000);
+  REQUIRE(both.ok());
+  CHECK(both->data == "abcde");
+  CHECK(both->end_offset == 5);
   auto none = read_log(std::string(tmpl) + "/missing", 0, 10);
   REQUIRE(none.ok());
   CHECK(none->data.empty());
   std::system(("rm -rf " + std::string(tmpl)).c_str());
+}
+
+// A child in a process group of its own that waits for a signal; returns
+// once the group exists.
+pid_t group_leader() {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();
+    for (;;) ::pause();
+  }
+  REQUIRE(pid > 0);
+  for (int i = 0; i < 5000 && ::getpgid(pid) != pid; ++i) ::usleep(1000);
+  REQUIRE(::getpgid(pid) == pid);
+  return pid;
+}
+
+TEST_CASE("the reaper kills the groups it watches when the node's end closes, and not the forgotten ones") {
+  pid_t watched = group_leader();
+  pid_t forgotten = group_leader();
+  pid_t helper = 0;
+  {
+    auto reaper = GroupReaper::start();
+    REQUIRE(reaper.ok());
+    helper = (*reaper)->helper_pid();
+    (*reaper)->watch(watched);
+    (*reaper)->watch(forgotten);
+    (*reaper)->forget(forgotten);
+    (*reaper)->watch(0);  // not a group: ignored
+    ::usleep(20'000);
+    CHECK(::kill(watched, 0) == 0);  // nothing happens while the node lives
+  }  // closes the pipe, as the node's death does, and waits for the helper
+  CHECK(::kill(helper, 0) != 0);
+  int status = 0;
+  REQUIRE(::waitpid(watched, &status, 0) == watched);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(::waitpid(forgotten, &status, WNOHANG) == 0);  // still running
+  ::kill(forgotten, SIGKILL);
+  REQUIRE(::waitpid(forgotten, &status, 0) == forgotten);
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+// Runs argv like a job: returns its stdout, stderr and how it ended, seen
+// through the pidfd as the node's loop sees it.
+struct Ran {
+  std::string out, err;
+  ExitStatus status;
+  pid_t pid = 0;
+};
+Ran run_job_process(std::vector<std::string> args, const std::string& cwd, std::vector<std::string> env = {}) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  auto child = spawn_job_process(argv[0], argv.data(), envp.data(), cwd.c_str());
+  REQUIRE(child.ok());
+  Ran ran;
+  ran.pid = child->pid;
+  ran.out = read_all(child->output[0]);
+  ran.err = read_all(child->output[1]);
+  pollfd p{child->pidfd, POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 10'000) == 1);
+  auto status = try_reap(child->pid);
+  REQUIRE(status.has_value());
+  ran.status = *status;
+  ::close(child->pidfd);
+  return ran;
+}
+
+TEST_CASE("a job process: own group, its cwd and environment, pipes, exit code and signal") {
+  char tmpl[] = "/tmp/shoal-jobs-spawn-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  std::string dir = tmpl;
+  Ran ran = run_job_process({"/bin/sh", "-c", "pwd; echo \"$GREETING\"; echo oops >&2; "
+                                              "cut -d\" \" -f5 /proc/$$/stat; exit 3"},
+                            dir, {"GREETING=hello", "PATH=/usr/bin:/bin"});
+  CHECK(ran.status.exit_code == 3);
+  CHECK(ran.status.term_signal == 0);
+  CHECK(ran.out == dir + "\nhello\n" + std::to_string(ran.pid) + "\n");
+  CHECK(ran.err == "oops\n");
+
+  Ran killed = run_job_process({"/bin/sh", "-c", "kill -TERM $$"}, dir);
+  CHECK(killed.status.term_signal == SIGTERM);
+
+  // What the node ignores or blocks, the job gets at its default.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction before {};
+  ::sigaction(SIGPIPE, &ignore, &before);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  ::sigprocmask(SIG_BLOCK, &block, &old_mask);
+  Ran status = run_job_process({"/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"}, dir);
+  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGPIPE, &before, nullptr);
+  // glibc's posix_spawn leaves its two internal signals (32, 33: below
+  // SIGRTMIN, which no program is given) ignored, as for every program a
+  // glibc process starts that way; every other signal is at its default.
+  unsigned long long blocked = 1, ignored = 1;
+  REQUIRE(std::sscanf(status.out.c_str(), "SigBlk:\t%llx\nSigIgn:\t%llx", &blocked, &ignored) == 2);
+  CHECK(blocked == 0);
+  CHECK((ignored & ~((1ull << 31) | (1ull << 32))) == 0);
+
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("a job process that cannot start is an error, and leaves nothing behind") {
+  char tmpl[] = "/tmp/shoal-jobs-spawn-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  std::string dir = tmpl;
+  std::string text = dir + "/not-a-program";
+  REQUIRE(std::system(("printf 'hello' > " + text + " && chmod +x " + text).c_str()) == 0);
+  for (const std::string& program : {dir + "/missing", text}) {
+    char* argv[] = {const_cast<char*>(program.c_str()), nullptr};
+    char* envp[] = {nullptr};
+    auto child = spawn_job_process(program.c_str(), argv, envp, dir.c_str());
+    CHECK_FALSE(child.ok());
+  }
+  char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+  char* envp[] = {nullptr};
+  auto no_cwd = spawn_job_process("/bin/true", argv, envp, (dir + "/no-such-dir").c_str());
+  CHECK_FALSE(no_cwd.ok());
+  CHECK(::waitpid(-1, nullptr, WNOHANG) <= 0);  // no child left to reap
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace shoal::jobs

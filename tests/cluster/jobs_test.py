@@ -160,12 +160,14 @@ def test_kill9_node_requeues_or_fails_its_jobs_and_logs_survive_restart(cluster)
     wait_state(nodes[0], done, ["SUCCEEDED"])
     retried = submit(nodes[0], "--resource", "special=1", "--max-retries", "1", "--", "/bin/sh", "-c",
                      "echo $$ > %s/retried.pid; exec sleep 300" % rec)[0]
+    # This one also leaves a process in the background: the whole group
+    # dies with the node, not only the job's first process.
     failed = submit(nodes[1], "--resource", "special=1", "--", "/bin/sh", "-c",
-                    "echo $$ > %s/failed.pid; exec sleep 300" % rec)[0]
+                    "sleep 300 & echo $! > %s/background.pid; echo $$ > %s/failed.pid; wait" % (rec, rec))[0]
     for j in (retried, failed):
         check(wait_state(nodes[0], j, ["RUNNING"])["node_id"] == nodes[2].node_id(), "%s ran elsewhere" % j)
     wait_until(lambda: os.path.exists(os.path.join(rec, "failed.pid")), 10, "the job's pid")
-    pids = [int(open(os.path.join(rec, n)).read()) for n in ("retried.pid", "failed.pid")]
+    pids = [int(open(os.path.join(rec, n)).read()) for n in ("retried.pid", "failed.pid", "background.pid")]
     nodes[2].kill9()
     f = wait_state(nodes[0], failed, ["FAILED"])
     check(f["message"] == "node lost", "message: %s" % f["message"])
