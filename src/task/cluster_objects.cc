@@ -94,13 +94,21 @@ bool ClusterRuntime::large(const ObjectValuePtr& value) {
 }
 
 ObjectValuePtr ClusterRuntime::local_copy(const ObjectId& id) {
+  bool in_store = false;
   {
     std::lock_guard lock(host_mutex_);
     auto it = held_.find(id);
     if (it != held_.end()) {
       if (it->second.copy) copies_lru_.splice(copies_lru_.end(), copies_lru_, it->second.lru);
-      return it->second.value;
+      if (!it->second.in_store) return it->second.value;
+      in_store = true;
     }
+  }
+  if (in_store) {
+    // A held result (read back from its spill file if spilled: callers on
+    // the loop thread ask spilled_size() first and restore off the loop).
+    Result<ObjectValuePtr> stored = config_.store->get(id);
+    return stored.ok() ? *stored : nullptr;  // a corrupted file: a value with that error
   }
   Result<ObjectValuePtr> own = objects_.lookup(id);
   if (own.ok() && *own && !(*own)->error && (*own)->remote_size == 0) return *own;
@@ -109,7 +117,17 @@ ObjectValuePtr ClusterRuntime::local_copy(const ObjectId& id) {
 
 // ---- Pulling (loop thread) ------------------------------------------------------------
 
-kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std::vector<std::string> sources) {
+kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std::vector<std::string> sources,
+                                                  bool from_spill) {
+  // Here but spilled (a result held for its owner, or a value of this
+  // process's table): read back off the loop; if that fails, from a holder.
+  if (from_spill && config_.store && config_.store->spilled_size(id)) {
+    return restore_off_loop(id).then([this, id, size, sources = std::move(sources)](
+                                         ObjectValuePtr value) mutable -> kj::Promise<ObjectValuePtr> {
+      if (value && !value->error) return value;
+      return pull(id, size, std::move(sources), false);
+    });
+  }
   if (ObjectValuePtr here = local_copy(id)) return here;
   if (auto it = pulls_.find(id); it != pulls_.end()) return it->second.addBranch();
   if (size == 0 || size > kPullBytesMax) {
@@ -325,43 +343,84 @@ void ClusterRuntime::copy_chunk(const ObjectId& id, const ObjectValuePtr& value,
 }
 
 void ClusterRuntime::serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects) {
-  std::vector<ObjectValuePtr> dropped;  // destroyed after the lock
+  Unheld dropped;  // released after the lock
   std::lock_guard lock(host_mutex_);
   for (auto wire : objects) {
     auto it = held_.find(object_id(wire.getHi(), wire.getLo()));
-    if (it != held_.end()) dropped.push_back(unhold_locked(it));
+    if (it != held_.end()) unhold_locked(it, dropped);
   }
 }
 
+ClusterRuntime::Unheld::~Unheld() {
+  values.clear();
+  for (const ObjectId& id : stored) store->remove(id);
+}
+
 void ClusterRuntime::hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy) {
-  std::vector<ObjectValuePtr> dropped;
+  const uint64_t size = value->bytes.size();
+  if (!copy && config_.store && config_.store->manages(*value)) {
+    // A result: into the store, which spills it under memory pressure.
+    {
+      std::lock_guard lock(host_mutex_);
+      auto [it, inserted] = held_.try_emplace(id);
+      if (!inserted) return;  // held already
+      it->second.session = session;
+      it->second.in_store = true;
+      it->second.size = size;
+    }
+    // Unlocked: the store may release values (and the refs in them) here.
+    Status added = config_.store->add(id, value);
+    Unheld dropped;  // released after the lock
+    std::lock_guard lock(host_mutex_);
+    auto it = held_.find(id);
+    if (it == held_.end()) {  // freed meanwhile
+      if (added.ok()) {
+        dropped.store = config_.store;
+        dropped.stored.push_back(id);
+      }
+      return;
+    }
+    if (added.ok()) return;
+    // Bigger than the whole store: kept in memory, counted against it.
+    it->second.in_store = false;
+    it->second.value = std::move(value);
+    config_.store->hold_inline(size);
+    return;
+  }
+  Unheld dropped;  // released after the lock
   std::lock_guard lock(host_mutex_);
   auto [it, inserted] = held_.try_emplace(id);
   if (!inserted) return;  // held already (a result kept, or an earlier copy)
   it->second.value = std::move(value);
   it->second.session = session;
   it->second.copy = copy;
-  // Held values stay in memory (the store does not spill them yet) but count
-  // against its capacity, so the values it manages spill to make room.
-  if (config_.store) config_.store->hold_inline(it->second.value->bytes.size());
+  it->second.size = size;
+  // Held in memory here, but counted against the store's capacity, so the
+  // values it manages spill to make room.
+  if (config_.store) config_.store->hold_inline(size);
   if (!copy) return;
   it->second.lru = copies_lru_.insert(copies_lru_.end(), id);
-  copies_bytes_ += it->second.value->bytes.size();
+  copies_bytes_ += size;
   static const uint64_t kCopiesMax = copies_bytes_max();
   while (copies_bytes_ > kCopiesMax && copies_lru_.size() > 1) {
-    dropped.push_back(unhold_locked(held_.find(copies_lru_.front())));
+    unhold_locked(held_.find(copies_lru_.front()), dropped);
   }
 }
 
-ObjectValuePtr ClusterRuntime::unhold_locked(std::unordered_map<ObjectId, Held>::iterator it) {
-  ObjectValuePtr value = std::move(it->second.value);
-  if (it->second.copy) {
-    copies_bytes_ -= value->bytes.size();
-    copies_lru_.erase(it->second.lru);
+void ClusterRuntime::unhold_locked(std::unordered_map<ObjectId, Held>::iterator it, Unheld& out) {
+  Held& held = it->second;
+  if (held.copy) {
+    copies_bytes_ -= held.size;
+    copies_lru_.erase(held.lru);
   }
-  if (config_.store) config_.store->release_inline(value->bytes.size());
+  if (held.in_store) {
+    out.store = config_.store;
+    out.stored.push_back(it->first);
+  } else {
+    if (config_.store) config_.store->release_inline(held.size);
+    out.values.push_back(std::move(held.value));
+  }
   held_.erase(it);
-  return value;  // the caller releases it after host_mutex_
 }
 
 // ---- Owner side ------------------------------------------------------------------------
@@ -699,13 +758,27 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
   };
   std::vector<Row> rows;
   std::vector<ObjectValuePtr> seen;  // released after the locks
+  std::unordered_map<ObjectId, ObjectStore::ObjectInfo> stored;
+  if (config_.store) {
+    for (ObjectStore::ObjectInfo& info : config_.store->list()) stored.emplace(info.id, std::move(info));
+  }
+  auto stored_state = [&stored](const ObjectId& id, uint64_t& size) -> std::string {
+    auto s = stored.find(id);
+    if (s == stored.end()) return "freed";
+    size = s->second.size_bytes;
+    return s->second.state == ObjectStore::State::kSpilled    ? "spilled"
+           : s->second.state == ObjectStore::State::kSpilling ? "in memory (spilling)"
+                                                               : "in memory";
+  };
   {
     std::lock_guard lock(host_mutex_);
     for (const auto& [id, h] : held_) {
       if (rows.size() >= kListedMax) break;
       std::string owner;
       if (auto s = sessions_.find(h.session); s != sessions_.end()) owner = s->second->address;
-      rows.push_back(Row{id, h.value->bytes.size(), owner, "in memory", h.copy ? "copy" : "held for its owner"});
+      Row row{id, h.size, owner, "in memory", h.copy ? "copy" : "held for its owner"};
+      if (h.in_store) row.state = stored_state(id, row.size);
+      rows.push_back(std::move(row));
     }
   }
   bool truncated = rows.size() >= kListedMax;
@@ -713,10 +786,6 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
   if (rows.size() + table.size() > kListedMax) {
     truncated = true;
     table.resize(kListedMax - rows.size());
-  }
-  std::unordered_map<ObjectId, ObjectStore::ObjectInfo> stored;
-  if (config_.store) {
-    for (ObjectStore::ObjectInfo& info : config_.store->list()) stored.emplace(info.id, std::move(info));
   }
   {
     std::lock_guard lock(mutex_);
@@ -728,14 +797,7 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
         row.reference += ", lent to " + std::to_string(borrowers) + " borrower" + (borrowers > 1 ? "s" : "");
       }
       if (e.in_store) {
-        if (auto s = stored.find(e.id); s != stored.end()) {
-          row.size = s->second.size_bytes;
-          row.state = s->second.state == ObjectStore::State::kSpilled    ? "spilled"
-                      : s->second.state == ObjectStore::State::kSpilling ? "in memory (spilling)"
-                                                                          : "in memory";
-        } else {
-          row.state = "freed";
-        }
+        row.state = stored_state(e.id, row.size);
       } else if (e.value) {
         if (e.value->error) {
           row.state = "failed";

@@ -1449,7 +1449,7 @@ void ClusterRuntime::drop_session(uint64_t session) {
     std::vector<ActorId> actor_ids;
     std::vector<PlacementGroupId> groups;
     std::unique_ptr<OwnerSession> dropped;
-    std::vector<ObjectValuePtr> dropped_values;  // what it held here: released after the lock
+    Unheld dropped_values;  // what it held here: released after the lock
     {
       std::lock_guard lock(host_mutex_);
       for (auto it = hosted_.begin(); it != hosted_.end();) {
@@ -1471,7 +1471,7 @@ void ClusterRuntime::drop_session(uint64_t session) {
       }
       for (auto h = held_.begin(); h != held_.end();) {
         auto next = std::next(h);
-        if (h->second.session == session) dropped_values.push_back(unhold_locked(h));
+        if (h->second.session == session) unhold_locked(h, dropped_values);
         h = next;
       }
     }
@@ -3496,11 +3496,12 @@ void ClusterRuntime::teardown_on_loop() {
   pulls_.clear();
   actor_tails_.clear();
   {
+    Unheld unheld;  // released after the lock
     std::lock_guard lock(host_mutex_);
     sessions_.clear();
     hosted_.clear();
     hosted_tasks_.clear();
-    while (!held_.empty()) (void)unhold_locked(held_.begin());
+    while (!held_.empty()) unhold_locked(held_.begin(), unheld);
   }
   owner_cap_.reset();
 }

@@ -220,12 +220,29 @@ class ClusterRuntime final : public Runtime {
   struct RefArg;
   // A value held here for other processes: a large result this node made
   // (kept until its owner frees it or goes away), or a copy pulled for an
-  // argument (a cache, bounded, least recently used first out).
+  // argument (a cache, bounded, least recently used first out). A result
+  // lives in the object store when there is one, so it spills under memory
+  // pressure like the values of this process's own table; a copy is dropped
+  // instead (it can be pulled again).
   struct Held {
-    ObjectValuePtr value;
+    ObjectValuePtr value;  // null when the store has it
     uint64_t session = 0;  // the owner session it was made or pulled for
     bool copy = false;
+    bool in_store = false;
+    uint64_t size = 0;
     std::list<ObjectId>::iterator lru;  // copies only
+  };
+  // What unhold_locked() took out of held_, released when this goes: after
+  // host_mutex_ (a value may hold the last refs of others, and the store
+  // frees its own values on the caller's thread).
+  struct Unheld {
+    std::shared_ptr<ObjectStore> store;
+    std::vector<ObjectValuePtr> values;
+    std::vector<ObjectId> stored;
+    Unheld() = default;
+    Unheld(const Unheld&) = delete;
+    Unheld& operator=(const Unheld&) = delete;
+    ~Unheld();
   };
   // Owner (and borrower) side: where a value held elsewhere lives.
   struct Locations {
@@ -340,7 +357,8 @@ class ClusterRuntime final : public Runtime {
   // Pulls a value (loop thread) from the first of `sources` that answers,
   // in chunks; concurrent pulls of one object share one transfer. Never
   // rejects: a failure is a value with an error.
-  kj::Promise<ObjectValuePtr> pull(ObjectId id, uint64_t size, std::vector<std::string> sources);
+  kj::Promise<ObjectValuePtr> pull(ObjectId id, uint64_t size, std::vector<std::string> sources,
+                                   bool from_spill = true);
   void pull_chunks(const std::shared_ptr<Pull>& pull);
   void finish_pull(const std::shared_ptr<Pull>& pull, ObjectValuePtr value);
   // Where to read a value that is large or held elsewhere (mutex_ held):
@@ -419,8 +437,8 @@ class ClusterRuntime final : public Runtime {
 
   // Node side: keeps a value for other processes to read.
   void hold(const ObjectId& id, ObjectValuePtr value, uint64_t session, bool copy);
-  // Forgets a held value (host_mutex_ held); returns it to be released after.
-  ObjectValuePtr unhold_locked(std::unordered_map<ObjectId, Held>::iterator it);
+  // Forgets a held value (host_mutex_ held); `out` releases it after.
+  void unhold_locked(std::unordered_map<ObjectId, Held>::iterator it, Unheld& out);
   static std::vector<RefArg> ref_args_from_wire(rpc::TaskWire::Reader wire);
   // The values of a pushed task's by-reference arguments (loop thread).
   kj::Promise<std::vector<ObjectValuePtr>> fetch_ref_args(std::vector<RefArg> refs, uint64_t session);

@@ -497,6 +497,25 @@ int run(const std::string& mode, const std::vector<std::string>& args) {
                 pulled);
     return 0;
   }
+  if (mode == "held_spill") {
+    // 12 x 8 MiB results, made on the node and held there for this driver
+    // (their owner), through a 64 MiB store: the node spills the oldest.
+    // The test looks at `shoalctl memory` before "get" on stdin.
+    std::vector<shoal::ObjectRef<std::string>> made;
+    for (int i = 0; i < 12; ++i) made.push_back(shoal::task(make_blob).remote(8, 100 + i));
+    auto ready = shoal::wait(made, static_cast<int>(made.size()), std::chrono::minutes(2));
+    std::printf("{\"ready\":%zu}\n", ready.ready.size());
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) return 1;
+    std::vector<std::string> values = shoal::get(made, std::chrono::seconds(120));
+    int correct = 0;
+    for (int i = 0; i < static_cast<int>(values.size()); ++i) {
+      correct += values[static_cast<std::size_t>(i)] == make_blob(8, 100 + i) ? 1 : 0;
+    }
+    std::printf("{\"correct\":%d}\n", correct);
+    return 0;
+  }
   if (mode == "failover") {
     // A 256 MiB result on node A, copied to node B by a task there; then
     // (the test kills B around "go") the driver reads it: pullers spread

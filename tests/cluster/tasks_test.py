@@ -500,6 +500,17 @@ def test_a_64_mib_store_moves_ten_times_that_through_spilling(cluster):
     with open(first.log_path) as f:
         check("read back from its spill file to serve a pull" in f.read(),
               "the node served no pull from its spill files (the test lost its point): %s" % out)
+    # Results the node made and holds for the driver spill too.
+    with StepDriver(cluster, first, "held_spill") as d:
+        check(d.read()["ready"] == 12, "the 12 results of 8 MiB did not all finish")
+        held = [o for n in memory(cluster, first)["nodes"] for o in n["objects"]
+                if o["reference"] == "held for its owner"]
+        spilled = [o for o in held if o["state"] == "spilled"]
+        check(len(held) == 12 and len(spilled) >= 4,
+              "96 MiB of held results in a 64 MiB store: %d listed, %d spilled: %s"
+              % (len(held), len(spilled), held))
+        got = d.last("get", timeout=180)
+        check(got["correct"] == 12, "of 12 held results, some spilled, %d read back right: %s" % (got["correct"], got))
     spill = os.path.join(first.data_dir, "spill")
     wait_until(lambda: os.path.isdir(spill) and not os.listdir(spill), 10,
                "the spill files to go once their objects were freed")
