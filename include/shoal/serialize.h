@@ -51,6 +51,7 @@
 #include <utility>
 #include <vector>
 
+#include "shoal/detail/copy.h"
 #include "shoal/errors.h"
 #include "shoal/status.h"
 
@@ -83,7 +84,17 @@ namespace detail {
 // A msgpack output stream that appends to a std::string.
 struct StringWriter {
   std::string* out;
-  void write(const char* data, std::size_t size) { out->append(data, size); }
+  void write(const char* data, std::size_t size) {
+    if (size < (std::size_t{1} << 20)) {
+      out->append(data, size);
+      return;
+    }
+    // A large string or binary body (see detail/copy.h); pack_into reserved
+    // the room, so resize does not move what is written.
+    std::size_t at = out->size();
+    out->resize(at + size);  // zero-fills: cheap next to the copy, and warm after the first value
+    copy_bytes(out->data() + at, data, size);
+  }
 };
 
 template <typename T>

@@ -1,10 +1,14 @@
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/crc32c.h"
 #include "base/crypto.h"
+#include "shoal/detail/copy.h"
 #include "shoal/status.h"
 
 using namespace shoal;
@@ -72,4 +76,25 @@ TEST_CASE("seeded rng is reproducible and uniform is bounded") {
   double d = a.uniform_double();
   CHECK(d >= 0.0);
   CHECK(d < 1.0);
+}
+
+TEST_CASE("copy_bytes copies exactly, whatever the sizes and the alignments") {
+  // Sizes below and above the streaming threshold (4 MiB), with tails that
+  // are not a multiple of 64; destinations and sources at odd offsets.
+  const std::vector<std::size_t> sizes = {0, 1, 63, 4096 + 7, (4u << 20) - 1, (4u << 20) + 65, (9u << 20) + 3};
+  std::string src((10u << 20) + 128, '\0');
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>((i * 131 + (i >> 9)) & 0xff);
+  std::vector<char> dst(src.size() + 128);
+  for (std::size_t size : sizes) {
+    for (std::size_t dst_at : {0u, 5u, 64u}) {
+      for (std::size_t src_at : {0u, 3u}) {
+        std::memset(dst.data(), 0x5a, dst.size());
+        shoal::detail::copy_bytes(dst.data() + dst_at, src.data() + src_at, size);
+        CHECK(std::memcmp(dst.data() + dst_at, src.data() + src_at, size) == 0);
+        // Nothing written outside the range.
+        for (std::size_t i = 0; i < dst_at; ++i) REQUIRE(dst[i] == 0x5a);
+        CHECK(dst[dst_at + size] == 0x5a);
+      }
+    }
+  }
 }

@@ -28,6 +28,7 @@
 #include "loop/loop.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
+#include "shoal/detail/copy.h"
 #include "task/cluster_runtime.h"
 #include "task/cluster_task.h"
 #include "task/object_store.h"
@@ -199,7 +200,7 @@ void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
         }
         if (data.size() != length) KJ_FAIL_REQUIRE("truncated chunk", data.size(), length, offset);
         // A transfer that ended (failed) meanwhile has no buffer any more.
-        if (!p->finished) std::memcpy(p->value->bytes.data() + offset, data.begin(), length);
+        if (!p->finished) copy_bytes(p->value->bytes.data() + offset, reinterpret_cast<const char*>(data.begin()), length);
         return true;
       });
     });
@@ -337,7 +338,7 @@ void ClusterRuntime::copy_chunk(const ObjectId& id, const ObjectValuePtr& value,
   if (offset > size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);
   uint64_t n = std::min<uint64_t>(length, size - offset);
   auto data = out.initData(static_cast<unsigned>(n));
-  std::memcpy(data.begin(), value->bytes.data() + offset, n);
+  copy_bytes(reinterpret_cast<char*>(data.begin()), value->bytes.data() + offset, n);
   out.setSize(size);
   bytes_served_.fetch_add(n, std::memory_order_relaxed);
 }

@@ -7,8 +7,9 @@
 //   put        put() of one MIB MiB value: GB/s, against memcpy of as many bytes
 //   get        get() of that value in the process that put it, against memcpy
 //   transfer   a MIB MiB result made on one node, read by a task on another
-//              (pulled in chunks over RPC): GB/s, against one plain TCP copy
-//              of as many bytes over loopback
+//              (pulled in chunks over RPC): GB/s, the median of 3 after a
+//              first (reported too), against one plain TCP copy of as many
+//              bytes over loopback
 //   broadcast  one MIB MiB put() value read by a task on every node (each
 //              pulls it): seconds, and the bytes moved per second
 #include <arpa/inet.h>
@@ -142,19 +143,29 @@ int run(const std::string& figure, int mib, int nodes) {
   }
   if (figure == "transfer") {
     std::vector<std::string> ids = node_ids(2);
-    auto made = shoal::task(blob).strategy(shoal::node_affinity(ids[0])).remote(mib);
-    shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made}, 1, std::chrono::minutes(5));
     // Warm the connection between the two nodes with a small pull first.
     auto small = shoal::task(blob).strategy(shoal::node_affinity(ids[0])).remote(1);
     shoal::task(blob_size).strategy(shoal::node_affinity(ids[1])).remote(small).get();
-    auto start = Clock::now();
-    uint64_t size = shoal::task(blob_size).strategy(shoal::node_affinity(ids[1])).remote(made).get();
-    double s = seconds_since(start);
-    if (size != bytes) throw std::runtime_error("the reading task saw another size");
+    // Steady state, like the put figure and like the TCP baseline (which
+    // reads into a buffer touched before): the median of 3 transfers after
+    // the first, each of a new value. The first one, into memory the node
+    // never touched, is reported on its own.
+    std::vector<double> transfer_s;
+    for (int round = 0; round < 4; ++round) {
+      auto made = shoal::task(blob).strategy(shoal::node_affinity(ids[0])).remote(mib);
+      shoal::wait(std::vector<shoal::ObjectRef<std::string>>{made}, 1, std::chrono::minutes(5));
+      auto start = Clock::now();
+      uint64_t size = shoal::task(blob_size).strategy(shoal::node_affinity(ids[1])).remote(made).get();
+      transfer_s.push_back(seconds_since(start));
+      if (size != bytes) throw std::runtime_error("the reading task saw another size");
+    }
+    double first = transfer_s.front();
+    std::vector<double> steady(transfer_s.begin() + 1, transfer_s.end());
+    std::sort(steady.begin(), steady.end());
     double base = tcp_gbps(bytes);
-    std::printf("{\"transfer_gigabytes_per_s\":%.3f,\"transfer_seconds\":%.3f,\"baseline_tcp_gigabytes_per_s\":%.3f,"
-                "\"bytes\":%zu}\n",
-                gbps(bytes, s), s, base, bytes);
+    std::printf("{\"transfer_gigabytes_per_s\":%.3f,\"transfer_seconds\":%.3f,\"first_transfer_gigabytes_per_s\":%.3f,"
+                "\"baseline_tcp_gigabytes_per_s\":%.3f,\"bytes\":%zu}\n",
+                gbps(bytes, steady[1]), steady[1], gbps(bytes, first), base, bytes);
     return 0;
   }
   if (figure == "broadcast") {
