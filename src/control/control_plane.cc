@@ -347,10 +347,31 @@ void ControlPlane::process_ready() {
   for (int rounds = 0; rounds < 64 && raft_->has_ready(); ++rounds) {
     raft::Ready ready = raft_->ready();
     if (ready.soft_state) on_role_change(*ready.soft_state);
+    // A leader's appends and heartbeats go out before its own disk write
+    // (Raft thesis 10.2.1), so the followers write in parallel with it.
+    // Safe: that write ends before this thread can handle any reply, so the
+    // leader never counts an entry of its own that is not on disk. A Ready
+    // that changes the term or the vote is persisted before anything is sent.
+    bool same_term = !ready.hard_state || (ready.hard_state->term == persisted_term_ &&
+                                           ready.hard_state->vote == persisted_vote_);
+    if (same_term && persisted_term_ != 0) {
+      std::vector<raft::Message> early;
+      std::vector<raft::Message> later;
+      for (auto& m : ready.messages) {
+        bool leader_message = m.type == raft::MessageType::kAppend || m.type == raft::MessageType::kHeartbeat;
+        (leader_message ? early : later).push_back(std::move(m));
+      }
+      ready.messages = std::move(later);
+      send_messages(early);
+    }
     Status persisted = store_->persist(ready);
     if (!persisted.ok()) {
       fatal(persisted);
       return;
+    }
+    if (ready.hard_state) {
+      persisted_term_ = ready.hard_state->term;
+      persisted_vote_ = ready.hard_state->vote;
     }
     if (ready.snapshot) {
       Status restored;

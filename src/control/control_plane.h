@@ -190,6 +190,10 @@ class ControlPlane {
   bool resumed_ = false;
 
   raft::SoftState soft_{};
+  // The term and vote of the last hard state this node wrote (0: none yet
+  // this run); see process_ready().
+  raft::Term persisted_term_ = 0;
+  raft::NodeId persisted_vote_ = 0;
   raft::Index applied_ = 0;
   raft::Index snapshot_index_ = 0;
   uint64_t proposal_seq_ = 0;
