@@ -43,6 +43,17 @@ constexpr uint32_t kChunkBytesMax = 16u << 20;
 constexpr uint32_t kChunksInFlight = 4;      // per transfer: bounds its memory beyond the value
 constexpr uint64_t kPullBytesMax = uint64_t{1} << 40;  // a size from the network beyond this is refused
 
+// The key a result held for another process has in this process's store.
+// The store is shared with this process's ObjectTable, which may hold the
+// same object (a task here reading a result this node holds); the bit marks
+// the held copy apart (a real id's low word is a sequence number shifted by
+// 16 bits, so the top bit is never set on one this runtime made).
+ObjectId held_store_key(const ObjectId& id) {
+  ObjectId key = id;
+  key.lo |= uint64_t{1} << 63;
+  return key;
+}
+
 uint64_t copies_bytes_max() {
   // Copies of arguments a node keeps: an eighth of its memory, at most 4 GiB.
   return std::min<uint64_t>(physical_memory_bytes() / 8, uint64_t{4} << 30);
@@ -108,7 +119,7 @@ ObjectValuePtr ClusterRuntime::local_copy(const ObjectId& id) {
   if (in_store) {
     // A held result (read back from its spill file if spilled: callers on
     // the loop thread ask spilled_size() first and restore off the loop).
-    Result<ObjectValuePtr> stored = config_.store->get(id);
+    Result<ObjectValuePtr> stored = config_.store->get(held_store_key(id));
     return stored.ok() ? *stored : nullptr;  // a corrupted file: a value with that error
   }
   Result<ObjectValuePtr> own = objects_.lookup(id);
@@ -122,8 +133,8 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std
                                                   bool from_spill) {
   // Here but spilled (a result held for its owner, or a value of this
   // process's table): read back off the loop; if that fails, from a holder.
-  if (from_spill && config_.store && config_.store->spilled_size(id)) {
-    return restore_off_loop(id).then([this, id, size, sources = std::move(sources)](
+  if (std::optional<ObjectId> key = from_spill ? spilled_key(id) : std::nullopt) {
+    return restore_off_loop(*key).then([this, id, size, sources = std::move(sources)](
                                          ObjectValuePtr value) mutable -> kj::Promise<ObjectValuePtr> {
       if (value && !value->error) return value;
       return pull(id, size, std::move(sources), false);
@@ -258,13 +269,21 @@ void ClusterRuntime::finish_pull(const std::shared_ptr<Pull>& p, ObjectValuePtr 
 
 kj::Promise<void> ClusterRuntime::serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
                                                     rpc::Node::ReadObjectResults::Builder out) {
-  if (config_.store && config_.store->spilled_size(id)) {
-    return restore_off_loop(id).then([this, id, offset, length, out](ObjectValuePtr value) mutable {
+  if (std::optional<ObjectId> key = spilled_key(id)) {
+    return restore_off_loop(*key).then([this, id, offset, length, out](ObjectValuePtr value) mutable {
       copy_chunk(id, value, offset, length, out);
     });
   }
   copy_chunk(id, local_copy(id), offset, length, out);
   return kj::READY_NOW;
+}
+
+std::optional<ObjectId> ClusterRuntime::spilled_key(const ObjectId& id) const {
+  if (!config_.store) return std::nullopt;
+  if (config_.store->spilled_size(id)) return id;
+  ObjectId held = held_store_key(id);
+  if (config_.store->spilled_size(held)) return held;
+  return std::nullopt;
 }
 
 kj::Promise<ObjectValuePtr> ClusterRuntime::restore_off_loop(const ObjectId& id) {
@@ -370,19 +389,20 @@ void ClusterRuntime::hold(const ObjectId& id, ObjectValuePtr value, uint64_t ses
       it->second.size = size;
     }
     // Unlocked: the store may release values (and the refs in them) here.
-    Status added = config_.store->add(id, value);
+    Status added = config_.store->add(held_store_key(id), value);
     Unheld dropped;  // released after the lock
     std::lock_guard lock(host_mutex_);
     auto it = held_.find(id);
     if (it == held_.end()) {  // freed meanwhile
       if (added.ok()) {
         dropped.store = config_.store;
-        dropped.stored.push_back(id);
+        dropped.stored.push_back(held_store_key(id));
       }
       return;
     }
     if (added.ok()) return;
-    // Bigger than the whole store: kept in memory, counted against it.
+    // Bigger than the whole store (or its key taken: an id from elsewhere
+    // with the top bit set): kept in memory, counted against it.
     it->second.in_store = false;
     it->second.value = std::move(value);
     config_.store->hold_inline(size);
@@ -416,7 +436,7 @@ void ClusterRuntime::unhold_locked(std::unordered_map<ObjectId, Held>::iterator 
   }
   if (held.in_store) {
     out.store = config_.store;
-    out.stored.push_back(it->first);
+    out.stored.push_back(held_store_key(it->first));
   } else {
     if (config_.store) config_.store->release_inline(held.size);
     out.values.push_back(std::move(held.value));
@@ -778,7 +798,7 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
       std::string owner;
       if (auto s = sessions_.find(h.session); s != sessions_.end()) owner = s->second->address;
       Row row{id, h.size, owner, "in memory", h.copy ? "copy" : "held for its owner"};
-      if (h.in_store) row.state = stored_state(id, row.size);
+      if (h.in_store) row.state = stored_state(held_store_key(id), row.size);
       rows.push_back(std::move(row));
     }
   }

@@ -525,6 +525,9 @@ class ClusterRuntime final : public Runtime {
   std::map<uint64_t, std::thread> restore_threads_;  // guarded by restore_threads_mutex_
   uint64_t next_restore_ = 0;                        // guarded by restore_threads_mutex_
   kj::Promise<ObjectValuePtr> restore_off_loop(const ObjectId& id);
+  // The store key under which `id` is spilled here: its own (a value of this
+  // process's table) or the key of a result held for another process.
+  std::optional<ObjectId> spilled_key(const ObjectId& id) const;
   void start_restore(const ObjectId& id);
   void copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
                   rpc::Node::ReadObjectResults::Builder out);

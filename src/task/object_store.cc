@@ -196,7 +196,7 @@ Status ObjectStore::add(const ObjectId& id, ObjectValuePtr value) {
   std::lock_guard lock(mutex_);
   if (stopping_) return Status::unavailable("object store: shut down");
   auto [it, inserted] = entries_.try_emplace(id);
-  SHOAL_ASSERT(inserted, id.hex());
+  if (!inserted) return Status::already_exists("object store: " + id.hex() + " is stored already");
   Entry& entry = it->second;
   entry.size = size;
   entry.contained = value->contained;

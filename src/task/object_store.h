@@ -147,10 +147,10 @@ class ObjectStore {
   // True for the values the store takes: more than inline_max bytes, no error.
   bool manages(const ObjectValue& value) const;
 
-  // Takes a value `manages` accepts under a new id (both asserted). Fails
-  // with ObjectStoreFull (kResourceExhausted) when the value is bigger than
-  // the whole capacity, kUnavailable after shutdown; the caller keeps the
-  // value then. Otherwise it is admitted, even over the capacity, and spills
+  // Takes a value `manages` accepts (asserted) under a new id. Fails with
+  // ObjectStoreFull (kResourceExhausted) when the value is bigger than the
+  // whole capacity, kAlreadyExists for an id the store holds, kUnavailable
+  // after shutdown; the caller keeps the value then. Otherwise it is admitted, even over the capacity, and spills
   // start.
   Status add(const ObjectId& id, ObjectValuePtr value);
 

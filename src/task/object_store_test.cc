@@ -313,6 +313,18 @@ TEST_CASE("object store: a value bigger than the whole store is refused at once,
   CHECK(store->add(object(2), make_value(2 * kMiB, 2)).ok());  // exactly the capacity fits
 }
 
+TEST_CASE("object store: a second value under a stored id is refused; the first stays") {
+  TempDir dir;
+  auto store = make_store({.capacity_bytes = 8 * kMiB, .spill_dir = dir.path, .inline_max = 1024});
+  REQUIRE(store->add(object(1), make_value(kMiB, 1)).ok());
+  Status again = store->add(object(1), make_value(kMiB, 2));
+  CHECK(again.code() == Status::Code::kAlreadyExists);
+  CHECK(store->stats().memory_bytes == kMiB);
+  auto got = store->get(object(1));
+  REQUIRE(got.ok());
+  CHECK((*got)->bytes == pattern_bytes(kMiB, 1));
+}
+
 TEST_CASE("object store: freeing a spilled object deletes its file, also while it is written") {
   TempDir dir;
   auto store = make_store({.capacity_bytes = kMiB, .spill_dir = dir.path, .inline_max = 1024});
