@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -209,6 +210,7 @@ struct JobService::Process {
   int pidfd = -1;
   bool reaped = false;
   uv_poll_t exit_watch{};  // the pidfd turns readable when the child exits
+  bool watching = false;   // exit_watch was initialized (and must be closed)
   uv_pipe_t pipes[2]{};
   uv_timer_t timeout{};
   uv_timer_t kill{};
@@ -244,7 +246,7 @@ struct JobService::Process {
   void close_all() {
     for (int i = 0; i < 2; ++i) close_pipe(i);
     for (uv_timer_t* t : {&timeout, &kill, &drain}) close_handle(reinterpret_cast<uv_handle_t*>(t));
-    close_handle(reinterpret_cast<uv_handle_t*>(&exit_watch));
+    if (watching) close_handle(reinterpret_cast<uv_handle_t*>(&exit_watch));
   }
 };
 
@@ -1023,7 +1025,19 @@ void JobService::spawn(Local& local, const Record& record) {
     t->data = proc;
     proc->open_handles++;
   }
-  uv_poll_init(uv, &proc->exit_watch, proc->pidfd);
+  int watch_rc = uv_poll_init(uv, &proc->exit_watch, proc->pidfd);
+  if (watch_rc != 0) {
+    // Without a way to see it end, the job must not run: end it now.
+    ::kill(-proc->pid, SIGKILL);
+    while (::waitpid(proc->pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    proc->reaped = true;
+    proc->service = nullptr;
+    proc->close_all();
+    fail_before_start(local, "cannot watch the process of '" + spec.argv[0] + "': " + uv_strerror(watch_rc));
+    return;
+  }
+  proc->watching = true;
   proc->exit_watch.data = proc;
   proc->open_handles++;
   uv_poll_start(&proc->exit_watch, UV_READABLE, [](uv_poll_t* watch, int, int) {
