@@ -9,18 +9,15 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/temp_dir.h"
 #include "control/log_store.h"
 
 namespace shoal::control {
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[] = "/tmp/shoal-logstore-XXXXXX";
-    path = ::mkdtemp(buf);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
+// A fresh directory per test, removed with it.
+struct TestDir : shoal::TempDir {
+  TestDir() : shoal::TempDir("shoal-logstore") {}
 };
 
 raft::Entry entry(raft::Index index, raft::Term term, std::string data = {}) {
@@ -41,7 +38,7 @@ raft::Ready ready_with(std::vector<raft::Entry> entries, std::optional<raft::Har
 }  // namespace
 
 TEST_CASE("a fresh store is fresh; entries and hard state survive a reopen") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   {
     auto store = LogStore::open(path, 7);
@@ -71,7 +68,7 @@ TEST_CASE("a fresh store is fresh; entries and hard state survive a reopen") {
 }
 
 TEST_CASE("entries, terms and votes are synced; a commit index alone is not") {
-  TempDir dir;
+  TestDir dir;
   auto store = LogStore::open(dir.path + "/meta", 7);
   REQUIRE(store.ok());
   auto synced = [&] { return (*store)->stats().synced_writes; };
@@ -87,7 +84,7 @@ TEST_CASE("entries, terms and votes are synced; a commit index alone is not") {
 }
 
 TEST_CASE("a replaced suffix is gone after a reopen (Raft §5.3: conflicting entries are deleted)") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   {
     auto store = LogStore::open(path, 7);
@@ -111,7 +108,7 @@ TEST_CASE("a replaced suffix is gone after a reopen (Raft §5.3: conflicting ent
 }
 
 TEST_CASE("a local snapshot compacts the log and is restored on reopen") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   raft::ConfState conf{{7, 8, 9}, {10}};
   std::string image(3 * kSnapshotPieceBytes + 123, 'x');
@@ -139,7 +136,7 @@ TEST_CASE("a local snapshot compacts the log and is restored on reopen") {
 }
 
 TEST_CASE("a snapshot from the leader replaces the whole log") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   {
     auto store = LogStore::open(path, 7);
@@ -163,7 +160,7 @@ TEST_CASE("a snapshot from the leader replaces the whole log") {
 }
 
 TEST_CASE("a store of another node, of another format, or not a store at all is refused") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   { REQUIRE(LogStore::open(path, 7).ok()); }
   auto other = LogStore::open(path, 8);
@@ -196,7 +193,7 @@ TEST_CASE("damaged records are reported, never served") {
 }
 
 TEST_CASE("kill -9 while appending: every acknowledged append is on disk, the log has no gaps") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/meta";
   int fds[2];
   REQUIRE(::pipe(fds) == 0);

@@ -459,18 +459,19 @@ kj::Promise<Result<std::optional<Record>>> JobService::update(std::string id, st
       before = tail->addBranch().then([](Result<std::optional<Record>>) {}, [](kj::Exception&&) {});
     }
     own.pending++;
-    own.tail = before
-                   .then([this, id, change = std::move(change)]() mutable {
-                     return update_in_turn(std::move(id), std::move(change));
-                   })
-                   .then([this, id](Result<std::optional<Record>> result) {
-                     auto it = own_writes_.find(id);
-                     if (it != own_writes_.end()) it->second.pending--;
-                     return result;
-                   })
-                   .fork();
-    KJ_IF_MAYBE(tail, own.tail) { return tail->addBranch(); }
-    KJ_UNREACHABLE;
+    auto done = before
+                    .then([this, id, change = std::move(change)]() mutable {
+                      return update_in_turn(std::move(id), std::move(change));
+                    })
+                    .then([this, id](Result<std::optional<Record>> result) {
+                      auto it = own_writes_.find(id);
+                      if (it != own_writes_.end()) it->second.pending--;
+                      return result;
+                    })
+                    .fork();
+    auto branch = done.addBranch();
+    own.tail = kj::mv(done);
+    return branch;
   }
   return read_record(id).then([this, id, change = std::move(change), attempt](
                                   Result<std::pair<Record, int64_t>> current) mutable

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/temp_dir.h"
 #include "jobs/group_reaper.h"
 #include "jobs/job_process.h"
 #include "jobs/job_types.h"
@@ -288,9 +289,9 @@ TEST_CASE("random rounds: never over a node's totals, never a lower priority bef
 }
 
 TEST_CASE("logs rotate at the cap and are read by offset") {
-  char tmpl[] = "/tmp/shoal-jobs-test-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  std::string dir = std::string(tmpl) + "/j";
+  TempDir tmp("shoal-jobs-test");
+  REQUIRE(!tmp.path.empty());
+  std::string dir = tmp.path + "/j";
   {
     LogWriter w(dir, 10);
     REQUIRE(w.open().ok());
@@ -313,7 +314,7 @@ TEST_CASE("logs rotate at the cap and are read by offset") {
     REQUIRE(w.open().ok());
     CHECK(w.end_offset() == 23);
   }
-  std::string fresh = std::string(tmpl) + "/fresh";  // no rotation yet: no index file, offsets from 0
+  std::string fresh = tmp.path + "/fresh";  // no rotation yet: no index file, offsets from 0
   {
     LogWriter w(fresh, 10);
     REQUIRE(w.open().ok());
@@ -330,10 +331,9 @@ TEST_CASE("logs rotate at the cap and are read by offset") {
   REQUIRE(both.ok());
   CHECK(both->data == "abcde");
   CHECK(both->end_offset == 5);
-  auto none = read_log(std::string(tmpl) + "/missing", 0, 10);
+  auto none = read_log(tmp.path + "/missing", 0, 10);
   REQUIRE(none.ok());
   CHECK(none->data.empty());
-  std::system(("rm -rf " + std::string(tmpl)).c_str());
 }
 
 // A child in a process group of its own that waits for a signal; returns
@@ -414,9 +414,9 @@ Ran run_job_process(std::vector<std::string> args, const std::string& cwd, std::
 }
 
 TEST_CASE("a job process: own group, its cwd and environment, pipes, exit code and signal") {
-  char tmpl[] = "/tmp/shoal-jobs-spawn-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  std::string dir = tmpl;
+  TempDir tmp("shoal-jobs-spawn");
+  REQUIRE(!tmp.path.empty());
+  const std::string& dir = tmp.path;
   Ran ran = run_job_process({"/bin/sh", "-c", "pwd; echo \"$GREETING\"; echo oops >&2; "
                                               "cut -d\" \" -f5 /proc/$$/stat; exit 3"},
                             dir, {"GREETING=hello", "PATH=/usr/bin:/bin"});
@@ -447,14 +447,12 @@ TEST_CASE("a job process: own group, its cwd and environment, pipes, exit code a
   REQUIRE(std::sscanf(status.out.c_str(), "SigBlk:\t%llx\nSigIgn:\t%llx", &blocked, &ignored) == 2);
   CHECK(blocked == 0);
   CHECK((ignored & ~((1ull << 31) | (1ull << 32))) == 0);
-
-  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST_CASE("a job process that cannot start is an error, and leaves nothing behind") {
-  char tmpl[] = "/tmp/shoal-jobs-spawn-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  std::string dir = tmpl;
+  TempDir tmp("shoal-jobs-spawn");
+  REQUIRE(!tmp.path.empty());
+  const std::string& dir = tmp.path;
   std::string text = dir + "/not-a-program";
   REQUIRE(std::system(("printf 'hello' > " + text + " && chmod +x " + text).c_str()) == 0);
   for (const std::string& program : {dir + "/missing", text}) {
@@ -468,7 +466,6 @@ TEST_CASE("a job process that cannot start is an error, and leaves nothing behin
   auto no_cwd = spawn_job_process("/bin/true", argv, envp, (dir + "/no-such-dir").c_str());
   CHECK_FALSE(no_cwd.ok());
   CHECK(::waitpid(-1, nullptr, WNOHANG) <= 0);  // no child left to reap
-  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace shoal::jobs

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/temp_dir.h"
 #include "shoal/serialize.h"
 #include "task/local_runtime.h"
 #include "task/spill_file.h"
@@ -37,16 +38,9 @@ namespace {
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    const char* tmp = ::getenv("TMPDIR");
-    std::string pattern =
-        std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/shoal-store-XXXXXX";
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
+// A fresh directory per test, removed with it.
+struct TestDir : shoal::TempDir {
+  TestDir() : shoal::TempDir("shoal-store") { REQUIRE(!path.empty()); }
 };
 
 // Deterministic bytes for value `seed`: differ in every 8-byte word.
@@ -107,7 +101,7 @@ bool holds(ObjectStore& store, uint64_t n, uint64_t size) {
 }  // namespace
 
 TEST_CASE("spill file: the header round-trips and every kind of damage is named") {
-  TempDir dir;
+  TestDir dir;
   std::string path = dir.path + "/x.spill";
   std::string payload = pattern_bytes(10'000, 3);
   SpillHeader header = encode_spill_header(object(1), payload);
@@ -148,7 +142,7 @@ TEST_CASE("spill file: the header round-trips and every kind of damage is named"
 TEST_CASE(
     "object store: values over the capacity spill least recently used first and come back "
     "byte-identical") {
-  TempDir dir;
+  TestDir dir;
   const std::string spill_dir = dir.path + "/spill";
   {
     auto store =
@@ -203,7 +197,7 @@ TEST_CASE(
 }
 
 TEST_CASE("object store: pinned values are never spilled; room is made once a pin goes") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = 2 * kMiB,
                            .spill_dir = dir.path,
                            .inline_max = 1024,
@@ -244,7 +238,7 @@ TEST_CASE("object store: pinned values are never spilled; room is made once a pi
 }
 
 TEST_CASE("object store: wait_for_room() waits for a reader to let go of a pinned value") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = 2 * kMiB,
                            .spill_dir = dir.path,
                            .inline_max = 1024,
@@ -269,7 +263,7 @@ TEST_CASE("object store: a task waiting for room lends its CPU to the task that 
   // One CPU. Task A needs room that only a pinned value can give; task B,
   // queued behind A, is the reader that lets go of it. A must not hold the
   // only CPU while it waits, or B never runs and A gives up.
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = 2 * kMiB,
                            .spill_dir = dir.path,
                            .inline_max = 1024,
@@ -299,7 +293,7 @@ TEST_CASE("object store: a task waiting for room lends its CPU to the task that 
 }
 
 TEST_CASE("object store: a value bigger than the whole store is refused at once, clearly") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = 2 * kMiB, .spill_dir = dir.path, .inline_max = 1024});
   Status refused = store->add(object(1), make_value(2 * kMiB + 1, 1));
   CHECK(refused.code() == Status::Code::kResourceExhausted);
@@ -314,7 +308,7 @@ TEST_CASE("object store: a value bigger than the whole store is refused at once,
 }
 
 TEST_CASE("object store: a second value under a stored id is refused; the first stays") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = 8 * kMiB, .spill_dir = dir.path, .inline_max = 1024});
   REQUIRE(store->add(object(1), make_value(kMiB, 1)).ok());
   Status again = store->add(object(1), make_value(kMiB, 2));
@@ -326,7 +320,7 @@ TEST_CASE("object store: a second value under a stored id is refused; the first 
 }
 
 TEST_CASE("object store: freeing a spilled object deletes its file, also while it is written") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = kMiB, .spill_dir = dir.path, .inline_max = 1024});
   REQUIRE(store->add(object(0), make_value(kMiB, 0)).ok());
   REQUIRE(store->add(object(1), make_value(kMiB, 1)).ok());
@@ -358,7 +352,7 @@ TEST_CASE("object store: freeing a spilled object deletes its file, also while i
 }
 
 TEST_CASE("object store: refs inside a spilled value stay in memory and come back with it") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = kMiB, .spill_dir = dir.path, .inline_max = 1024});
   auto value = std::make_shared<ObjectValue>();
   value->bytes = pattern_bytes(kMiB, 1);
@@ -382,7 +376,7 @@ TEST_CASE("object store: refs inside a spilled value stay in memory and come bac
 TEST_CASE(
     "object store: corrupted, truncated and deleted spill files give a clear error at get(); "
     "other objects are unaffected") {
-  TempDir dir;
+  TestDir dir;
   auto store = make_store({.capacity_bytes = kMiB, .spill_dir = dir.path, .inline_max = 1024});
   for (uint64_t n = 0; n < 5; ++n) REQUIRE(store->add(object(n), make_value(kMiB, n)).ok());
   store->wait_idle();
@@ -449,7 +443,7 @@ TEST_CASE(
         "this test mounts a tmpfs in a private mount namespace and needs root (CI runs the unit "
         "tests as root); it cannot pass without it");
   }
-  TempDir mount_point;
+  TestDir mount_point;
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
   env_strings.push_back(std::string(kFullDiskEnv) + "=" + mount_point.path);
@@ -584,7 +578,7 @@ ObjectValuePtr get_one(LocalRuntime& runtime, const RefPtr& ref) {
 TEST_CASE(
     "local runtime: ten times the store's capacity goes through spilling, byte-identical; "
     "dropping every ref frees memory and disk") {
-  TempDir dir;
+  TestDir dir;
   const std::string spill_dir = dir.path + "/spill";
   std::shared_ptr<LocalRuntime> runtime = local_runtime(64 * kMiB, spill_dir);
   const std::shared_ptr<ObjectStore>& store = runtime->object_store();
@@ -648,7 +642,7 @@ TEST_CASE(
 
 TEST_CASE(
     "local runtime: a corrupted spill file fails get() of that object only, naming the file") {
-  TempDir dir;
+  TestDir dir;
   std::shared_ptr<LocalRuntime> runtime = local_runtime(kMiB, dir.path);
   RefPtr first = put_string(*runtime, pattern_bytes(700'000, 1));
   RefPtr second = put_string(*runtime, pattern_bytes(700'000, 2));
@@ -667,7 +661,7 @@ TEST_CASE(
 }
 
 TEST_CASE("local runtime: put() of a value bigger than the store fails with ObjectStoreFull") {
-  TempDir dir;
+  TestDir dir;
   std::shared_ptr<LocalRuntime> runtime = local_runtime(kMiB, dir.path);
   Result<RefPtr> ref = runtime->put(serialize_value(pattern_bytes(kMiB + 1, 1)));
   CHECK(ref.status().code() == Status::Code::kResourceExhausted);
