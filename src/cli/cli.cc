@@ -424,6 +424,11 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
                     "Finished job records kept; the oldest beyond this are deleted with their logs")
       ->check(CLI::Range(uint64_t{1}, uint64_t{10'000'000}))
       ->capture_default_str();
+  int busy_poll_us = -1;
+  start->add_option("--busy-poll-us", busy_poll_us,
+                    "Longest spin of the event loops before they sleep, adapted to traffic "
+                    "(0: never spin; default 100)")
+      ->check(CLI::Range(0, 100'000));
 
   auto* certs = app.add_subcommand("certs", "Make a CA and node certificates for TLS between nodes");
   certs->require_subcommand(1);
@@ -499,6 +504,7 @@ int shoal_main(const std::string& prog, int argc, char** argv) {
     if (cpus >= 0) options.cpus = cpus;
     if (gpus >= 0) options.gpus = static_cast<uint32_t>(gpus);
     if (http_port >= 0) options.http_port = static_cast<uint16_t>(http_port);  // jobs (issue 6)
+    if (busy_poll_us >= 0) options.busy_poll_us = static_cast<uint32_t>(busy_poll_us);
     return run_start(options);
   });
 }

@@ -36,6 +36,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "loop/busy_poll.h"
 #include "shoal/status.h"
 
 namespace shoal::loop {
@@ -45,6 +46,20 @@ inline constexpr size_t kPostQueueMax = 65536;
 // KJ turns run per libuv callback before libuv gets to poll I/O again (the
 // rest run on the next iteration, with a zero poll timeout).
 inline constexpr unsigned kKjTurnsPerCallback = 4096;
+
+// Busy polling of Loops constructed from now on (0: off); see busy_poll.h.
+// `shoal start --busy-poll-us` sets it before the node's loops exist.
+void set_default_busy_poll_max_ns(int64_t max_ns);
+int64_t default_busy_poll_max_ns();
+
+struct BusyPollStats {
+  uint64_t spin_hits = 0;    // an event arrived while spinning
+  uint64_t spin_misses = 0;  // spun the whole window in vain, then blocked
+  uint64_t spins_preempted = 0;  // a yield gave the CPU to another thread: spin cut short
+  uint64_t spins_skipped = 0;    // not spun: another thread wanted the CPU moments ago
+  uint64_t blocks = 0;       // blocked in epoll_wait (after a miss or without spinning)
+  int64_t window_ns = 0;     // the current spin window
+};
 
 namespace detail {
 // Something with bytes buffered during a KJ turn ("corked") that must be
@@ -98,6 +113,20 @@ class Loop {
   // Loop thread: keeps `promise` running until it completes or the Loop is
   // destroyed. A failure is logged, never thrown into libuv.
   void detach(kj::Promise<void> promise);
+
+  // From a libuv callback (a uv_prepare_t, a uv_timer_t...) while libuv
+  // drives: runs the KJ queue and hands the corked writes to the kernel now,
+  // instead of later in this iteration. For work that must reach the wire
+  // before the caller blocks (a Raft leader's appends before its fsync).
+  // Inside Promise::wait() or a KJ turn it only flushes and returns false.
+  bool run_queued_work();
+
+  // Loop thread: the upper bound of this loop's busy poll (0: off).
+  void set_busy_poll_max_ns(int64_t max_ns);
+  BusyPollStats busy_poll_stats() const;
+  // Tests: spin even when other threads want the CPU (a test of the spin
+  // itself must not depend on what else runs beside it).
+  void set_busy_poll_ignores_load(bool ignore);
 
   // uv_write calls made by this loop's streams (each a flush of a cork);
   // for tests and benchmarks.

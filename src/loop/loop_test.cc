@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -165,6 +166,132 @@ TEST_CASE("cross-thread kj executor wakes the loop when libuv drives") {
   loop.run();
   other.join();
   CHECK(value == 42);
+}
+
+// Feeds the policy one wait for an event `gap_ns` away: a hit if the spin
+// window covers it, else a miss followed by a block for the rest.
+bool wait_for_event(BusyPollPolicy& policy, int64_t gap_ns) {
+  if (policy.window_ns() >= gap_ns) {
+    policy.on_spin_hit();
+    return true;
+  }
+  policy.on_block(gap_ns - policy.window_ns());
+  return false;
+}
+
+TEST_CASE("busy-poll policy: grows while events come within the bound, shrinks to zero when they do not") {
+  BusyPollPolicy policy(100'000);
+  CHECK(policy.window_ns() == 0);  // a fresh loop does not spin
+  // Events 30 us apart: 0 -> 25 us -> 50 us, then every event is caught.
+  CHECK_FALSE(wait_for_event(policy, 30'000));
+  CHECK(policy.window_ns() == 25'000);
+  CHECK_FALSE(wait_for_event(policy, 30'000));
+  CHECK(policy.window_ns() == 50'000);
+  for (int i = 0; i < 10; ++i) CHECK(wait_for_event(policy, 30'000));
+  // Events 80 us apart: one more miss grows the window to the bound.
+  CHECK_FALSE(wait_for_event(policy, 80'000));
+  CHECK(policy.window_ns() == 100'000);
+  CHECK(wait_for_event(policy, 80'000));
+  // Events 1 ms apart: halves, then stops spinning, and stays off.
+  CHECK_FALSE(wait_for_event(policy, 1'000'000));
+  CHECK(policy.window_ns() == 50'000);
+  CHECK_FALSE(wait_for_event(policy, 1'000'000));
+  CHECK(policy.window_ns() == 25'000);
+  CHECK_FALSE(wait_for_event(policy, 1'000'000));
+  CHECK(policy.window_ns() == 0);
+  for (int i = 0; i < 10; ++i) CHECK_FALSE(wait_for_event(policy, 1'000'000));
+  CHECK(policy.window_ns() == 0);
+  // A lower bound clamps the window; 0 turns spinning off for good.
+  CHECK_FALSE(wait_for_event(policy, 10'000));
+  CHECK(policy.window_ns() == 25'000);
+  policy.set_max(20'000);
+  CHECK(policy.window_ns() == 20'000);
+  policy.set_max(0);
+  CHECK(policy.window_ns() == 0);
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(wait_for_event(policy, 1'000));
+  CHECK(policy.window_ns() == 0);
+}
+
+TEST_CASE("busy poll: a loop woken only by timers milliseconds apart never spins") {
+  Loop loop;
+  loop.set_busy_poll_max_ns(100'000);
+  for (int i = 0; i < 10; ++i) loop.timer().afterDelay(5 * kj::MILLISECONDS).wait(loop.wait_scope());
+  BusyPollStats stats = loop.busy_poll_stats();
+  CHECK(stats.blocks > 0);  // it did block, and each block was too long to spin for
+  CHECK(stats.spin_hits == 0);
+  CHECK(stats.spin_misses == 0);
+  CHECK(stats.window_ns == 0);
+}
+
+// Another thread posts `count` callbacks, one every millisecond; the last
+// stops the loop (libuv drives). Returns the order they ran in.
+std::vector<int> run_paced_posts(Loop& loop, int count) {
+  std::vector<int> ran;
+  std::thread poster([&loop, &ran, count]() {
+    for (int i = 0; i < count; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      REQUIRE(loop.post([&loop, &ran, i, count]() {
+                    ran.push_back(i);
+                    if (i + 1 == count) loop.stop();
+                  })
+                  .ok());
+    }
+  });
+  loop.run();
+  poster.join();
+  return ran;
+}
+
+TEST_CASE("busy poll: a loop whose events come within the bound catches them while spinning") {
+  Loop loop;
+  // A bound far above the 1 ms pace: the window grows past it within a few
+  // waits, after which posts arrive while the loop spins.
+  loop.set_busy_poll_max_ns(50'000'000);
+  loop.set_busy_poll_ignores_load(true);
+  std::vector<int> ran = run_paced_posts(loop, 30);
+  std::vector<int> expected(30);
+  for (int i = 0; i < 30; ++i) expected[i] = i;
+  CHECK(ran == expected);
+  BusyPollStats stats = loop.busy_poll_stats();
+  CHECK(stats.spin_hits > 0);
+  CHECK(stats.window_ns > 0);
+  // Timers still fire while the loop would spin for up to 50 ms.
+  loop.timer().afterDelay(2 * kj::MILLISECONDS).wait(loop.wait_scope());
+}
+
+TEST_CASE("busy poll: a loop stops spinning while other threads want every CPU") {
+  // More always-runnable threads than CPUs: a yield hands the CPU over.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> burners;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < cpus + 2; ++i) {
+    burners.emplace_back([&stop]() {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  Loop loop;
+  loop.set_busy_poll_max_ns(50'000'000);
+  std::vector<int> ran = run_paced_posts(loop, 40);
+  stop = true;
+  for (auto& burner : burners) burner.join();
+  CHECK(ran.size() == 40);
+  BusyPollStats stats = loop.busy_poll_stats();
+  // The window grew (waits of 1 ms are within the bound), but the loop saw
+  // its CPU taken and blocked instead of spinning on.
+  CHECK(stats.window_ns > 0);
+  CHECK(stats.spins_preempted > 0);
+  CHECK(stats.spins_skipped > 0);
+}
+
+TEST_CASE("busy poll: a bound of 0 never spins") {
+  Loop loop;
+  loop.set_busy_poll_max_ns(0);
+  std::vector<int> ran = run_paced_posts(loop, 10);
+  CHECK(ran.size() == 10);
+  BusyPollStats stats = loop.busy_poll_stats();
+  CHECK(stats.spin_hits + stats.spin_misses == 0);
+  CHECK(stats.window_ns == 0);
 }
 
 TEST_CASE("connect, accept and echo a round trip (KJ drives)") {

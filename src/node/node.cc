@@ -277,6 +277,9 @@ Status Node::serve() {
   set_log_node_name(short_id(s.self.id));
   s.port = options_.port;
 
+  // Before the first loop: the executor's, the store's and the driver loops
+  // made later take the same setting.
+  if (options_.busy_poll_us) loop::set_default_busy_poll_max_ns(int64_t{*options_.busy_poll_us} * 1000);
   s.loop = std::make_unique<loop::Loop>();
   start_timers_and_signals();
   auto listener = loop::TcpListener::listen(*s.loop, options_.bind, options_.port);

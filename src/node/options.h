@@ -42,6 +42,9 @@ struct NodeOptions {
   std::string http_bind;
   // Finished job records kept in the metadata store (the oldest beyond it go).
   uint64_t max_finished_jobs = 10'000;
+  // Upper bound of the event loops' adaptive spin before they block
+  // (loop/busy_poll.h); 0 turns it off. Unset: the process default.
+  std::optional<uint32_t> busy_poll_us;
 };
 
 }  // namespace shoal::node

@@ -1,11 +1,15 @@
 // rpc_bench: Cap'n Proto RPC no-op round trips (Node.ping) between two
 // processes on loopback, over shoal's libuv loop with authentication done,
-// sequential and with 64 calls in flight. Baseline in the same run: a plain
-// TCP ping-pong of 8-byte messages between two processes (blocking sockets).
-// Prints one JSON object.
+// sequential and with 64 calls in flight. Baselines in the same run: a plain
+// TCP ping-pong of 8-byte messages between two processes, once with blocking
+// reads and once polling like shoal's loops do (a non-blocking read retried,
+// yielding the CPU, for up to the loops' busy-poll bound before blocking; see
+// src/loop/busy_poll.h). Prints one JSON object.
 //
 //   rpc_bench [seconds_per_case=3] [depth=64]
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -57,6 +61,24 @@ class PingNode final : public shoal::rpc::Node::Server {
 
 double seconds_since(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+// The TCP baseline's busy poll, set before the echo server forks (0: plain
+// blocking reads).
+int64_t g_spin_ns = 0;
+
+// One read of at most n bytes from a blocking socket; with g_spin_ns, first
+// retries a non-blocking read for that long, yielding between tries.
+ssize_t read_some(int fd, char* buf, size_t n) {
+  if (g_spin_ns > 0) {
+    auto start = SteadyClock::now();
+    do {
+      ssize_t r = ::recv(fd, buf, n, MSG_DONTWAIT);
+      if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return r;
+      ::sched_yield();
+    } while (SteadyClock::now() - start < std::chrono::nanoseconds(g_spin_ns));
+  }
+  return ::read(fd, buf, n);
 }
 
 struct RpcResult {
@@ -128,7 +150,7 @@ RpcResult bench_rpc(uint16_t port, double seconds, int depth) {
     ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     char buf[8 * 64];
     for (;;) {
-      ssize_t n = ::read(c, buf, sizeof(buf));
+      ssize_t n = read_some(c, buf, sizeof(buf));
       if (n <= 0) break;
       if (::write(c, buf, static_cast<size_t>(n)) != n) break;
     }
@@ -136,9 +158,9 @@ RpcResult bench_rpc(uint16_t port, double seconds, int depth) {
   }
 }
 
-bool read_full(int fd, char* buf, size_t n) {
+bool read_full(int fd, char* buf, size_t n, bool socket = true) {
   while (n > 0) {
-    ssize_t r = ::read(fd, buf, n);
+    ssize_t r = socket ? read_some(fd, buf, n) : ::read(fd, buf, n);
     if (r <= 0) return false;
     buf += r;
     n -= static_cast<size_t>(r);
@@ -193,7 +215,7 @@ pid_t fork_server(void (*serve)(int), uint16_t& port) {
     serve(fds[1]);
   }
   ::close(fds[1]);
-  SHOAL_ASSERT(read_full(fds[0], reinterpret_cast<char*>(&port), sizeof(port)));
+  SHOAL_ASSERT(read_full(fds[0], reinterpret_cast<char*>(&port), sizeof(port), /*socket=*/false));
   ::close(fds[0]);
   return pid;
 }
@@ -219,6 +241,15 @@ int main(int argc, char** argv) {
   RpcResult tcp = bench_tcp(port, seconds, depth);
   stop_server(tcp_pid);
 
+  // SHOAL_BUSY_POLL_US or the default, as the RPC loops below use.
+  g_spin_ns = shoal::loop::default_busy_poll_max_ns();
+  RpcResult tcp_spin{};
+  if (g_spin_ns > 0) {
+    tcp_pid = fork_server(serve_tcp_echo, port);
+    tcp_spin = bench_tcp(port, seconds, depth);
+    stop_server(tcp_pid);
+  }
+
   pid_t rpc_pid = fork_server(serve_rpc, port);
   RpcResult rpc = bench_rpc(port, seconds, depth);
   stop_server(rpc_pid);
@@ -227,8 +258,11 @@ int main(int argc, char** argv) {
       "{\"benchmark\":\"rpc\",\"seconds_per_case\":%.1f,\"depth\":%d,"
       "\"rpc_sequential_per_s\":%.0f,\"rpc_pipelined_per_s\":%.0f,"
       "\"baseline_tcp_sequential_per_s\":%.0f,\"baseline_tcp_pipelined_per_s\":%.0f,"
+      "\"busy_poll_us\":%.0f,"
+      "\"baseline_tcp_busy_poll_sequential_per_s\":%.0f,\"baseline_tcp_busy_poll_pipelined_per_s\":%.0f,"
       "\"targets\":{\"rpc_sequential_per_s\":25000,\"rpc_pipelined_per_s\":100000}}\n",
       seconds, depth, rpc.sequential_per_s, rpc.pipelined_per_s, tcp.sequential_per_s,
-      tcp.pipelined_per_s);
+      tcp.pipelined_per_s, static_cast<double>(g_spin_ns) / 1000.0, tcp_spin.sequential_per_s,
+      tcp_spin.pipelined_per_s);
   return 0;
 }
