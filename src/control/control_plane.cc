@@ -362,13 +362,23 @@ void ControlPlane::process_ready() {
         (leader_message ? early : later).push_back(std::move(m));
       }
       ready.messages = std::move(later);
-      send_messages(early);
+      if (!early.empty()) {
+        send_messages(early);
+        // The sends are KJ work (and then corked writes): get them onto the
+        // wire now, or they would leave after the fsync below. Raft messages
+        // that arrive meanwhile are held until the write is done.
+        holding_steps_ = true;
+        loop_.run_queued_work();
+        holding_steps_ = false;
+        if (stopped_ || failed_) return;
+      }
     }
     Status persisted = store_->persist(ready);
     if (!persisted.ok()) {
       fatal(persisted);
       return;
     }
+    step_held_messages();
     if (ready.hard_state) {
       persisted_term_ = ready.hard_state->term;
       persisted_vote_ = ready.hard_state->vote;
@@ -646,10 +656,24 @@ Status ControlPlane::on_raft_send(uint64_t cluster_id, capnp::List<raftwire::Mes
     if (m->type == raft::MessageType::kSnapshot) {
       return Status::invalid_argument("snapshots must come through raftSnapshot");
     }
-    Status stepped = raft_->step(*m);
-    if (!stepped.ok()) SHOAL_LOG_DEBUG("metadata: dropped a raft message: {}", stepped.message());
+    step(std::move(*m));
   }
   return {};
+}
+
+void ControlPlane::step(raft::Message message) {
+  if (holding_steps_) {
+    held_steps_.push_back(std::move(message));
+    return;
+  }
+  Status stepped = raft_->step(message);
+  if (!stepped.ok()) SHOAL_LOG_DEBUG("metadata: dropped a raft message: {}", stepped.message());
+}
+
+void ControlPlane::step_held_messages() {
+  std::vector<raft::Message> held;
+  held.swap(held_steps_);
+  for (auto& m : held) step(std::move(m));
 }
 
 kj::Promise<void> ControlPlane::on_raft_snapshot(uint64_t cluster_id, uint64_t from, uint64_t snapshot_index,
@@ -688,8 +712,7 @@ kj::Promise<void> ControlPlane::on_raft_snapshot(uint64_t cluster_id, uint64_t f
   }
   m->snapshot->data = std::move(image);
   snapshot_inbox_.erase(key);
-  Status stepped = raft_->step(*m);
-  if (!stepped.ok()) SHOAL_LOG_DEBUG("metadata: dropped a snapshot: {}", stepped.message());
+  step(std::move(*m));
   return kj::READY_NOW;
 }
 

@@ -145,6 +145,10 @@ class ControlPlane {
   void apply_normal(const raft::Entry& entry);
   void on_role_change(const raft::SoftState& soft);
   void send_messages(std::vector<raft::Message>& messages);
+  // Steps a received message into the core, or holds it while a leader's
+  // appends go out ahead of its own synced write (process_ready).
+  void step(raft::Message message);
+  void step_held_messages();
   void send_snapshot(raft::Message message);
   void maybe_snapshot();
   void serve_reads();
@@ -194,6 +198,8 @@ class ControlPlane {
   // this run); see process_ready().
   raft::Term persisted_term_ = 0;
   raft::NodeId persisted_vote_ = 0;
+  bool holding_steps_ = false;
+  std::vector<raft::Message> held_steps_;
   raft::Index applied_ = 0;
   raft::Index snapshot_index_ = 0;
   uint64_t proposal_seq_ = 0;
