@@ -168,6 +168,14 @@ interface Node {
   # The newest task attempts owners pushed to this node (shoalctl tasks),
   # at most `limit` (capped at 10,000); with cluster, those of every live
   # member too (asked in parallel, 3 s each).
+
+  openObjectStream @28 (objectHi :UInt64, objectLo :UInt64, offset :UInt64)
+      -> (port :UInt16, ticket :Data, size :UInt64);
+  # Bytes [offset, size) of a value held here, as raw bytes on a plain TCP
+  # connection (src/task/bulk_channel.h): connect to `port` on this
+  # process's host, send `ticket`, read size - offset bytes. Port 0: no such
+  # channel now (TLS, spilled, too many transfers); use readObject. An object
+  # not held here (never, or freed) is an error naming it.
 }
 
 struct NodeTasks {
@@ -197,7 +205,8 @@ struct NodeObjects {
   error @2 :Text;                # could not be asked
   objects @3 :List(ObjectInfoWire);
   truncated @4 :Bool;            # more objects than one answer lists
-  bytesServed @5 :UInt64;        # readObject bytes this process sent since it started
+  bytesServed @5 :UInt64;        # bytes of values this process served to pullers (readObject and bulk streams)
+  bulkBytesServed @6 :UInt64;    # those of them offered on the bulk channel (src/task/bulk_channel.h)
 }
 
 struct ObjectInfoWire {

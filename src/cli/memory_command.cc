@@ -54,6 +54,7 @@ void print_json(capnp::List<rpc::NodeObjects>::Reader nodes) {
     if (node.getError().size() > 0) out += ",\"error\":" + json_escape(node.getError().cStr());
     out += ",\"truncated\":" + std::string(node.getTruncated() ? "true" : "false");
     out += ",\"bytes_served\":" + std::to_string(node.getBytesServed());
+    out += ",\"bulk_bytes_served\":" + std::to_string(node.getBulkBytesServed());
     out += ",\"objects_total\":" + std::to_string(t.objects) + ",\"bytes_held_here\":" + std::to_string(t.bytes_here) +
            ",\"bytes_owned_held_elsewhere\":" + std::to_string(t.bytes_elsewhere) + ",\"objects\":[";
     bool first = true;

@@ -98,6 +98,14 @@ class DriverService final : public rpc::Node::Server {
                                       context.getResults())
         .attach(kj::mv(runtime));
   }
+  kj::Promise<void> openObjectStream(OpenObjectStreamContext context) override {
+    auto runtime = runtime_.lock();
+    if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
+    auto p = context.getParams();
+    runtime->serve_open_object_stream(object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(),
+                                      context.getResults());
+    return kj::READY_NOW;
+  }
   kj::Promise<void> borrow(BorrowContext context) override {
     auto runtime = runtime_.lock();
     if (!runtime) return KJ_EXCEPTION(DISCONNECTED, "this driver has shut down");
@@ -198,6 +206,8 @@ class Driver {
     uint64_t lo = rng.next_u64();
     config.node_id = TaskId{hi, lo}.hex();
     config.address = address;
+    config.bulk_transfers = true;  // drivers speak plain RPC
+    config.bulk_bind = host;
     config.id_prefix = rng.next_u64() | 1;
     config.name_space = name_space_;
     config.members = [&members] { return members; };

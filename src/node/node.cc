@@ -516,6 +516,8 @@ Status Node::start_tasks() {
   config.peers = s.peers.get();
   config.node_id = s.self.id;
   config.address = s.self.address;
+  config.bulk_transfers = !s.tls;  // its bytes would not be encrypted
+  config.bulk_bind = options_.bind;
   config.id_prefix = s.rng.next_u64() | 1;
   config.engine = s.engine;
   config.store = s.engine->object_store();

@@ -185,6 +185,14 @@ kj::Promise<void> NodeService::readObject(ReadObjectContext context) {
                                    p.getLength(), context.getResults());
 }
 
+kj::Promise<void> NodeService::openObjectStream(OpenObjectStreamContext context) {
+  if (tasks_ == nullptr) return no_tasks();
+  auto p = context.getParams();
+  tasks_->serve_open_object_stream(detail::object_id(p.getObjectHi(), p.getObjectLo()), p.getOffset(),
+                                   context.getResults());
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> NodeService::objectStats(ObjectStatsContext context) {
   if (tasks_ == nullptr) return no_tasks();
   return tasks_->serve_object_stats(context.getParams().getCluster(), context.getResults());

@@ -50,6 +50,7 @@ class NodeService final : public rpc::Node::Server {
   kj::Promise<void> getObject(GetObjectContext context) override;
   kj::Promise<void> nodeInfo(NodeInfoContext context) override;
   kj::Promise<void> readObject(ReadObjectContext context) override;
+  kj::Promise<void> openObjectStream(OpenObjectStreamContext context) override;
   kj::Promise<void> freeObjects(FreeObjectsContext context) override;
   kj::Promise<void> objectStats(ObjectStatsContext context) override;
   kj::Promise<void> taskHistory(TaskHistoryContext context) override;

@@ -25,6 +25,7 @@
 #include "base/assert.h"
 #include "base/log.h"
 #include "base/memory_size.h"
+#include "task/bulk_channel.h"
 #include "loop/loop.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
@@ -98,6 +99,7 @@ struct ClusterRuntime::Pull {
   uint64_t received = 0;
   Clock::time_point started = Clock::now();
   bool finished = false;
+  uint64_t bulk_bytes = 0;      // how much came over the bulk channel
   kj::Own<kj::PromiseFulfiller<ObjectValuePtr>> fulfiller;
 };
 
@@ -180,8 +182,74 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std
   auto forked = paf.promise.fork();
   auto branch = forked.addBranch();
   pulls_.emplace(id, kj::mv(forked));
-  pull_chunks(p);
+  if (bulk_) {
+    pull_bulk(p);
+  } else {
+    pull_chunks(p);
+  }
   return branch;
+}
+
+namespace {
+struct BulkOffer {
+  uint16_t port = 0;
+  std::string ticket;
+  uint64_t size = 0;
+};
+}  // namespace
+
+void ClusterRuntime::pull_bulk(const std::shared_ptr<Pull>& p) {
+  const std::string address = p->sources[p->source];
+  std::string host = host_of(address);
+  if (host.empty()) {
+    pull_chunks(p);
+    return;
+  }
+  auto received = std::make_shared<uint64_t>(0);
+  auto offer = config_.peers->call<BulkOffer>(address, [p](rpc::Node::Client& node) {
+    auto request = node.openObjectStreamRequest();
+    request.setObjectHi(p->id.hi);
+    request.setObjectLo(p->id.lo);
+    request.setOffset(0);
+    return request.send().then([](auto response) {
+      auto ticket = response.getTicket();
+      return BulkOffer{response.getPort(), std::string(reinterpret_cast<const char*>(ticket.begin()), ticket.size()),
+                       response.getSize()};
+    });
+  });
+  // The buffer is read into directly: keep it alive whatever happens to p.
+  std::shared_ptr<ObjectValue> buffer = p->value;
+  auto moved = offer.then([this, p, host, received, buffer](BulkOffer offer) -> kj::Promise<bool> {
+    if (offer.port == 0) return false;  // none now: readObject
+    if (offer.size != p->size) KJ_FAIL_REQUIRE("the holder's copy has another size", offer.size, p->size);
+    if (offer.ticket.size() != kBulkTicketBytes) KJ_FAIL_REQUIRE("malformed bulk ticket", offer.ticket.size());
+    return bulk_read(*config_.loop, host, offer.port, std::move(offer.ticket), buffer->bytes.data(), p->size,
+                     received)
+        .then([] { return true; });
+  });
+  tasks_set_->add(moved.then(
+      [this, p, received](bool used) {
+        if (p->finished) return;
+        p->bulk_bytes = *received;
+        if (used && *received == p->size) {
+          p->received = p->size;
+          p->next = p->size;
+          finish_pull(p, p->value);
+          return;
+        }
+        p->received = p->next = *received;
+        pull_chunks(p);
+      },
+      [this, p, received](kj::Exception&& e) {
+        if (p->finished) return;
+        p->bulk_bytes = *received;
+        // The chunks go on from where the stream stopped, from this holder
+        // first (readObject may still work) and then the next ones.
+        SHOAL_LOG_DEBUG("object {}: bulk stream from {} stopped at {} of {} bytes ({}); going on in chunks",
+                        p->id.hex(), p->sources[p->source], *received, p->size, kj_text(e));
+        p->received = p->next = *received;
+        pull_chunks(p);
+      }).attach(std::move(buffer)));
 }
 
 void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
@@ -256,8 +324,9 @@ void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
 void ClusterRuntime::finish_pull(const std::shared_ptr<Pull>& p, ObjectValuePtr value) {
   p->finished = true;
   double seconds = std::chrono::duration<double>(Clock::now() - p->started).count();
-  SHOAL_LOG_DEBUG("object {} ({} bytes): pulled in {:.3f} s ({:.2f} GB/s){}", p->id.hex(), p->size, seconds,
-                  static_cast<double>(p->size) / seconds / 1e9, value->error ? ": " + value->error->message : "");
+  SHOAL_LOG_DEBUG("object {} ({} bytes, {} over the bulk channel): pulled in {:.3f} s ({:.2f} GB/s){}", p->id.hex(),
+                  p->size, p->bulk_bytes, seconds, static_cast<double>(p->size) / seconds / 1e9,
+                  value->error ? ": " + value->error->message : "");
   p->value.reset();
   p->fulfiller->fulfill(kj::mv(value));
   // The fork's branches hold its hub; the map's entry can go now.
@@ -276,6 +345,26 @@ kj::Promise<void> ClusterRuntime::serve_read_object(ObjectId id, uint64_t offset
   }
   copy_chunk(id, local_copy(id), offset, length, out);
   return kj::READY_NOW;
+}
+
+void ClusterRuntime::serve_open_object_stream(ObjectId id, uint64_t offset,
+                                              rpc::Node::OpenObjectStreamResults::Builder out) {
+  out.setPort(0);
+  // A spilled value is read back off the loop by readObject.
+  if (!bulk_ || spilled_key(id)) return;
+  ObjectValuePtr value = local_copy(id);
+  if (!value) KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
+  if (value->error) KJ_FAIL_REQUIRE("object cannot be read here", id.hex(), value->error->message);
+  uint64_t size = value->bytes.size();
+  if (offset >= size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);
+  const char* data = value->bytes.data() + offset;
+  std::optional<std::string> ticket = bulk_->issue(value, data, size - offset);
+  if (!ticket) return;
+  out.setPort(bulk_->port());
+  out.setTicket(kj::arrayPtr(reinterpret_cast<const kj::byte*>(ticket->data()), ticket->size()));
+  out.setSize(size);
+  bytes_served_.fetch_add(size - offset, std::memory_order_relaxed);
+  bulk_bytes_served_.fetch_add(size - offset, std::memory_order_relaxed);
 }
 
 std::optional<ObjectId> ClusterRuntime::spilled_key(const ObjectId& id) const {
@@ -844,6 +933,7 @@ void ClusterRuntime::fill_node_objects(rpc::NodeObjects::Builder out) {
   out.setAddress(config_.address);
   out.setTruncated(truncated);
   out.setBytesServed(bytes_served_.load(std::memory_order_relaxed));
+  out.setBulkBytesServed(bulk_bytes_served_.load(std::memory_order_relaxed));
   auto list = out.initObjects(static_cast<unsigned>(rows.size()));
   for (unsigned i = 0; i < rows.size(); ++i) {
     list[i].setObjectHi(rows[i].id.hi);

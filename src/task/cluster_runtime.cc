@@ -16,6 +16,7 @@
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
 #include "shoal/registry.h"
+#include "task/bulk_channel.h"
 #include "task/cluster_task.h"
 #include "task/cluster_wire.h"
 #include "task/flat_json.h"
@@ -219,6 +220,16 @@ std::shared_ptr<ClusterRuntime> ClusterRuntime::create(ClusterRuntimeConfig conf
   };
   runtime->tasks_set_->add(refresh(refresh));
   runtime->on_members_changed();
+  if (runtime->config_.bulk_transfers) {
+    auto bulk = std::make_unique<BulkServer>(*runtime->config_.loop, timer);
+    Status listening = bulk->listen(runtime->config_.bulk_bind);
+    if (listening.ok()) {
+      runtime->bulk_ = std::move(bulk);
+    } else {
+      SHOAL_LOG_WARN("objects: no bulk channel on {} ({}); large values move in readObject chunks",
+                     runtime->config_.bulk_bind, listening.to_string());
+    }
+  }
   return runtime;
 }
 
@@ -3491,6 +3502,7 @@ void ClusterRuntime::teardown_on_loop() {
   restores_.clear();
   restore_queue_.clear();
   tasks_set_.reset();
+  bulk_.reset();
   links_.clear();
   waits_.clear();
   pulls_.clear();

@@ -94,6 +94,8 @@ inline ObjectId object_id(uint64_t hi, uint64_t lo) {
 }
 
 // One member as the owner sees it.
+class BulkServer;
+
 struct ClusterMember {
   std::string id;       // 32 hex digits
   std::string address;  // host:port of its RPC
@@ -119,6 +121,12 @@ struct ClusterRuntimeConfig {
   // Where this process's large values live and spill (a node shares its
   // engine's); null: in memory only.
   std::shared_ptr<ObjectStore> store;
+  // Serve and pull values over 100 KiB as raw bytes on a side connection
+  // (bulk_channel.h), listening on bulk_bind (an ephemeral port) instead of
+  // in readObject chunks. Off where RPC runs over TLS: those bytes are not
+  // encrypted.
+  bool bulk_transfers = false;
+  std::string bulk_bind;
   // True while this process restarts the detached actors whose node died
   // (the metadata leader's node; see cluster_detached.cc). Loop thread.
   std::function<bool()> keeps_detached_actors;
@@ -177,6 +185,9 @@ class ClusterRuntime final : public Runtime {
   // the loop (a 1 GiB file would stall every connection of the process).
   kj::Promise<void> serve_read_object(ObjectId id, uint64_t offset, uint32_t length,
                                       rpc::Node::ReadObjectResults::Builder out);
+  // A ticket for bytes [offset, size) of a value held here on the bulk
+  // channel; port 0 when there is none now.
+  void serve_open_object_stream(ObjectId id, uint64_t offset, rpc::Node::OpenObjectStreamResults::Builder out);
   void serve_free_objects(capnp::List<rpc::ObjectIdWire>::Reader objects);
   // What this process holds or owns; with `cluster`, every live member's too.
   kj::Promise<void> serve_object_stats(bool cluster, rpc::Node::ObjectStatsResults::Builder out);
@@ -359,6 +370,9 @@ class ClusterRuntime final : public Runtime {
   // rejects: a failure is a value with an error.
   kj::Promise<ObjectValuePtr> pull(ObjectId id, uint64_t size, std::vector<std::string> sources,
                                    bool from_spill = true);
+  // The bulk channel first (from the current holder), then readObject
+  // chunks for whatever it did not bring.
+  void pull_bulk(const std::shared_ptr<Pull>& pull);
   void pull_chunks(const std::shared_ptr<Pull>& pull);
   void finish_pull(const std::shared_ptr<Pull>& pull, ObjectValuePtr value);
   // Where to read a value that is large or held elsewhere (mutex_ held):
@@ -538,6 +552,7 @@ class ClusterRuntime final : public Runtime {
   uint64_t next_tail_ = 1;
   std::unique_ptr<kj::TaskSet::ErrorHandler> error_handler_;
   std::unique_ptr<kj::TaskSet> tasks_set_;
+  std::unique_ptr<BulkServer> bulk_;  // loop thread; null without bulk_transfers
 
   // Node side: hosted actors and owner sessions.
   std::mutex host_mutex_;
@@ -560,7 +575,8 @@ class ClusterRuntime final : public Runtime {
   std::unordered_map<ObjectId, Held> held_;                           // guarded
   std::list<ObjectId> copies_lru_;                                    // guarded: oldest first
   uint64_t copies_bytes_ = 0;                                         // guarded
-  std::atomic<uint64_t> bytes_served_{0};  // readObject bytes sent by this process
+  std::atomic<uint64_t> bytes_served_{0};  // bytes of values served to pullers (chunks and bulk tickets)
+  std::atomic<uint64_t> bulk_bytes_served_{0};  // of which on bulk tickets
   // Lineage (cluster_lineage.cc), guarded by mutex_.
   struct Lineage {
     std::shared_ptr<Task> task;  // finished; its arguments kept

@@ -381,7 +381,7 @@ def test_gpus_are_devices_shared_by_tasks_actors_and_jobs(cluster):
             proc.wait()
 
 
-def test_large_values_move_between_nodes_in_chunks(cluster):
+def test_large_values_move_between_nodes(cluster):
     first = start_cluster(cluster)
     out = driver(cluster, first, "objects", 100, timeout=300)
     check(out["broadcast_wrong"] == 0, "tasks read a 100 MiB put() value wrongly: %s" % out)
@@ -391,6 +391,10 @@ def test_large_values_move_between_nodes_in_chunks(cluster):
     check(out["chain_ok"], "a large result passed to the next task arrived wrongly: %s" % out)
     check(out["nested_ok"], "refs inside a value, read by a node: %s" % out)
     check(out["actor_ok"], "actor calls around a large argument ran out of order or wrongly: %s" % out)
+    # Node to node (the results, and the chain's argument) they went as raw
+    # streams on the bulk channel, not in readObject chunks.
+    bulk = sum(n.get("bulk_bytes_served", 0) for n in memory(cluster, first)["nodes"])
+    check(bulk >= 100 << 20, "the nodes served %d bytes on the bulk channel, not every 100 MiB value" % bulk)
 
 
 def memory(cluster, node):
@@ -707,7 +711,7 @@ if __name__ == "__main__":
         test_what_a_dead_driver_held_is_freed,
         test_placement_groups_reserve_all_or_nothing_and_free_on_removal,
         test_gpus_are_devices_shared_by_tasks_actors_and_jobs,
-        test_large_values_move_between_nodes_in_chunks,
+        test_large_values_move_between_nodes,
         test_large_objects_are_listed_and_freed_everywhere,
         test_a_pull_goes_on_from_a_copy_when_its_holder_is_killed,
         test_later_pullers_read_from_copies_not_only_the_owner,

@@ -7,7 +7,7 @@
 //   put        put() of one MIB MiB value: GB/s, against memcpy of as many bytes
 //   get        get() of that value in the process that put it, against memcpy
 //   transfer   a MIB MiB result made on one node, read by a task on another
-//              (pulled in chunks over RPC): GB/s, the median of 3 after a
+//              (pulled over the bulk channel): GB/s, the median of 3 after a
 //              first (reported too), against one plain TCP copy of as many
 //              bytes over loopback
 //   broadcast  one MIB MiB put() value read by a task on every node (each
