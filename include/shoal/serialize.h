@@ -90,10 +90,8 @@ struct StringWriter {
       return;
     }
     // A large string or binary body (see detail/copy.h); pack_into reserved
-    // the room, so resize does not move what is written.
-    std::size_t at = out->size();
-    out->resize(at + size);  // zero-fills: cheap next to the copy, and warm after the first value
-    copy_bytes(out->data() + at, data, size);
+    // the room, so nothing written moves.
+    append_bytes(*out, data, size);
   }
 };
 

@@ -98,3 +98,30 @@ TEST_CASE("copy_bytes copies exactly, whatever the sizes and the alignments") {
     }
   }
 }
+
+TEST_CASE("append_bytes appends exactly, with or without room reserved") {
+  std::string src((9u << 20) + 3, '\0');
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>((i * 97 + (i >> 11)) & 0xff);
+  for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{4096 + 7}, src.size()}) {
+    for (bool reserved : {false, true}) {
+      std::string out = "head!";  // a msgpack header's worth before the body
+      if (reserved) out.reserve(out.size() + size);
+      shoal::detail::append_bytes(out, src.data(), size);
+      REQUIRE(out.size() == 5 + size);
+      CHECK(out.compare(0, 5, "head!") == 0);
+      CHECK(std::memcmp(out.data() + 5, src.data(), size) == 0);
+      CHECK(out.c_str()[out.size()] == '\0');
+    }
+  }
+}
+
+TEST_CASE("resize_uninitialized keeps what was there and sets the size") {
+  std::string out = "kept";
+  shoal::detail::resize_uninitialized(out, 3u << 20);
+  REQUIRE(out.size() == 3u << 20);
+  CHECK(out.compare(0, 4, "kept") == 0);
+  CHECK(out.c_str()[out.size()] == '\0');
+  std::memset(out.data(), 'z', out.size());  // all of it is writable
+  shoal::detail::resize_uninitialized(out, 2);
+  CHECK(out == "zz");
+}

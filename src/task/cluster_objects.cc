@@ -171,7 +171,7 @@ kj::Promise<ObjectValuePtr> ClusterRuntime::pull(ObjectId id, uint64_t size, std
     p->value = std::make_shared<ObjectValue>();
     p->value->bytes.reserve(size);
     populate(p->value->bytes.data(), size);
-    p->value->bytes.resize(size);
+    resize_uninitialized(p->value->bytes, size);  // the pull writes every byte
   } catch (const std::bad_alloc&) {
     return error_value(Status::Code::kResourceExhausted,
                        "object " + id.hex() + ": no memory for its " + std::to_string(size) + " bytes",

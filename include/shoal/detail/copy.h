@@ -12,10 +12,19 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace shoal::detail {
 
 // Copies `n` bytes; the ranges must not overlap. memcpy below a few MiB.
 void copy_bytes(char* dst, const char* src, std::size_t n);
+
+// Appends `n` bytes to `out` with copy_bytes, without first writing zeros
+// over the room (src/base/string_append.cc).
+void append_bytes(std::string& out, const char* src, std::size_t n);
+
+// Sets out.size() to `n`; bytes beyond the old size are left as they were
+// in memory (not zeroed): for a buffer about to be overwritten whole.
+void resize_uninitialized(std::string& out, std::size_t n);
 
 }  // namespace shoal::detail
