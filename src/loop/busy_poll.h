@@ -18,7 +18,9 @@
 // A spinning thread stays runnable, so where other threads want its CPU it
 // would take time from the threads it waits for; the loop (loop.cc) yields
 // the CPU on every turn, and when a yield did give the CPU away it stops
-// spinning and does not spin again for a few milliseconds.
+// spinning and does not spin again for a few milliseconds. Nor does it spin
+// while this process's worker threads (note_cpu_work) are running tasks on
+// every other CPU: those want the CPU the spin would take.
 //
 // Pure logic, no clock: the loop reports what happened, the policy answers
 // how long to spin next time.

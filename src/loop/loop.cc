@@ -53,9 +53,27 @@ int64_t monotonic_ns() {
 // cost the loop a scheduler time slice), back to the minimum after a spin
 // that nobody interrupted.
 constexpr int64_t kSpinPreemptedNs = 50'000;
+
+std::atomic<int> g_cpu_workers{0};
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(CPU_COUNT(&set), 1);
+  return 1;
+}
+
+// Worker threads of this process are busy on every CPU but this one.
+bool workers_want_the_cpus() {
+  static const int cpus = usable_cpus();
+  int workers = g_cpu_workers.load(std::memory_order_relaxed);
+  return workers > 0 && workers >= cpus - 1;
+}
 constexpr int64_t kSpinBackoffMinNs = 10'000'000;
 constexpr int64_t kSpinBackoffMaxNs = 1'000'000'000;
 }  // namespace
+
+void note_cpu_work(int delta) { g_cpu_workers.fetch_add(delta, std::memory_order_relaxed); }
 
 void set_default_busy_poll_max_ns(int64_t max_ns) {
   g_default_busy_poll_max_ns.store(std::max<int64_t>(max_ns, 0));
@@ -215,7 +233,7 @@ class UvEventPort final : public kj::EventPort {
     if (timeout_ms == 0) return;
     int64_t now = monotonic_ns();
     const int64_t window = busy_poll_.window_ns();
-    if (window > 0 && now < spin_backoff_until_ns_) {
+    if (window > 0 && (now < spin_backoff_until_ns_ || (!ignore_load_ && workers_want_the_cpus()))) {
       ++busy_poll_stats_.spins_skipped;
     } else if (window > 0) {
       int64_t deadline = now + window;

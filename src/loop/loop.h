@@ -52,6 +52,11 @@ inline constexpr unsigned kKjTurnsPerCallback = 4096;
 void set_default_busy_poll_max_ns(int64_t max_ns);
 int64_t default_busy_poll_max_ns();
 
+// Threads of this process doing CPU work outside any loop (an executor
+// worker running a task) call this with +1 and -1 around it: a loop does not
+// spin while such threads could want every other CPU.
+void note_cpu_work(int delta);
+
 struct BusyPollStats {
   uint64_t spin_hits = 0;    // an event arrived while spinning
   uint64_t spin_misses = 0;  // spun the whole window in vain, then blocked

@@ -284,6 +284,20 @@ TEST_CASE("busy poll: a loop stops spinning while other threads want every CPU")
   CHECK(stats.spins_skipped > 0);
 }
 
+TEST_CASE("busy poll: a loop does not spin while this process's workers could use the other CPUs") {
+  Loop loop;
+  loop.set_busy_poll_max_ns(50'000'000);
+  note_cpu_work(1024);  // more busy workers than any machine has CPUs
+  std::vector<int> ran = run_paced_posts(loop, 20);
+  note_cpu_work(-1024);
+  CHECK(ran.size() == 20);
+  BusyPollStats stats = loop.busy_poll_stats();
+  CHECK(stats.window_ns > 0);
+  CHECK(stats.spins_skipped > 0);
+  CHECK(stats.spin_hits == 0);
+  CHECK(stats.spin_misses == 0);
+}
+
 TEST_CASE("busy poll: a bound of 0 never spins") {
   Loop loop;
   loop.set_busy_poll_max_ns(0);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "loop/loop.h"
 
 namespace shoal::detail {
 
@@ -267,7 +268,14 @@ void Executor::thread_main() {
     worker.gpus = std::move(next->second);
     worker.gpu_ids = GpuInstances::ids(worker.gpus);
     next.reset();
-    item->run();
+    {
+      // Busy loops of this process leave the CPUs to a running task (loop.h).
+      loop::note_cpu_work(1);
+      struct Done {
+        ~Done() { loop::note_cpu_work(-1); }
+      } done;
+      item->run();
+    }
     worker.demand = nullptr;
     ResourceSet demand = std::move(item->demand);
     GpuGrant gpus = std::move(worker.gpus);
