@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "base/cpus.h"
 #include "base/log.h"
 
 namespace shoal::loop {
@@ -56,16 +57,9 @@ constexpr int64_t kSpinPreemptedNs = 50'000;
 
 std::atomic<int> g_cpu_workers{0};
 
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(CPU_COUNT(&set), 1);
-  return 1;
-}
-
 // Worker threads of this process are busy on every CPU but this one.
 bool workers_want_the_cpus() {
-  static const int cpus = usable_cpus();
+  static const int cpus = static_cast<int>(usable_cpus());
   int workers = g_cpu_workers.load(std::memory_order_relaxed);
   return workers > 0 && workers >= cpus - 1;
 }

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,18 +11,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/cpus.h"
+
 namespace shoal::node {
 
-uint32_t detect_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n > 0) return static_cast<uint32_t>(n);
-  }
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<uint32_t>(n) : 1;
-}
+uint32_t detect_cpus() { return usable_cpus(); }
 
 uint64_t detect_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES);

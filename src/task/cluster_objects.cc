@@ -219,37 +219,32 @@ void ClusterRuntime::pull_bulk(const std::shared_ptr<Pull>& p) {
   });
   // The buffer is read into directly: keep it alive whatever happens to p.
   std::shared_ptr<ObjectValue> buffer = p->value;
-  auto moved = offer.then([this, p, host, received, buffer](BulkOffer offer) -> kj::Promise<bool> {
-    if (offer.port == 0) return false;  // none now: readObject
+  auto moved = offer.then([this, p, host, received, buffer](BulkOffer offer) -> kj::Promise<void> {
+    if (offer.port == 0) return kj::READY_NOW;  // none now: all of it by readObject
     if (offer.size != p->size) KJ_FAIL_REQUIRE("the holder's copy has another size", offer.size, p->size);
     if (offer.ticket.size() != kBulkTicketBytes) KJ_FAIL_REQUIRE("malformed bulk ticket", offer.ticket.size());
     return bulk_read(*config_.loop, host, offer.port, std::move(offer.ticket), buffer->bytes.data(), p->size,
-                     received)
-        .then([] { return true; });
+                     received);
   });
-  tasks_set_->add(moved.then(
-      [this, p, received](bool used) {
-        if (p->finished) return;
-        p->bulk_bytes = *received;
-        if (used && *received == p->size) {
-          p->received = p->size;
-          p->next = p->size;
-          finish_pull(p, p->value);
-          return;
-        }
-        p->received = p->next = *received;
-        pull_chunks(p);
-      },
-      [this, p, received](kj::Exception&& e) {
-        if (p->finished) return;
-        p->bulk_bytes = *received;
-        // The chunks go on from where the stream stopped, from this holder
-        // first (readObject may still work) and then the next ones.
-        SHOAL_LOG_DEBUG("object {}: bulk stream from {} stopped at {} of {} bytes ({}); going on in chunks",
-                        p->id.hex(), p->sources[p->source], *received, p->size, kj_text(e));
-        p->received = p->next = *received;
-        pull_chunks(p);
-      }).attach(std::move(buffer)));
+  // Done, or the chunks go on from where the stream stopped, from this
+  // holder first (readObject may still work) and then the next ones.
+  auto go_on = [this, p, received]() {
+    if (p->finished) return;
+    p->bulk_bytes = *received;
+    p->received = p->next = *received;
+    if (*received == p->size) {
+      finish_pull(p, p->value);
+    } else {
+      pull_chunks(p);
+    }
+  };
+  auto on_error = [p, received, go_on](kj::Exception&& e) {
+    SHOAL_LOG_DEBUG("object {}: bulk stream from {} stopped at {} of {} bytes ({}); going on in chunks", p->id.hex(),
+                    p->sources[p->source], *received, p->size, kj_text(e));
+    go_on();
+  };
+  // Both by value: then() keeps a reference to an lvalue it is given.
+  tasks_set_->add(moved.then(std::move(go_on), std::move(on_error)).attach(std::move(buffer)));
 }
 
 void ClusterRuntime::pull_chunks(const std::shared_ptr<Pull>& p) {
@@ -353,8 +348,7 @@ void ClusterRuntime::serve_open_object_stream(ObjectId id, uint64_t offset,
   // A spilled value is read back off the loop by readObject.
   if (!bulk_ || spilled_key(id)) return;
   ObjectValuePtr value = local_copy(id);
-  if (!value) KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
-  if (value->error) KJ_FAIL_REQUIRE("object cannot be read here", id.hex(), value->error->message);
+  require_servable(id, value);
   uint64_t size = value->bytes.size();
   if (offset >= size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);
   const char* data = value->bytes.data() + offset;
@@ -435,12 +429,14 @@ void ClusterRuntime::join_restore_threads(std::optional<uint64_t> only) {
   for (auto& t : threads) t.join();
 }
 
+void ClusterRuntime::require_servable(const ObjectId& id, const ObjectValuePtr& value) const {
+  if (!value) KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
+  if (value->error) KJ_FAIL_REQUIRE("object cannot be read here", id.hex(), value->error->message);
+}
+
 void ClusterRuntime::copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
                                 rpc::Node::ReadObjectResults::Builder out) {
-  if (!value) {
-    KJ_FAIL_REQUIRE("object is not held here (never, or freed)", id.hex(), config_.address);
-  }
-  if (value->error) KJ_FAIL_REQUIRE("object cannot be read here", id.hex(), value->error->message);
+  require_servable(id, value);
   uint64_t size = value->bytes.size();
   if (length > kChunkBytesMax) KJ_FAIL_REQUIRE("chunk too long", length, kChunkBytesMax);
   if (offset > size) KJ_FAIL_REQUIRE("offset beyond the value", offset, size);

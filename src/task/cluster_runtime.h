@@ -543,6 +543,8 @@ class ClusterRuntime final : public Runtime {
   // process's table) or the key of a result held for another process.
   std::optional<ObjectId> spilled_key(const ObjectId& id) const;
   void start_restore(const ObjectId& id);
+  // Throws (to the puller) unless `value` can be sent: held here, not an error.
+  void require_servable(const ObjectId& id, const ObjectValuePtr& value) const;
   void copy_chunk(const ObjectId& id, const ObjectValuePtr& value, uint64_t offset, uint32_t length,
                   rpc::Node::ReadObjectResults::Builder out);
   // Joins one restore thread (it has posted its answer), or all of them.
