@@ -2,83 +2,17 @@
 
 #include <kj/debug.h>
 #include <poll.h>
-#include <sched.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <cstdlib>
 #include <csignal>
 #include <exception>
 #include <limits>
 #include <utility>
 
 #include "base/assert.h"
-#include "base/cpus.h"
 #include "base/log.h"
 
 namespace shoal::loop {
-namespace {
-// SHOAL_BUSY_POLL_US in the environment, when it is a number of
-// microseconds in [0, 100000]; kDefaultBusyPollMaxNs otherwise.
-int64_t busy_poll_from_environment() {
-  const char* text = std::getenv("SHOAL_BUSY_POLL_US");
-  if (text == nullptr) return kDefaultBusyPollMaxNs;
-  char* end = nullptr;
-  errno = 0;
-  long long us = std::strtoll(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || us < 0 || us > 100'000) {
-    SHOAL_LOG_WARN("loop: ignoring SHOAL_BUSY_POLL_US='{}' (microseconds, 0-100000 expected)", text);
-    return kDefaultBusyPollMaxNs;
-  }
-  return us * 1000;
-}
-
-// -1: not set by set_default_busy_poll_max_ns (the environment decides).
-std::atomic<int64_t> g_default_busy_poll_max_ns{-1};
-
-int64_t monotonic_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// A spinning thread stays runnable, and the scheduler stops treating it as a
-// sleeper to wake promptly: where other threads want the CPU, spinning on
-// would starve the very threads the loop waits for (measured: a TCP
-// ping-pong that spins without this check falls from 125,000 to 670 round
-// trips/s beside two busy processes). A yield that took longer than this
-// means another thread ran on this CPU meanwhile: the loop stops spinning and
-// does not spin again for a while, kSpinBackoffMinNs at first, doubling with
-// every further spin cut short up to kSpinBackoffMaxNs (each such try can
-// cost the loop a scheduler time slice), back to the minimum after a spin
-// that nobody interrupted.
-constexpr int64_t kSpinPreemptedNs = 50'000;
-
-std::atomic<int> g_cpu_workers{0};
-
-// Worker threads of this process are busy on every CPU but this one.
-bool workers_want_the_cpus() {
-  static const int cpus = static_cast<int>(usable_cpus());
-  int workers = g_cpu_workers.load(std::memory_order_relaxed);
-  return workers > 0 && workers >= cpus - 1;
-}
-constexpr int64_t kSpinBackoffMinNs = 10'000'000;
-constexpr int64_t kSpinBackoffMaxNs = 1'000'000'000;
-}  // namespace
-
-void note_cpu_work(int delta) { g_cpu_workers.fetch_add(delta, std::memory_order_relaxed); }
-
-void set_default_busy_poll_max_ns(int64_t max_ns) {
-  g_default_busy_poll_max_ns.store(std::max<int64_t>(max_ns, 0));
-}
-int64_t default_busy_poll_max_ns() {
-  int64_t set = g_default_busy_poll_max_ns.load();
-  if (set >= 0) return set;
-  static const int64_t from_environment = busy_poll_from_environment();
-  return from_environment;
-}
-
 namespace detail {
 
 // kj::EventPort over libuv. Lives inside Loop; its handles are closed by ~Loop.
@@ -86,8 +20,7 @@ class UvEventPort final : public kj::EventPort {
  public:
   explicit UvEventPort(Loop& loop)
       : loop_(loop),
-        timer_(kj::systemPreciseMonotonicClock().now()),
-        busy_poll_(default_busy_poll_max_ns()) {
+        timer_(kj::systemPreciseMonotonicClock().now()) {
     uv_loop_t* uv = loop.uv();
     SHOAL_ASSERT(uv_prepare_init(uv, &prepare_) == 0);
     SHOAL_ASSERT(uv_check_init(uv, &check_) == 0);
@@ -221,54 +154,18 @@ class UvEventPort final : public kj::EventPort {
   // libuv is about to poll for I/O, blocking unless uv_backend_timeout() is
   // zero: spin first for the policy's window (see busy_poll.h).
   void spin_before_block() {
-    block_start_ns_ = -1;
-    if (!may_block_ || busy_poll_.max_ns() == 0) return;
+    spin_.cancel_block();
+    if (!may_block_) return;
     const int timeout_ms = uv_backend_timeout(loop_.uv());
     if (timeout_ms == 0) return;
-    int64_t now = monotonic_ns();
-    const int64_t window = busy_poll_.window_ns();
-    if (window > 0 && (now < spin_backoff_until_ns_ || (!ignore_load_ && workers_want_the_cpus()))) {
-      ++busy_poll_stats_.spins_skipped;
-    } else if (window > 0) {
-      int64_t deadline = now + window;
-      if (timeout_ms > 0) deadline = std::min(deadline, now + int64_t{timeout_ms} * 1'000'000);
-      // The backend (epoll) fd is readable when any watched fd has an event,
-      // including the uv_async eventfd that post() and wake() write to.
-      pollfd backend{uv_backend_fd(loop_.uv()), POLLIN, 0};
-      for (;;) {
-        if (::poll(&backend, 1, 0) > 0) {
-          spin_backoff_ns_ = kSpinBackoffMinNs;
-          busy_poll_.on_spin_hit();
-          ++busy_poll_stats_.spin_hits;
-          return;
-        }
-        sched_yield();
-        int64_t before = now;
-        now = monotonic_ns();
-        if (now - before > kSpinPreemptedNs && !ignore_load_) {
-          // Another thread got this CPU: spinning now would only keep it
-          // from the threads that have work.
-          spin_backoff_until_ns_ = now + spin_backoff_ns_;
-          spin_backoff_ns_ = std::min(spin_backoff_ns_ * 2, kSpinBackoffMaxNs);
-          ++busy_poll_stats_.spins_preempted;
-          break;
-        }
-        if (now >= deadline) {
-          spin_backoff_ns_ = kSpinBackoffMinNs;
-          break;
-        }
-      }
-      ++busy_poll_stats_.spin_misses;
-    }
-    block_start_ns_ = now;
+    const int64_t cap_ns = timeout_ms > 0 ? int64_t{timeout_ms} * 1'000'000 : std::numeric_limits<int64_t>::max();
+    // The backend (epoll) fd is readable when any watched fd has an event,
+    // including the uv_async eventfd that post() and wake() write to.
+    pollfd backend{uv_backend_fd(loop_.uv()), POLLIN, 0};
+    spin_.spin([&backend] { return ::poll(&backend, 1, 0) > 0; }, cap_ns);
   }
 
-  void after_poll() {
-    if (block_start_ns_ < 0) return;
-    ++busy_poll_stats_.blocks;
-    busy_poll_.on_block(monotonic_ns() - block_start_ns_);
-    block_start_ns_ = -1;
-  }
+  void after_poll() { spin_.woke(); }
 
   static void on_prepare(uv_prepare_t* h) {
     UvEventPort* port = self(h);
@@ -301,16 +198,11 @@ class UvEventPort final : public kj::EventPort {
   mutable std::atomic<bool> woken_{false};
   bool in_kj_wait_ = false;     // inside wait()/poll(): KJ runs the queue itself
   bool in_uv_callback_ = false;  // inside run_kj(): poll() must not run libuv
-  int64_t block_start_ns_ = -1;  // set when libuv is about to block in this iteration
 
  public:
   bool uv_running_ = false;  // inside uv_run (either mode): no nested uv_run
   bool may_block_ = false;   // the current uv_run may block (ONCE or DEFAULT)
-  BusyPollPolicy busy_poll_;
-  BusyPollStats busy_poll_stats_;
-  bool ignore_load_ = false;  // spin even when other threads want the CPU (tests)
-  int64_t spin_backoff_until_ns_ = 0;  // no spinning before this (another thread wanted the CPU)
-  int64_t spin_backoff_ns_ = kSpinBackoffMinNs;  // the next backoff
+  SpinWait spin_;  // before libuv blocks in epoll_wait (see spin_wait.h)
 };
 
 }  // namespace detail
@@ -384,15 +276,11 @@ bool Loop::run_queued_work() {
   return ran;
 }
 
-void Loop::set_busy_poll_max_ns(int64_t max_ns) { port_->busy_poll_.set_max(max_ns); }
+void Loop::set_busy_poll_max_ns(int64_t max_ns) { port_->spin_.set_max(max_ns); }
 
-void Loop::set_busy_poll_ignores_load(bool ignore) { port_->ignore_load_ = ignore; }
+void Loop::set_busy_poll_ignores_load(bool ignore) { port_->spin_.set_ignores_load(ignore); }
 
-BusyPollStats Loop::busy_poll_stats() const {
-  BusyPollStats stats = port_->busy_poll_stats_;
-  stats.window_ns = port_->busy_poll_.window_ns();
-  return stats;
-}
+BusyPollStats Loop::busy_poll_stats() const { return port_->spin_.stats(); }
 
 void Loop::stop() { uv_stop(&uv_loop_); }
 

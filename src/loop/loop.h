@@ -36,7 +36,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "loop/busy_poll.h"
+#include "loop/spin_wait.h"
 #include "shoal/status.h"
 
 namespace shoal::loop {
@@ -46,25 +46,6 @@ inline constexpr size_t kPostQueueMax = 65536;
 // KJ turns run per libuv callback before libuv gets to poll I/O again (the
 // rest run on the next iteration, with a zero poll timeout).
 inline constexpr unsigned kKjTurnsPerCallback = 4096;
-
-// Busy polling of Loops constructed from now on (0: off); see busy_poll.h.
-// `shoal start --busy-poll-us` sets it before the node's loops exist.
-void set_default_busy_poll_max_ns(int64_t max_ns);
-int64_t default_busy_poll_max_ns();
-
-// Threads of this process doing CPU work outside any loop (an executor
-// worker running a task) call this with +1 and -1 around it: a loop does not
-// spin while such threads could want every other CPU.
-void note_cpu_work(int delta);
-
-struct BusyPollStats {
-  uint64_t spin_hits = 0;    // an event arrived while spinning
-  uint64_t spin_misses = 0;  // spun the whole window in vain, then blocked
-  uint64_t spins_preempted = 0;  // a yield gave the CPU to another thread: spin cut short
-  uint64_t spins_skipped = 0;    // not spun: another thread wanted the CPU moments ago
-  uint64_t blocks = 0;       // blocked in epoll_wait (after a miss or without spinning)
-  int64_t window_ns = 0;     // the current spin window
-};
 
 namespace detail {
 // Something with bytes buffered during a KJ turn ("corked") that must be

@@ -35,6 +35,8 @@ ResourceSet cpus_of(const ResourceSet& demand) {
 Executor::Executor(Config config)
     : threads_max_(
           std::clamp(config.threads_max, std::max(config.threads_min, 1), kThreadsMaxLimit)),
+      busy_poll_max_ns_(config.busy_poll_max_ns >= 0 ? config.busy_poll_max_ns : loop::default_busy_poll_max_ns()),
+      spin_ignores_load_(config.spin_ignores_load),
       resources_(config.total),
       gpus_(config.total) {
   std::lock_guard lock(mutex_);
@@ -62,8 +64,11 @@ Status Executor::submit(WorkItem item) {
   std::string key = item.demand.key();
   classes_[key].push_back(Queued{next_sequence_++, std::move(item)});
   ++queued_;
-  if (idle_ > 0) {
-    work_cv_.notify_one();
+  if (queued_ <= spinning_) {
+    // A spinning thread takes it without a wake-up.
+    signals_.fetch_add(1, std::memory_order_release);
+  } else if (idle_ > 0) {
+    signal_work(false);
   } else {
     maybe_add_thread();
   }
@@ -165,7 +170,7 @@ std::vector<WorkItem> Executor::drain() {
   }
   classes_.clear();
   queued_ = 0;
-  work_cv_.notify_all();
+  signal_work(true);
   return out;
 }
 
@@ -177,7 +182,7 @@ void Executor::join() {
     SHOAL_ASSERT(tls_worker == nullptr || tls_worker->executor != this);
     if (joined_) return;
     joined_ = true;
-    work_cv_.notify_all();
+    signal_work(true);
     threads = std::move(threads_);
   }
   for (auto& t : threads) t.join();
@@ -190,7 +195,7 @@ ResourceSet Executor::total() const {
 
 Executor::Stats Executor::stats() const {
   std::lock_guard lock(mutex_);
-  return Stats{queued_, running_, blocked_, threads_.size(), resources_.available()};
+  return Stats{queued_, running_, blocked_, threads_.size(), resources_.available(), spin_wakes_};
 }
 
 bool Executor::can_start(const ResourceSet& demand) const {
@@ -223,10 +228,29 @@ std::optional<std::pair<WorkItem, GpuGrant>> Executor::take_next() {
   return std::make_pair(std::move(item), std::move(gpus));
 }
 
+bool Executor::startable_beyond(std::size_t ready) const {
+  if (ready == 0) return has_startable();
+  if (reacquiring_ > 0) return false;
+  // More items could start now, one after another in the free resources,
+  // than `ready` threads will take?
+  NodeResources scratch = resources_;
+  std::size_t startable = 0;
+  for (const auto& [key, queue] : classes_) {
+    for (const Queued& q : queue) {
+      if (!scratch.can_run(q.item.demand) || !gpus_.can_take(q.item.demand)) break;
+      scratch.acquire(q.item.demand);
+      if (++startable > ready) return true;
+    }
+  }
+  return false;
+}
+
 void Executor::maybe_add_thread() {
   if (draining_ || idle_ > 0) return;
   if (static_cast<int>(threads_.size()) >= threads_max_) return;
-  if (!has_startable()) return;
+  // Threads spinning for work (or about to look at the queue) take what
+  // they can; a new thread only for what they cannot.
+  if (!startable_beyond(spinning_)) return;
   try {
     threads_.emplace_back([this] { thread_main(); });
   } catch (const std::system_error&) {
@@ -239,11 +263,18 @@ void Executor::wake_after_release() {
   if (reacquiring_ > 0) {
     reacquire_cv_.notify_all();
   } else if (queued_ > 0) {
-    if (idle_ > 0) {
-      work_cv_.notify_all();
-    } else {
-      maybe_add_thread();
-    }
+    signal_work(true);
+    maybe_add_thread();
+  }
+}
+
+void Executor::signal_work(bool all) {
+  signals_.fetch_add(1, std::memory_order_release);
+  if (idle_ == 0) return;
+  if (all) {
+    work_cv_.notify_all();
+  } else {
+    work_cv_.notify_one();
   }
 }
 
@@ -251,16 +282,39 @@ void Executor::thread_main() {
   Worker worker;
   worker.executor = this;
   tls_worker = &worker;
+  // One idle worker at a time spins for work before it sleeps: a task
+  // handed to a sleeping thread waits for the thread's wake-up, tens of
+  // microseconds on a virtual machine (spin_wait.h).
+  loop::SpinWait spin(busy_poll_max_ns_);
+  spin.set_ignores_load(spin_ignores_load_);
+  bool spun = false;     // since the last item: the next wait blocks
+  bool just_spun = false;  // the spin that just ended times the block that follows
   std::unique_lock lock(mutex_);
   while (true) {
     auto next = draining_ ? std::nullopt : take_next();
     if (!next) {
       if (draining_) break;
+      if (!spun && spinning_ == 0) {
+        spun = true;
+        ++spinning_;
+        const uint64_t seen = signals_.load(std::memory_order_acquire);
+        lock.unlock();
+        const bool signalled = spin.spin([&] { return signals_.load(std::memory_order_acquire) != seen; });
+        lock.lock();
+        --spinning_;
+        if (signalled) ++spin_wakes_;
+        just_spun = true;
+        continue;  // take what came, or block (spun)
+      }
+      if (!just_spun) spin.cancel_block();
+      just_spun = false;
       ++idle_;
       work_cv_.wait(lock);
       --idle_;
+      spin.woke();
       continue;
     }
+    spun = just_spun = false;
     ++running_;
     lock.unlock();
     std::optional<WorkItem> item(std::move(next->first));
@@ -288,7 +342,11 @@ void Executor::thread_main() {
     if (!keep) {
       resources_.release(demand);
       gpus_.give_back(gpus);
+      // This thread looks at the queue next: one startable item needs no
+      // other thread (counted like a spinning one).
+      ++spinning_;
       wake_after_release();
+      --spinning_;
     }
   }
   tls_worker = nullptr;
@@ -315,7 +373,7 @@ void Executor::end_blocking(Worker& worker) {
   worker.lent = ResourceSet();
   worker.blocked = false;
   --blocked_;
-  if (reacquiring_ == 0 && queued_ > 0 && idle_ > 0) work_cv_.notify_all();
+  if (reacquiring_ == 0 && queued_ > 0) signal_work(true);
 }
 
 std::vector<uint32_t> Executor::current_gpu_ids() {

@@ -24,6 +24,7 @@
 // must not be called from a pool thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +62,10 @@ class Executor {
     ResourceSet total;     // what the node has
     int threads_min = 1;   // started at once (ceil(CPUs))
     int threads_max = 64;  // CPU-bound items plus items blocked in get()
+    // How long an idle worker spins for the next item before it sleeps
+    // (loop/spin_wait.h); -1: the process's busy-poll bound, 0: never.
+    int64_t busy_poll_max_ns = -1;
+    bool spin_ignores_load = false;  // tests: spin even when other threads want the CPU
   };
   struct Stats {
     std::size_t queued = 0;
@@ -68,6 +73,7 @@ class Executor {
     std::size_t blocked = 0;
     std::size_t threads = 0;
     ResourceSet available;
+    uint64_t spin_wakes = 0;  // idle waits that ended while spinning, without sleeping
   };
 
   explicit Executor(Config config);
@@ -153,12 +159,20 @@ class Executor {
   void maybe_add_thread();     // lock held
   void begin_blocking(Worker& worker);
   void end_blocking(Worker& worker);
+  // More queued items could start in the free resources than `ready`
+  // threads will take (lock held).
+  bool startable_beyond(std::size_t ready) const;
   void wake_after_release();  // lock held
+  // New work may be startable: wakes idle threads (one, or all) and ends
+  // the spin of a spinning one (lock held).
+  void signal_work(bool all);
   void finish_bundle_releases();  // lock held
   // A bundle being released that `demand` asks for, if any (lock held).
   const ResourceSet* released_bundle_of(const ResourceSet& demand) const;
 
   const int threads_max_;
+  const int64_t busy_poll_max_ns_;
+  const bool spin_ignores_load_;
   mutable std::mutex mutex_;
   std::condition_variable work_cv_;                    // idle threads wait for items
   std::condition_variable reacquire_cv_;               // unblocked items wait for their demand
@@ -169,6 +183,12 @@ class Executor {
   std::size_t running_ = 0;                            // guarded
   std::size_t blocked_ = 0;                            // guarded
   std::size_t idle_ = 0;                               // guarded
+  // Threads that look at the queue next without a wake-up (spinning for
+  // work, or done with an item): submit() and wake_after_release() need not
+  // wake or start a thread for that many queued items.
+  std::size_t spinning_ = 0;  // guarded
+  std::atomic<uint64_t> signals_{0};                   // signal_work() calls; spinners poll it
+  uint64_t spin_wakes_ = 0;                            // guarded
   std::size_t reacquiring_ = 0;                        // guarded
   uint64_t next_sequence_ = 0;                         // guarded
   bool draining_ = false;                              // guarded
