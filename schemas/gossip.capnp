@@ -27,6 +27,7 @@ struct Message {
     left @6 :Left;
     load @7 :LoadUpdate;
     pushPull @8 :PushPull;
+    nack @9 :Nack;
   }
 }
 
@@ -65,6 +66,11 @@ struct Ack {
 }
 
 # Ask the receiver to probe target on the sender's behalf.
+# A relay of a PingReq got no ack from the target in time (Lifeguard).
+struct Nack {
+  seq @0 :UInt32;           # the requester's PingReq seq
+}
+
 struct PingReq {
   seq @0 :UInt32;
   targetId @1 :Text;

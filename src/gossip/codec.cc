@@ -66,6 +66,7 @@ void fill_message(wire::Message::Builder b, const Message& message) {
       p.setTargetId(m.target_id);
     }
     void operator()(const Ack& m) { b.initAck().setSeq(m.seq); }
+    void operator()(const Nack& m) { b.initNack().setSeq(m.seq); }
     void operator()(const PingReq& m) {
       auto p = b.initPingReq();
       p.setSeq(m.seq);
@@ -191,6 +192,8 @@ Result<Message> read_message(wire::Message::Reader r) {
     }
     case wire::Message::ACK:
       return Message(Ack{r.getAck().getSeq()});
+    case wire::Message::NACK:
+      return Message(Nack{r.getNack().getSeq()});
     case wire::Message::PING_REQ: {
       PingReq m;
       auto p = r.getPingReq();

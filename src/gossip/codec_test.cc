@@ -38,7 +38,7 @@ std::vector<Message> every_message() {
   PushPull pp{true, true, {{sample_info(), MemberState::kSuspect, 3}, {sample_info(), MemberState::kLeft, 4}}};
   pp.states[1].info.id = kId;
   return {Ping{1, kId2}, Ping{2, ""}, Ack{3}, PingReq{4, kId2, "[::1]:7400"}, Alive{sample_info(), 11},
-          Suspect{kId2, 12, kId}, Dead{kId2, 13, kId}, Left{kId2, 14}, load, pp};
+          Suspect{kId2, 12, kId}, Dead{kId2, 13, kId}, Left{kId2, 14}, load, pp, Nack{5}};
 }
 
 Packet packet_of(std::vector<Message> messages, uint64_t seq = 1) {
@@ -96,6 +96,9 @@ TEST_CASE("every message type round trips") {
   CHECK(load.available.custom.at("tpu") == 2);
   CHECK(load.running_tasks == 7);
   CHECK(load.version == 9);
+  auto nack = decode_packet(as_bytes(encode_ok(packet_of({all[10]}))), as_bytes(kKey));
+  REQUIRE(nack.ok());
+  CHECK(std::get<Nack>(nack->messages[0]).seq == 5);
   const auto& pp = std::get<PushPull>(decoded->messages[9]);
   CHECK(pp.join);
   CHECK(pp.want_reply);

@@ -54,7 +54,7 @@ const char* event_kind_name(MemberEvent::Kind kind) {
 
 const char* message_name(const Message& message) {
   static const char* const kNames[] = {"ping", "ack", "ping-req", "alive", "suspect",
-                                       "dead", "left", "load", "push-pull"};
+                                       "dead", "left", "load", "push-pull", "nack"};
   return kNames[message.index()];
 }
 
@@ -68,6 +68,7 @@ size_t message_size_bound(const Message& message) {
   struct Visitor {
     size_t operator()(const Ping& m) const { return 16 + text_bound(m.target_id); }
     size_t operator()(const Ack&) const { return 8; }
+    size_t operator()(const Nack&) const { return 8; }
     size_t operator()(const PingReq& m) const {
       return 24 + text_bound(m.target_id) + text_bound(m.target_address);
     }
@@ -183,6 +184,7 @@ Status validate_message(const Message& message) {
   struct Visitor {
     Status operator()(const Ping& m) const { return check_id(m.target_id, "ping target", true); }
     Status operator()(const Ack&) const { return {}; }
+    Status operator()(const Nack&) const { return {}; }
     Status operator()(const PingReq& m) const {
       SHOAL_RETURN_IF_ERROR(check_id(m.target_id, "ping-req target"));
       return validate_address(m.target_address);
@@ -386,9 +388,7 @@ void Core::tick(uint64_t now_ms) {
   }
   tick_probe(now_ms);
   tick_suspicions(now_ms);
-  for (auto it = relays_.begin(); it != relays_.end();) {
-    it = it->second.deadline_ms <= now_ms ? relays_.erase(it) : std::next(it);
-  }
+  tick_relays(now_ms);
   if (load_set_ && (now_ms >= next_load_ms_ ||
                     (load_pending_ && now_ms >= last_load_broadcast_ms_ + config_.load_broadcast_min_ms))) {
     broadcast_own_load(now_ms);
@@ -432,6 +432,7 @@ void Core::receive(const std::string& from_address, const std::string& from_id,
     uint64_t now;
     void operator()(const Ping& m) { core.on_ping(from, m, now); }
     void operator()(const Ack& m) { core.on_ack(m, now); }
+    void operator()(const Nack& m) { core.on_nack(m); }
     void operator()(const PingReq& m) { core.on_ping_req(from, m, now); }
     void operator()(const Alive& m) { core.on_alive(m, now); }
     void operator()(const Suspect& m) { core.on_suspect(m, now); }
@@ -474,14 +475,38 @@ void Core::on_ack(const Ack& ack, uint64_t now_ms) {
   send(relay.requester_address, Ack{relay.requester_seq}, true);
 }
 
+void Core::on_nack(const Nack& nack) {
+  if (probe_ && probe_->seq == nack.seq && probe_->indirect_sent) ++probe_->nacks;
+}
+
 void Core::on_ping_req(const std::string& from_address, const PingReq& req, uint64_t now_ms) {
   if (relays_.size() >= kRelaysMax || req.target_id == self_id_) return;
   uint32_t seq = next_seq_++;
-  relays_[seq] = Relay{from_address, req.seq, now_ms + config_.probe_interval_ms};
+  // The nack leaves at 80% of the (unscaled) probe timeout, so that it
+  // reaches the requester before its probe ends.
+  relays_[seq] = Relay{from_address, req.seq, now_ms + config_.probe_timeout_ms * 4 / 5, false,
+                       now_ms + config_.probe_interval_ms};
   send(req.target_address, Ping{seq, req.target_id}, true);
 }
 
+void Core::tick_relays(uint64_t now_ms) {
+  for (auto it = relays_.begin(); it != relays_.end();) {
+    Relay& relay = it->second;
+    if (!relay.nacked && now_ms >= relay.nack_at_ms) {
+      relay.nacked = true;
+      send(relay.requester_address, Nack{relay.requester_seq}, false);
+    }
+    it = relay.deadline_ms <= now_ms ? relays_.erase(it) : std::next(it);
+  }
+}
+
+void Core::adjust_health(int delta) {
+  const int64_t next = std::clamp<int64_t>(int64_t{health_} + delta, 0, config_.health_max);
+  health_ = static_cast<uint32_t>(next);
+}
+
 void Core::refute(uint64_t accused_incarnation) {
+  adjust_health(1);  // others could not reach us in time: we may be the slow one
   Entry& me = self_entry();
   me.member.incarnation = std::max(me.member.incarnation, accused_incarnation) + 1;
   broadcast(self_id_, self_alive());
@@ -703,18 +728,20 @@ void Core::forward_join(const std::string& from_address, const PushPull& request
 
 void Core::tick_probe(uint64_t now_ms) {
   if (probe_ && !probe_->acked && !probe_->indirect_sent &&
-      now_ms >= probe_->start_ms + config_.probe_timeout_ms) {
+      now_ms >= probe_->start_ms + health_scaled(config_.probe_timeout_ms)) {
     probe_->indirect_sent = true;
     auto it = members_.find(probe_->target_id);
     if (it != members_.end()) {
       PingReq req{probe_->seq, probe_->target_id, it->second.member.info.address};
       for (const Entry* e : random_members(config_.indirect_checks, probe_->target_id, false, now_ms)) {
         send(e->member.info.address, req, true);
+        ++probe_->nacks_expected;
       }
     }
   }
   if (now_ms < next_probe_ms_) return;
-  next_probe_ms_ = now_ms + config_.probe_interval_ms;
+  if (probe_) end_probe();
+  next_probe_ms_ = now_ms + health_scaled(config_.probe_interval_ms);
   if (probe_ && !probe_->acked) {
     auto it = members_.find(probe_->target_id);
     if (it != members_.end() && (it->second.member.state == MemberState::kAlive ||
@@ -724,6 +751,20 @@ void Core::tick_probe(uint64_t now_ms) {
   }
   probe_.reset();
   if (!leaving_) start_probe(now_ms);
+}
+
+void Core::end_probe() {
+  // As Lifeguard (and memberlist): a direct ack is good news about this
+  // node too; an indirect one says nothing of it. A failed probe counts
+  // each relay that did not nack (they are taken to work, so this node lost
+  // their answers), or 1 when there was no relay to ask.
+  if (probe_->acked) {
+    if (!probe_->indirect_sent) adjust_health(-1);
+  } else if (probe_->nacks_expected > 0) {
+    adjust_health(static_cast<int>(probe_->nacks_expected - std::min(probe_->nacks, probe_->nacks_expected)));
+  } else {
+    adjust_health(1);
+  }
 }
 
 void Core::start_probe(uint64_t now_ms) {

@@ -111,6 +111,11 @@ struct Ping {
 struct Ack {
   uint32_t seq = 0;
 };
+// From a member relaying our ping-req: the target did not answer it in time.
+// Lifeguard: a prober that misses the nacks of working relays is itself slow.
+struct Nack {
+  uint32_t seq = 0;
+};
 struct PingReq {
   uint32_t seq = 0;
   std::string target_id;
@@ -152,7 +157,7 @@ struct PushPull {
   std::vector<StateEntry> states;
 };
 
-using Message = std::variant<Ping, Ack, PingReq, Alive, Suspect, Dead, Left, LoadUpdate, PushPull>;
+using Message = std::variant<Ping, Ack, PingReq, Alive, Suspect, Dead, Left, LoadUpdate, PushPull, Nack>;
 const char* message_name(const Message& message);
 
 struct Outgoing {
@@ -187,6 +192,12 @@ struct Config {
   // independent confirmations. min scales with log10(n) above 10 members.
   uint64_t suspicion_min_ms = 750;
   uint32_t suspicion_max_mult = 3;
+  // Lifeguard local health: a score in [0, health_max] that rises when this
+  // node's own probes fail without the relays' nacks (or with none to ask),
+  // and when it must refute a suspicion of itself; a probe acked directly
+  // lowers it. Probe interval and timeout scale by (score + 1): a node
+  // starved of CPU or network waits longer before it suspects others.
+  uint32_t health_max = 8;
   uint64_t push_pull_interval_ms = 15'000;  // anti-entropy, scaled up for n > 32
   uint64_t reconnect_interval_ms = 2'000;   // sync with a random dead member
   uint64_t join_retry_ms = 1'000;           // resend join until a seed answers
@@ -229,6 +240,8 @@ class Core {
   size_t count(MemberState state) const;
   const Member& self() const;
   uint64_t incarnation() const { return self().incarnation; }
+  // Lifeguard local health score, 0 (healthy) .. Config::health_max.
+  uint32_t health_score() const { return health_; }
   bool joined() const { return joined_; }
   bool leaving() const { return leaving_; }
   const Config& config() const { return config_; }
@@ -254,10 +267,14 @@ class Core {
     uint64_t start_ms = 0;
     bool acked = false;
     bool indirect_sent = false;
+    uint32_t nacks_expected = 0;  // relays asked
+    uint32_t nacks = 0;
   };
   struct Relay {
     std::string requester_address;
     uint32_t requester_seq = 0;
+    uint64_t nack_at_ms = 0;  // no ack from the target by then: nack the requester
+    bool nacked = false;
     uint64_t deadline_ms = 0;
   };
   struct Broadcast {
@@ -269,6 +286,7 @@ class Core {
   // Handlers; each returns nothing, updates state and queues broadcasts/events.
   void on_ping(const std::string& from_address, const Ping& ping, uint64_t now_ms);
   void on_ack(const Ack& ack, uint64_t now_ms);
+  void on_nack(const Nack& nack);
   void on_ping_req(const std::string& from_address, const PingReq& req, uint64_t now_ms);
   void on_alive(const Alive& alive, uint64_t now_ms);
   void on_suspect(const Suspect& suspect, uint64_t now_ms);
@@ -290,6 +308,10 @@ class Core {
   uint64_t suspicion_timeout_ms(const Suspicion& suspicion) const;
 
   void tick_probe(uint64_t now_ms);
+  void end_probe();  // updates the local health from the probe's outcome
+  void tick_relays(uint64_t now_ms);
+  void adjust_health(int delta);
+  uint64_t health_scaled(uint64_t ms) const { return ms * (health_ + 1); }
   void start_probe(uint64_t now_ms);
   void tick_suspicions(uint64_t now_ms);
   void notify_suspect(Entry& entry, const std::string& address, uint64_t now_ms);
@@ -336,6 +358,7 @@ class Core {
   uint64_t next_probe_ms_ = 0;
   uint32_t next_seq_ = 1;
   std::map<uint32_t, Relay> relays_;
+  uint32_t health_ = 0;  // Lifeguard local health score
 
   uint64_t next_gossip_ms_ = 0;
   uint64_t next_push_pull_ms_ = 0;

@@ -406,3 +406,144 @@ TEST_CASE("leave_notify_direct bounds the direct Left packets") {
   }
   CHECK(direct == 5);
 }
+
+namespace {
+
+// Pings sent by `core` between `from` and `to` (ticks every 10 ms), each
+// answered with an ack when `ack` is set.
+size_t pings_between(Core& core, uint64_t from, uint64_t to, bool ack) {
+  size_t pings = 0;
+  for (uint64_t now = from; now < to; now += 10) {
+    core.tick(now);
+    for (const auto& o : core.take_outgoing()) {
+      for (const auto& m : o.messages) {
+        const auto* p = std::get_if<Ping>(&m);
+        if (p == nullptr) continue;
+        ++pings;
+        if (ack) core.receive(o.to_address, p->target_id, Ack{p->seq}, now);
+      }
+    }
+  }
+  return pings;
+}
+
+}  // namespace
+
+TEST_CASE("local health: failed probes with no relay to ask raise it and slow probing; direct acks lower it") {
+  SeededRng rng(21);
+  Config config;
+  config.suspicion_min_ms = 1'000'000;  // the silent member stays suspect (probed) throughout
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Alive{info_of(1), 1}, 0);
+  CHECK(core.health_score() == 0);
+  // Healthy: one probe per 250 ms.
+  CHECK(pings_between(core, 0, 2'500, true) >= 9);
+  CHECK(core.health_score() == 0);
+  // Silence, and no third member to relay a ping-req: +1 per failed probe,
+  // up to health_max; the interval stretches to 250 ms * (score + 1).
+  pings_between(core, 2'500, 40'000, false);
+  CHECK(core.health_score() == config.health_max);
+  size_t slow = pings_between(core, 40'000, 40'000 + 10 * 2'250, false);
+  CHECK(slow >= 9);
+  CHECK(slow <= 11);
+  // Answered again: each direct ack takes one off, down to 0.
+  pings_between(core, 62'500, 62'500 + 30'000, true);
+  CHECK(core.health_score() == 0);
+}
+
+TEST_CASE("local health: relays nack a silent target; the prober counts only the nacks it missed") {
+  SeededRng rng(22);
+  Config config;
+  config.suspicion_min_ms = 1'000'000;
+  Core core(config, info_of(0), 1, rng);
+  core.join({}, 0);
+  for (int i = 1; i <= 4; ++i) core.receive("10.0.0." + std::to_string(i + 1) + ":7946", id_of(i), Alive{info_of(i), 1}, 0);
+  core.take_outgoing();
+  // Probes go unanswered; relays answer each ping-req with a nack, all of
+  // them in the first probe, all but one in the second.
+  uint64_t now = 0;
+  int probes_with_relays = 0;
+  std::vector<uint32_t> health_after;
+  for (; now < 20'000 && probes_with_relays < 2; now += 10) {
+    uint32_t before = core.health_score();
+    core.tick(now);
+    size_t nacked = 0;
+    size_t reqs = 0;
+    for (const auto& o : core.take_outgoing()) {
+      for (const auto& m : o.messages) {
+        const auto* req = std::get_if<PingReq>(&m);
+        if (req == nullptr) continue;
+        ++reqs;
+        if (probes_with_relays == 1 && nacked + 1 == config.indirect_checks) continue;  // one lost nack
+        ++nacked;
+        core.receive(o.to_address, id_of(1), Nack{req->seq}, now);
+      }
+    }
+    if (reqs > 0) {
+      CHECK(reqs == config.indirect_checks);
+      ++probes_with_relays;
+      CHECK(before == 0);
+      // Run to the end of this probe and look at the score.
+      for (uint64_t end = now + config.probe_interval_ms; now < end; now += 10) {
+        core.tick(now);
+        core.take_outgoing();
+      }
+      health_after.push_back(core.health_score());
+    }
+  }
+  REQUIRE(health_after.size() == 2);
+  CHECK(health_after[0] == 0);  // every relay nacked: the target is the problem, not us
+  CHECK(health_after[1] == 1);  // one relay's nack never came
+}
+
+TEST_CASE("local health: a relay nacks the requester when the target does not ack in time, not when it does") {
+  SeededRng rng(23);
+  Config config;
+  Core relay(config, info_of(0), 1, rng);
+  relay.join({}, 0);
+  relay.take_outgoing();
+  // Request 7: the target stays silent.
+  relay.receive("10.0.0.2:7946", id_of(1), PingReq{7, id_of(2), "10.0.0.3:7946"}, 0);
+  auto out = relay.take_outgoing();
+  REQUIRE(count_of<Ping>(out) == 1);
+  relay.tick(config.probe_timeout_ms * 4 / 5 - 1);
+  CHECK(count_of<Nack>(relay.take_outgoing()) == 0);
+  relay.tick(config.probe_timeout_ms * 4 / 5);
+  out = relay.take_outgoing();
+  REQUIRE(count_of<Nack>(out) == 1);
+  for (const auto& o : out) {
+    for (const auto& m : o.messages) {
+      if (const auto* n = std::get_if<Nack>(&m)) {
+        CHECK(n->seq == 7);
+        CHECK(o.to_address == "10.0.0.2:7946");
+      }
+    }
+  }
+  relay.tick(config.probe_timeout_ms * 2);
+  CHECK(count_of<Nack>(relay.take_outgoing()) == 0);  // once
+
+  // Request 8: the target acks in time; the requester gets the ack, no nack.
+  relay.receive("10.0.0.2:7946", id_of(1), PingReq{8, id_of(2), "10.0.0.3:7946"}, 1'000);
+  uint32_t seq = 0;
+  for (const auto& o : relay.take_outgoing()) {
+    for (const auto& m : o.messages) {
+      if (const auto* p = std::get_if<Ping>(&m)) seq = p->seq;
+    }
+  }
+  relay.receive("10.0.0.3:7946", id_of(2), Ack{seq}, 1'010);
+  out = relay.take_outgoing();
+  CHECK(count_of<Ack>(out) == 1);
+  relay.tick(1'000 + config.probe_interval_ms);
+  CHECK(count_of<Nack>(relay.take_outgoing()) == 0);
+}
+
+TEST_CASE("local health: refuting a suspicion of this node raises it") {
+  SeededRng rng(24);
+  Core core(Config{}, info_of(0), 100, rng);
+  core.join({}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Alive{info_of(1), 5}, 0);
+  core.receive("10.0.0.2:7946", id_of(1), Suspect{id_of(0), 100, id_of(1)}, 1);
+  CHECK(core.incarnation() == 101);
+  CHECK(core.health_score() == 1);
+}

@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -295,6 +296,18 @@ bool GossipService::resolve(const std::string& address, struct sockaddr_storage&
 
 void GossipService::flush() {
   if (!core_) return;
+  if (uint32_t health = core_->health_score(); health != logged_health_) {
+    // Lifeguard: this node's probes went unanswered beyond what the relays
+    // explain, or it had to refute a suspicion: it probes more slowly.
+    const uint32_t high = std::max<uint32_t>(core_->config().health_max / 2, 1);
+    if (health >= high && logged_health_ < high) {
+      SHOAL_LOG_WARN("gossip: this node looks slow to its peers or itself (local health score {}); probing every {} ms",
+                     health, core_->config().probe_interval_ms * (health + 1));
+    } else {
+      SHOAL_LOG_DEBUG("gossip: local health score {} (0 is healthy)", health);
+    }
+    logged_health_ = health;
+  }
   for (const MemberEvent& e : core_->take_events()) {
     SHOAL_LOG_DEBUG("gossip: member {} at {} is {} (incarnation {})", e.member.info.id.substr(0, 8),
                    e.member.info.address, event_kind_name(e.kind), e.member.incarnation);

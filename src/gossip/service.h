@@ -106,6 +106,7 @@ class GossipService {
   ServiceCounters counters_;
   uint64_t last_drop_warn_ms_ = 0;
   uint64_t drops_since_warn_ = 0;
+  uint32_t logged_health_ = 0;  // the local health score last logged
 };
 
 // CLI diagnostic: sends one authenticated ping (no target id) from a

@@ -129,6 +129,8 @@ class Sim {
   void set_partition(std::function<int(size_t)> group) { group_ = std::move(group); }
   void heal() { group_ = nullptr; }
   void set_net(NetOptions net) { net_ = net; }
+  // Node i handles what it receives `ms` late (a node starved of CPU).
+  void set_inbound_delay(size_t i, uint64_t ms) { nodes_[i].inbound_delay_ms = ms; }
 
   // Called for every event any node emits: (observer, event).
   std::function<void(size_t, const MemberEvent&)> on_event;
@@ -179,6 +181,7 @@ class Sim {
     uint64_t leaving_stop_ms = 0;
     uint64_t tick_phase = 0;
     uint64_t started_ms = 0;
+    uint64_t inbound_delay_ms = 0;
   };
   struct InFlight {
     uint64_t at_ms;
@@ -230,6 +233,7 @@ class Sim {
       if (group_ && group_(i) != group_(to)) continue;
       if (net_.loss > 0 && rng_.uniform_double() < net_.loss) continue;
       uint64_t delay = net_.delay_min_ms + rng_.uniform(net_.delay_max_ms - net_.delay_min_ms + 1);
+      delay += nodes_[to].inbound_delay_ms;
       queue_.push(InFlight{now_ms_ + std::max<uint64_t>(delay, 1), order_++, i, to, std::move(out.messages)});
     }
   }
@@ -510,6 +514,58 @@ void scenario_restart(uint64_t seed) {
   converge_or_fail(sim, 3'000, "restart/rejoin");
 }
 
+// (g) one node handles its packets 300 ms late (starved of CPU): its probes
+// of healthy members time out, so it suspects them, again and again. With
+// Lifeguard's local health it notices (its probes fail though the relays do
+// not nack in time, and it must refute suspicions of itself) and probes up
+// to 9 times more slowly. Nobody is declared dead either way; the slow
+// node's false suspicions must fall to at most half of what the same seed
+// gives with local health off (health_max = 0).
+struct SlowRun {
+  size_t suspicions = 0;  // members the slow node marked suspect
+  uint32_t health = 0;    // its local health score at the end
+};
+
+SlowRun run_slow(uint64_t seed, uint32_t health_max) {
+  constexpr size_t kSlow = 3;
+  Config config;
+  config.health_max = health_max;
+  Sim sim(seed, 30, config, NetOptions{0, 1, 5, false});
+  DeathLog log;
+  log.attach(sim);
+  SlowRun run;
+  auto inner = sim.on_event;
+  sim.on_event = [&](size_t observer, const MemberEvent& e) {
+    inner(observer, e);
+    if (observer == kSlow && e.kind == MemberEvent::Kind::kSuspect) ++run.suspicions;
+  };
+  start_all(sim, 5);
+  converge_or_fail(sim, kJoinConvergence100Ms, "slow/join");
+  sim.set_inbound_delay(kSlow, 300);
+  sim.run_for(g_quick ? 30'000 : 120'000);
+  for (const auto& [key, at] : log.dead_at) {
+    SIM_CHECK(false, "node %zu declared live %s dead at %" PRIu64 " ms (health_max %u)", key.first,
+              key.second.c_str(), at, health_max);
+  }
+  run.health = sim.core(kSlow).health_score();
+  sim.set_inbound_delay(kSlow, 0);
+  converge_or_fail(sim, 10'000, "slow/settle");
+  return run;
+}
+
+void scenario_slow(uint64_t seed) {
+  SlowRun off = run_slow(seed, 0);
+  SlowRun on = run_slow(seed, Config{}.health_max);
+  if (std::getenv("GOSSIP_SIM_VERBOSE")) {
+    std::printf("    slow: %zu false suspicions without local health, %zu with (score %u)\n", off.suspicions,
+                on.suspicions, on.health);
+  }
+  SIM_CHECK(off.suspicions > 0, "the slow node never suspected anyone: the scenario tests nothing");
+  SIM_CHECK(on.health >= Config{}.health_max / 2, "local health score %u", on.health);
+  SIM_CHECK(on.suspicions * 2 <= off.suspicions, "%zu false suspicions with local health, %zu without",
+            on.suspicions, off.suspicions);
+}
+
 struct Scenario {
   const char* name;
   void (*run)(uint64_t);
@@ -518,7 +574,7 @@ struct Scenario {
 const Scenario kScenarios[] = {
     {"join10", scenario_join10},     {"join100", scenario_join100}, {"kill10", scenario_kill10},
     {"kill100", scenario_kill100},   {"lossy", scenario_lossy},     {"partition", scenario_partition},
-    {"leave", scenario_leave},       {"restart", scenario_restart},
+    {"leave", scenario_leave},       {"restart", scenario_restart}, {"slow", scenario_slow},
 };
 
 bool parse_seeds(const std::string& s, uint64_t& lo, uint64_t& hi) {
