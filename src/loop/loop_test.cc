@@ -479,7 +479,30 @@ TEST_CASE("many small writes in one turn are coalesced and arrive in order") {
   uint64_t calls_before = loop.stream_write_calls();
   chain.wait(loop.wait_scope());
   CHECK(read_exactly(loop, *pair.server, expected.size()) == expected);
-  // All 1000 writes happened within one KJ run: one uv_write (writev).
+  // All 1000 writes happened within one KJ run: they left in writes of at
+  // least kCorkEarlyFlushBytes (the first ones went out while the rest were
+  // still being written), not one write each.
+  REQUIRE(expected.size() > 2 * kCorkEarlyFlushBytes);
+  const uint64_t calls = loop.stream_write_calls() - calls_before;
+  CHECK(calls >= 2);
+  CHECK(calls <= expected.size() / kCorkEarlyFlushBytes + 1);
+}
+
+TEST_CASE("a few small writes in one turn leave in one write at the end of the turn") {
+  Loop loop;
+  Pair pair = make_pair(loop);
+  std::string expected;
+  kj::Promise<void> chain = kj::READY_NOW;
+  std::vector<std::string> messages;
+  for (int i = 0; i < 20; ++i) messages.push_back("message " + std::to_string(i) + ";");
+  for (auto& message : messages) {
+    expected += message;
+    chain = chain.then([&]() { return pair.client->write(message.data(), message.size()); });
+  }
+  REQUIRE(expected.size() < kCorkEarlyFlushBytes);
+  uint64_t calls_before = loop.stream_write_calls();
+  chain.wait(loop.wait_scope());
+  CHECK(read_exactly(loop, *pair.server, expected.size()) == expected);
   CHECK(loop.stream_write_calls() - calls_before == 1);
 }
 

@@ -552,7 +552,10 @@ class TcpConn final : public Flushable, public Closeable {
         ++pending.piece_index;
         pending.offset = 0;
       }
-      if (cork_.size() >= kCorkFlushBytes) flush();
+      if (cork_.size() >= kCorkFlushBytes ||
+          (cork_.size() >= kCorkEarlyFlushBytes && writes_in_flight_ == 0)) {
+        flush();
+      }
     }
     if (!cork_.empty() && !flush_scheduled_ && write_error_ == nullptr) {
       flush_scheduled_ = true;

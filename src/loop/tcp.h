@@ -13,7 +13,8 @@
 //     cancelled read leaves undelivered bytes for the next read.
 //   - Writes are corked: bytes written during a loop turn are copied into a
 //     per-stream buffer and handed to libuv in one uv_write just before libuv
-//     polls (or as soon as kCorkFlushBytes are waiting). A write's promise
+//     polls, or as soon as kCorkFlushBytes are waiting, or kCorkEarlyFlushBytes
+//     while nothing written before is still in flight. A write's promise
 //     resolves as soon as its bytes are buffered, while the stream holds at
 //     most kWriteBufferedBytesMax bytes not yet acknowledged by libuv; beyond
 //     that the writer waits. A later failure of those bytes surfaces in the
@@ -44,6 +45,14 @@ inline constexpr size_t kReadChunkBytes = 64 * 1024;
 inline constexpr size_t kReadBufferedBytesMax = 1024 * 1024;
 inline constexpr size_t kWriteBufferedBytesMax = 4 * 1024 * 1024;
 inline constexpr size_t kCorkFlushBytes = 256 * 1024;
+// A turn that answers a batch of small messages (64 pipelined RPC calls)
+// sends the first answers while it works on the rest, so that both ends
+// work at once instead of in turn: with the whole batch in one write, the
+// RPC bench's two processes used 0.93 CPUs between them and made 92k
+// calls/s; flushing from 2 KiB on, 191k/s (8 KiB: 111k/s). Only while no
+// earlier write is in flight: a peer that is behind has work already, and
+// small writes would only pile up.
+inline constexpr size_t kCorkEarlyFlushBytes = 2 * 1024;
 inline constexpr size_t kDirectWriteBytes = 256 * 1024;
 inline constexpr int kListenBacklog = 511;
 inline constexpr uint64_t kCloseLingerMs = 10'000;
