@@ -4,7 +4,9 @@
 join_convergence_ms: from the moment the 9 joiners began joining (their own
   'joining' log line) until every node's log says it sees all 10 alive.
 detect_dead_ms: from kill -9 of one node until every other node logged it dead.
-idle_rss_mib: resident memory of idle nodes after convergence.
+idle_rss_mib: resident memory of idle nodes after convergence (VmRSS), and
+  its parts: anonymous (the node's own) and file-backed (binary and shared
+  libraries, shared with other processes).
 baseline: a UDP echo round trip between two Python sockets on loopback.
 Timestamps come from the nodes' own log lines (wall clock, ms).
 """
@@ -62,10 +64,10 @@ def udp_baseline(n=2000):
     return (time.perf_counter() - start) / n * 1e6
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -124,6 +126,12 @@ def main():
         rss = [rss_kib(p.pid) / 1024 for p in procs]
         result["idle_rss_mib_max"] = round(max(rss), 1)
         result["idle_rss_mib_mean"] = round(statistics.mean(rss), 1)
+        # What RSS is made of: the node's own memory (anonymous), and pages
+        # of the binary and its shared libraries (RocksDB, OpenSSL, ...),
+        # shared with every other process that maps them.
+        anon = [rss_kib(p.pid, "RssAnon") / 1024 for p in procs]
+        result["idle_rss_anon_mib_max"] = round(max(anon), 1)
+        result["idle_rss_file_mib_max"] = round(max(rss_kib(p.pid, "RssFile") / 1024 for p in procs), 1)
 
         victim = n - 1
         before = [len(events(l)) for l in logs]
