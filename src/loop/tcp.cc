@@ -272,6 +272,7 @@ class TcpConn final : public Flushable, public Closeable {
 
   void flush() override {
     flush_scheduled_ = false;
+    early_flushed_ = false;
     if (cork_.empty() || closed_) return;
     loop_.count_stream_write();
     size_t skip = 0;
@@ -552,9 +553,11 @@ class TcpConn final : public Flushable, public Closeable {
         ++pending.piece_index;
         pending.offset = 0;
       }
-      if (cork_.size() >= kCorkFlushBytes ||
-          (cork_.size() >= kCorkEarlyFlushBytes && writes_in_flight_ == 0)) {
+      if (cork_.size() >= kCorkFlushBytes) {
         flush();
+      } else if (!early_flushed_ && cork_.size() >= kCorkEarlyFlushBytes && writes_in_flight_ == 0) {
+        flush();
+        early_flushed_ = true;  // once per turn: flush() from the loop clears it
       }
     }
     if (!cork_.empty() && !flush_scheduled_ && write_error_ == nullptr) {
@@ -679,6 +682,7 @@ class TcpConn final : public Flushable, public Closeable {
   size_t buffered_bytes_ = 0;  // corked + handed to libuv, not yet written
   size_t writes_in_flight_ = 0;
   bool flush_scheduled_ = false;
+  bool early_flushed_ = false;  // this turn's early flush (kCorkEarlyFlushBytes) is done
   bool write_shut_ = false;
   bool shutdown_pending_ = false;
   kj::Maybe<kj::Exception> write_error_;

@@ -13,8 +13,9 @@
 //     cancelled read leaves undelivered bytes for the next read.
 //   - Writes are corked: bytes written during a loop turn are copied into a
 //     per-stream buffer and handed to libuv in one uv_write just before libuv
-//     polls, or as soon as kCorkFlushBytes are waiting, or kCorkEarlyFlushBytes
-//     while nothing written before is still in flight. A write's promise
+//     polls, or as soon as kCorkFlushBytes are waiting; and once per turn
+//     when kCorkEarlyFlushBytes wait while nothing written before is still
+//     in flight. A write's promise
 //     resolves as soon as its bytes are buffered, while the stream holds at
 //     most kWriteBufferedBytesMax bytes not yet acknowledged by libuv; beyond
 //     that the writer waits. A later failure of those bytes surfaces in the
@@ -49,10 +50,13 @@ inline constexpr size_t kCorkFlushBytes = 256 * 1024;
 // sends the first answers while it works on the rest, so that both ends
 // work at once instead of in turn: with the whole batch in one write, the
 // RPC bench's two processes used 0.93 CPUs between them and made 92k
-// calls/s; flushing from 2 KiB on, 191k/s (8 KiB: 111k/s). Only while no
-// earlier write is in flight: a peer that is behind has work already, and
-// small writes would only pile up.
-inline constexpr size_t kCorkEarlyFlushBytes = 2 * 1024;
+// calls/s; with one early write per turn once 4 KiB wait, 178-184k/s (2 KiB
+// and early writes all through the turn: 192-202k/s, but the metadata
+// store's 32-client writes fell from ~15.5k/s to 13.6k/s: a Raft batch cut
+// in pieces costs the follower more rounds, each ending in an fsync; one
+// early write per turn: 13.7-14.9k/s). Only while no earlier write is in
+// flight: a peer that is behind has work already.
+inline constexpr size_t kCorkEarlyFlushBytes = 4 * 1024;
 inline constexpr size_t kDirectWriteBytes = 256 * 1024;
 inline constexpr int kListenBacklog = 511;
 inline constexpr uint64_t kCloseLingerMs = 10'000;
