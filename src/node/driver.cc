@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/memory_size.h"
+#include "base/thread_name.h"
 #include "loop/loop.h"
 #include "loop/tcp.h"
 #include "node/data_dir.h"
@@ -148,6 +149,7 @@ class Driver {
 
  private:
   void run(std::promise<Result<std::shared_ptr<ClusterRuntime>>>& started) {
+    name_this_thread("shoal-driver");
     auto loop = std::make_unique<loop::Loop>();
     SeededRng rng(random_seed());
     auto hp = node::parse_host_port(node_address_, node::kDefaultPort);

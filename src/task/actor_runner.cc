@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "base/thread_name.h"
 #include "task/executor.h"
 #include "task/runtime.h"
 
@@ -188,6 +189,7 @@ void ActorRunner::fail_calls(std::deque<ActorCallPtr>& calls, const ErrorInfo& e
 }
 
 void ActorRunner::thread_main(int index) {
+  name_this_thread("shoal-actor");
   Executor::GpuIdsScope gpus(gpu_ids_);
   std::unique_lock lock(mutex_);
   while (state_ != State::kDead) {

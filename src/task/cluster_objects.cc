@@ -25,15 +25,16 @@
 #include "base/assert.h"
 #include "base/log.h"
 #include "base/memory_size.h"
-#include "task/bulk_channel.h"
+#include "base/thread_name.h"
 #include "loop/loop.h"
 #include "rpc/errors.h"
 #include "rpc/peer_pool.h"
 #include "shoal/detail/copy.h"
+#include "task/bulk_channel.h"
 #include "task/cluster_runtime.h"
 #include "task/cluster_task.h"
-#include "task/object_store.h"
 #include "task/cluster_wire.h"
+#include "task/object_store.h"
 
 namespace shoal::detail {
 
@@ -390,6 +391,7 @@ void ClusterRuntime::start_restore(const ObjectId& id) {
   // `this` outlives the thread: the loop joins it when its answer arrives,
   // teardown_on_loop() and the destructor join any left.
   restore_threads_.emplace(key, std::thread([this, id, key, store = config_.store] {
+    name_this_thread("shoal-restore");
     Result<ObjectValuePtr> got = store->get(id);  // reads the spill file (checksummed)
     ObjectValuePtr value = got.ok() ? *got : nullptr;
     post([this, id, key, value] {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "base/thread_name.h"
 #include "loop/loop.h"
 
 namespace shoal::detail {
@@ -279,6 +280,7 @@ void Executor::signal_work(bool all) {
 }
 
 void Executor::thread_main() {
+  name_this_thread("shoal-worker");
   Worker worker;
   worker.executor = this;
   tls_worker = &worker;

@@ -3,10 +3,12 @@
 #include "task/executor.h"
 
 #include <doctest/doctest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <latch>
 #include <mutex>
 #include <string>
@@ -336,4 +338,19 @@ TEST_CASE("executor: with busy polling off no worker spins") {
   Executor executor(config);
   CHECK(run_one_at_a_time(executor, 200, 0) == 200);
   CHECK(executor.stats().spin_wakes == 0);
+}
+
+TEST_CASE("executor: workers are named for top -H and perf") {
+  Executor executor(Executor::Config{cpus(1), 1, 4});
+  std::promise<std::string> name;
+  auto got = name.get_future();
+  REQUIRE(executor
+              .submit(WorkItem{task_id(1), cpus(1),
+                               [&name] {
+                                 char buf[16] = {};
+                                 pthread_getname_np(pthread_self(), buf, sizeof(buf));
+                                 name.set_value(buf);
+                               }})
+              .ok());
+  CHECK(got.get() == "shoal-worker");
 }

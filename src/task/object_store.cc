@@ -18,6 +18,7 @@
 
 #include "base/assert.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 #include "task/spill_file.h"
 
 namespace shoal::detail {
@@ -132,7 +133,10 @@ ObjectStore::ObjectStore(Config config, std::string spill_dir, bool made_dir)
                  static_cast<ObjectStore*>(handle->data)->on_wake();
                }) == 0);
   loop_->wake.data = this;
-  loop_->thread = std::thread([this] { uv_run(&loop_->uv, UV_RUN_DEFAULT); });
+  loop_->thread = std::thread([this] {
+    name_this_thread("shoal-store");
+    uv_run(&loop_->uv, UV_RUN_DEFAULT);
+  });
   loop_->thread_id = loop_->thread.get_id();
 }
 
