@@ -462,47 +462,50 @@ TEST_CASE("dropping a large write's promise midway closes the connection; the pe
   CHECK_THROWS(pair.client->write("x", 1).wait(loop.wait_scope()));
 }
 
-TEST_CASE("many small writes in one turn are coalesced and arrive in order") {
+namespace {
+
+// Writes `count` small messages ("<prefix><i>;") one after another within
+// one KJ run, reads them back on the peer, and returns how many writes the
+// stream made for them; `bytes` gets their total size.
+uint64_t write_small_messages(int count, const std::string& prefix, size_t& bytes) {
   Loop loop;
   Pair pair = make_pair(loop);
   std::string expected;
   std::vector<std::string> messages;
-  messages.reserve(3000);
-  kj::Promise<void> chain = kj::READY_NOW;
-  for (int i = 0; i < 3000; ++i) {
-    messages.push_back("m" + std::to_string(i) + ";");
+  messages.reserve(count);
+  for (int i = 0; i < count; ++i) {
+    messages.push_back(prefix + std::to_string(i) + ";");
     expected += messages.back();
   }
+  kj::Promise<void> chain = kj::READY_NOW;
   for (auto& message : messages) {
     chain = chain.then([&]() { return pair.client->write(message.data(), message.size()); });
   }
-  REQUIRE(expected.size() > 2 * kCorkEarlyFlushBytes);
-  REQUIRE(expected.size() < kCorkFlushBytes);
+  bytes = expected.size();
   uint64_t calls_before = loop.stream_write_calls();
   chain.wait(loop.wait_scope());
   CHECK(read_exactly(loop, *pair.server, expected.size()) == expected);
+  return loop.stream_write_calls() - calls_before;
+}
+
+}  // namespace
+
+TEST_CASE("many small writes in one turn are coalesced and arrive in order") {
+  size_t bytes = 0;
+  const uint64_t calls = write_small_messages(3000, "m", bytes);
+  REQUIRE(bytes > 2 * kCorkEarlyFlushBytes);
+  REQUIRE(bytes < kCorkFlushBytes);
   // All 3000 writes happened within one KJ run: two writes, one as soon as
   // kCorkEarlyFlushBytes were waiting (so the peer can start), the rest at
   // the end of the turn.
-  CHECK(loop.stream_write_calls() - calls_before == 2);
+  CHECK(calls == 2);
 }
 
 TEST_CASE("a few small writes in one turn leave in one write at the end of the turn") {
-  Loop loop;
-  Pair pair = make_pair(loop);
-  std::string expected;
-  kj::Promise<void> chain = kj::READY_NOW;
-  std::vector<std::string> messages;
-  for (int i = 0; i < 20; ++i) messages.push_back("message " + std::to_string(i) + ";");
-  for (auto& message : messages) {
-    expected += message;
-    chain = chain.then([&]() { return pair.client->write(message.data(), message.size()); });
-  }
-  REQUIRE(expected.size() < kCorkEarlyFlushBytes);
-  uint64_t calls_before = loop.stream_write_calls();
-  chain.wait(loop.wait_scope());
-  CHECK(read_exactly(loop, *pair.server, expected.size()) == expected);
-  CHECK(loop.stream_write_calls() - calls_before == 1);
+  size_t bytes = 0;
+  const uint64_t calls = write_small_messages(20, "message ", bytes);
+  REQUIRE(bytes < kCorkEarlyFlushBytes);
+  CHECK(calls == 1);
 }
 
 TEST_CASE("dropping a pending read loses no bytes; destroying the stream after is safe") {

@@ -8,11 +8,13 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "base/assert.h"
 #include "base/log.h"
+#include "shoal/detail/copy.h"
 
 namespace shoal::loop {
 namespace {
@@ -477,7 +479,9 @@ class TcpConn final : public Flushable, public Closeable {
       read_end_ -= read_begin_;
       read_begin_ = 0;
     }
-    if (read_buffer_.size() < read_end_ + kReadChunkBytes) read_buffer_.grow(read_end_, read_end_ + kReadChunkBytes);
+    if (read_buffer_.size() < read_end_ + kReadChunkBytes) {
+      shoal::detail::resize_uninitialized(read_buffer_, read_end_ + kReadChunkBytes);
+    }
     *buf = uv_buf_init(read_buffer_.data() + read_end_,
                        static_cast<unsigned>(read_buffer_.size() - read_end_));
   }
@@ -666,26 +670,10 @@ class TcpConn final : public Flushable, public Closeable {
   std::string name_;
   kj::Own<kj::PromiseFulfiller<kj::Own<kj::AsyncIoStream>>> connect_fulfiller_;
 
-  // Not zero-filled: libuv writes what it reads, and an idle connection's
-  // 64 KiB chunk stays untouched memory (a std::vector zeroed it all: 64 KiB
-  // resident per connection).
-  class ReadBuffer {
-   public:
-    char* data() { return data_.get(); }
-    size_t size() const { return size_; }
-    // Room for `size` bytes; the first `keep` are kept.
-    void grow(size_t keep, size_t size) {
-      std::unique_ptr<char[]> bigger(new char[size]);
-      if (keep > 0) std::memcpy(bigger.get(), data_.get(), keep);
-      data_ = std::move(bigger);
-      size_ = size;
-    }
-
-   private:
-    std::unique_ptr<char[]> data_;
-    size_t size_ = 0;
-  };
-  ReadBuffer read_buffer_;
+  // Grown without zero-filling (detail::resize_uninitialized): libuv writes
+  // what it reads, and an idle connection's 64 KiB chunk stays untouched
+  // memory (a zeroed one kept 64 KiB resident per connection).
+  std::string read_buffer_;
   size_t read_begin_ = 0;
   size_t read_end_ = 0;
   bool reading_ = false;
